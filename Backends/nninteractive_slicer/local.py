@@ -1,0 +1,75 @@
+"""The local backend: nnInteractive in this process, e.g. inside 3D Slicer's own Python, on the user's GPU.
+
+Every torch call, model loading included, runs on one persistent device thread (see
+:mod:`.device_worker`). ``Backend.start`` runs calls off the GUI thread; their device work still
+happens on the device thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .device_worker import DeviceWorker
+from .engine import InteractiveSession
+from .interface import Backend, Capabilities, Prompt, PromptResult
+from .model_loading import LoadedModel, load_model
+
+
+class LocalBackend(Backend):
+    """nnInteractive in the calling process.
+
+    ``model_id`` is an official model id (downloaded on first use through
+    ``nnInteractive.model_management``; None means the recommended one); ``model_dir`` is a
+    model folder on disk and wins over ``model_id``. ``device`` is ``auto`` (CUDA, else CPU with
+    a warning), ``cuda``, ``cuda:N`` or ``cpu``.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model_id: str | None = None,
+        model_dir: str | os.PathLike | None = None,
+        device: str = "auto",
+        torch_threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._worker = DeviceWorker()
+        try:
+            self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
+            self._session = self._worker.call(InteractiveSession, self._model)
+        except BaseException:
+            self._worker.stop()
+            raise
+
+    def capabilities(self) -> Capabilities:
+        return self._model.capabilities
+
+    @property
+    def prompt_count(self) -> int:
+        """Prompts in the current object; also the RNG seed of the next one."""
+        return self._session.prompt_count
+
+    def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self._worker.call(self._session.set_image, image, spacing)
+
+    def _set_initial_mask(self, mask: np.ndarray) -> None:
+        self._worker.call(self._session.set_initial_mask, mask)
+
+    def _prompt(self, prompt: Prompt) -> PromptResult:
+        return self._worker.call(self._session.prompt, prompt)
+
+    def _undo(self) -> PromptResult:
+        return self._worker.call(self._session.undo)
+
+    def _reset(self) -> None:
+        self._worker.call(self._session.reset)
+
+    def _get_mask(self) -> np.ndarray:
+        return self._worker.call(lambda: self._session.mask.copy())
+
+    def _close(self) -> None:
+        self._worker.call(self._session.close)
+        self._worker.stop()

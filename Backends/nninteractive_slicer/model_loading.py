@@ -1,0 +1,133 @@
+"""Find, load and describe an nnInteractive model once, so many sessions can share it.
+
+Imports torch and nnInteractive: only the local backend and the server use this module.
+Call :func:`load_model` on the device thread (see :mod:`.device_worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BackendUnavailableError
+from .interface import PROMPT_KINDS, Capabilities
+
+log = logging.getLogger(__name__)
+
+NO_WEIGHTS_HINT = (
+    "Pass a model folder instead (--model-dir / model_dir=...): a folder holding plans.json, dataset.json, "
+    "inference_info.json and fold_0/checkpoint_final.pth, e.g. one copied from a machine with internet access, "
+    "or a synthetic test model made with `nninteractive-slicer-make-model DIR`."
+)
+
+# nnInteractive's interaction names for our prompt kinds.
+_INTERACTION_OF_KIND = {"point": "points", "bbox": "bbox2d", "scribble": "scribble", "lasso": "lasso"}
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory: nnInteractive's artifacts (network on the device) plus what we report about it."""
+
+    artifacts: dict[str, Any]
+    model_id: str
+    folder: Path
+    device: Any  # torch.device
+    torch_threads: int
+    capabilities: Capabilities
+
+
+def choose_device(requested: str = "auto") -> Any:
+    """``auto`` is CUDA when available, else the CPU with a warning. ``cuda``/``cuda:N``/``cpu`` are taken as given."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        warnings.warn("No CUDA GPU found: nnInteractive runs on the CPU, which takes seconds to minutes per prompt.",
+                      stacklevel=2)
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise BackendUnavailableError(f"Unknown device {requested!r}: use auto, cuda, cuda:N or cpu.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError("CUDA was requested but no CUDA GPU is usable here: choose cpu or auto.")
+    if device.type not in ("cuda", "cpu"):
+        raise BackendUnavailableError(f"Device type {device.type!r} is not supported: use cuda or cpu.")
+    return device
+
+
+def resolve_model_folder(model_id: str | None = None, model_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Return (folder, model id): a given folder as is, else the official model (downloaded on first use)."""
+    if model_dir is not None:
+        folder = Path(model_dir).expanduser()
+        if not (folder / "plans.json").is_file():
+            raise BackendUnavailableError(
+                f"{folder} is not an nnInteractive model folder (no plans.json in it). {NO_WEIGHTS_HINT}"
+            )
+        return folder, model_id or folder.name
+    from nnInteractive import model_management
+
+    try:
+        if model_id is None:
+            model_id = model_management.get_default_model_id()
+        return Path(model_management.ensure_model_available(model_id)), model_id
+    except (RuntimeError, OSError) as exc:
+        raise BackendUnavailableError(
+            f"The nnInteractive model {model_id or '(default)'} is not on this machine and could not be downloaded "
+            f"({exc}). {NO_WEIGHTS_HINT}"
+        ) from exc
+    except ValueError as exc:  # unknown model id
+        raise BackendUnavailableError(str(exc)) from exc
+
+
+def new_inference_session(device: Any, torch_threads: int) -> Any:
+    """A bare nnInteractive session (no model yet) configured the same way everywhere."""
+    from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
+
+    return nnInteractiveInferenceSession(
+        device=device,
+        use_torch_compile=False,
+        verbose=False,
+        torch_n_threads=torch_threads,
+        do_autozoom=True,
+        interactions_storage="tensor",
+        enable_undo=True,
+    )
+
+
+def load_model(
+    model_id: str | None = None,
+    model_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    torch_threads: int | None = None,
+    backend_name: str = "local",
+) -> LoadedModel:
+    """Load the network once; sessions attach to it with :meth:`InteractiveSession`'s ``model``."""
+    torch_device = choose_device(device)
+    folder, model_id = resolve_model_folder(model_id, model_dir)
+    threads = torch_threads or os.cpu_count() or 1
+    session = new_inference_session(torch_device, threads)
+    try:
+        artifacts = session._load_model_artifacts_from_disk(str(folder), None)  # the loader the official server uses
+    except Exception as exc:
+        raise BackendUnavailableError(f"Could not load the model in {folder}: {exc}") from exc
+    session.initialize_from_loaded_artifacts(artifacts)
+    supported = session.supported_interactions
+    capabilities = Capabilities(
+        backend=backend_name,
+        model_id=model_id,
+        license=session.license or "unknown",
+        device=str(torch_device),
+        prompt_kinds=tuple(k for k in PROMPT_KINDS if supported.get(_INTERACTION_OF_KIND[k], False)),
+        supports_3d_bbox=bool(supported.get("bbox3d", False)),
+        supports_initial_mask=bool(session.supports_initial_label),
+        scribble_thickness=tuple(int(t) for t in session.preferred_scribble_thickness),  # type: ignore[arg-type]
+        undo_depth=1,
+    )
+    log.info("Loaded model %s from %s on %s", model_id, folder, torch_device)
+    return LoadedModel(artifacts, model_id, folder, torch_device, threads, capabilities)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create (or update) .venv with the project and the extras named in $1 (default: test).
+# torch goes in first, pinned, so nothing later can swap it for a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=${1:-test}
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c scripts/constraints.txt torch
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[$extras]"

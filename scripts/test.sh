@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up .venv and run the whole test suite (lint first). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash scripts/setup-env.sh test
+echo "test environment ready in $(( $(date +%s) - start )) s"
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"
