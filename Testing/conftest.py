@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import mr_like_image
 
 from nninteractive_slicer.interface import Backend
 from nninteractive_slicer.synthetic_model import write_model
-from synthetic import mr_like_image
 
-pytest_plugins = ["fixtures_local"]
+pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official"]
 
-BACKEND_KINDS = ["local"]
+BACKEND_KINDS = ["local", "remote", "official"]
 
 BackendFactory = Callable[[], Backend]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import blob_centre, disk_crop, prompt_script
 
 from nninteractive_slicer.errors import InvalidPromptError, NoImageError
 from nninteractive_slicer.interface import PROMPT_KINDS, BBox, Lasso, Point, PromptResult, Scribble, box_slices
-from synthetic import blob_centre, disk_crop, prompt_script
 
 
 def one_prompt(kind: str, shape: tuple[int, int, int], positive: bool = True):

@@ -245,6 +245,13 @@ class Backend(ABC):
     def image_shape(self) -> tuple[int, int, int] | None:
         return self._shape
 
+    def check_connection(self) -> str:
+        """A one-line description of what this backend runs on; raises a typed error saying why it cannot run.
+
+        Remote backends override this to reach the server (the UI's "Test connection")."""
+        caps = self.capabilities()
+        return f"{caps.backend}: model {caps.model_id} on {caps.device}"
+
     # -- the session -----------------------------------------------------------------------
     def set_image(self, image: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
         """Send a new image; the mask and all prompts start empty. The backend keeps it until the next call."""

@@ -1,0 +1,1 @@
+"""The official backend's factory (being written: see issue)."""

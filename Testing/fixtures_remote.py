@@ -1,0 +1,1 @@
+"""The remote backend's factory (being written: see issue)."""
