@@ -17,7 +17,7 @@ from synthetic import mr_like_image
 from nninteractive_slicer.interface import Backend
 from nninteractive_slicer.synthetic_model import write_model
 
-pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official"]
+pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312"]
 
 BACKEND_KINDS = ["local", "remote", "official"]
 

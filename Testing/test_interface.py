@@ -1,0 +1,110 @@
+"""The interface's own behaviour: validation, results and the replay journal. Torch-free (also run on Python 3.12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nninteractive_slicer.errors import InvalidPromptError, NoImageError
+from nninteractive_slicer.interface import (
+    BBox,
+    Capabilities,
+    Lasso,
+    Point,
+    PromptResult,
+    Scribble,
+    validate_image,
+    validate_mask,
+    validate_prompt,
+)
+from nninteractive_slicer.journal import SessionJournal
+
+CAPS = Capabilities(backend="test", model_id="m", license="l", device="cpu")
+SHAPE = (10, 20, 30)
+
+
+def test_valid_prompts_come_back_normalised():
+    point = validate_prompt(Point((np.int64(1), 2.0, 3)), SHAPE, CAPS)
+    assert point.coord == (1, 2, 3) and all(type(c) is int for c in point.coord)
+    box = validate_prompt(BBox([[4, 5], [0, 20], [np.int32(2), 30.0]], positive=np.bool_(False)), SHAPE, CAPS)
+    assert box.box == ((4, 5), (0, 20), (2, 30)) and box.positive is False
+    crop = np.zeros((1, 3, 4), bool)
+    crop[0, 1, 1] = True
+    lasso = validate_prompt(Lasso(crop, ((2, 3), (0, 3), (0, 4))), SHAPE, CAPS)
+    assert lasso.mask.dtype == np.uint8 and lasso.mask.sum() == 1
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        Point((10, 0, 0)),
+        Point((0, 0, float("inf"))),
+        BBox(((0, 1), (0, 21), (0, 30))),
+        BBox(((0, 2), (0, 20), (0, 30))),  # 3D box, model only takes 2D
+        Scribble(np.ones((1, 2, 2), np.uint8), ((0, 1), (0, 3), (0, 2))),
+    ],
+)
+def test_invalid_prompts_are_rejected_with_a_reason(prompt):
+    with pytest.raises(InvalidPromptError) as info:
+        validate_prompt(prompt, SHAPE, CAPS)
+    assert len(str(info.value)) > 20
+
+
+def test_3d_boxes_pass_where_the_model_takes_them():
+    caps = Capabilities(backend="t", model_id="m", license="l", device="cpu", supports_3d_bbox=True)
+    assert validate_prompt(BBox(((0, 2), (0, 20), (0, 30))), SHAPE, caps).box[0] == (0, 2)
+
+
+def test_unsupported_prompt_kind_is_named():
+    caps = Capabilities(backend="t", model_id="m", license="l", device="cpu", prompt_kinds=("point",))
+    with pytest.raises(InvalidPromptError, match="lasso"):
+        validate_prompt(Lasso(np.ones((1, 1, 1), np.uint8), ((0, 1), (0, 1), (0, 1))), SHAPE, caps)
+
+
+def test_prompt_before_image():
+    with pytest.raises(NoImageError):
+        validate_prompt(Point((0, 0, 0)), None, CAPS)
+    with pytest.raises(NoImageError):
+        validate_mask(np.zeros(SHAPE, np.uint8), None)
+
+
+def test_images_and_masks():
+    image = np.ones(SHAPE, np.int16)
+    assert validate_image(image, [1, 2, 3]) == (image, (1.0, 2.0, 3.0))
+    for bad in (np.ones(SHAPE, np.float16), np.ones(SHAPE, np.complex64), np.ones((2, 2), np.float32)):
+        with pytest.raises(InvalidPromptError):
+            validate_image(bad, (1, 1, 1))
+    with pytest.raises(InvalidPromptError):
+        validate_image(image, (1, 0, 1))
+    assert validate_mask(np.full(SHAPE, 7, np.int32), SHAPE).max() == 1
+
+
+def test_result_writes_only_its_box():
+    mask = np.zeros(SHAPE, np.uint8)
+    PromptResult(((1, 3), (2, 4), (5, 6)), np.ones((2, 2, 1), np.uint8)).apply_to(mask)
+    assert mask.sum() == 4 and mask[1:3, 2:4, 5].all()
+    PromptResult().apply_to(mask)
+    assert mask.sum() == 4
+
+
+def test_journal_keeps_the_current_object_only():
+    journal = SessionJournal()
+    assert journal.replay() is None
+    journal.image_set("img", (1.0, 1.0, 2.0))
+    first, second = Point((1, 1, 1)), Point((2, 2, 2))
+    journal.prompted(first)
+    start = np.ones(SHAPE, np.uint8)
+    journal.object_started(start)
+    journal.prompted(first)
+    journal.prompted(second)
+    journal.undone()
+    calls: list[tuple] = []
+    replayed = journal.restore_into(
+        lambda image, spacing: calls.append(("image", image, spacing)),
+        lambda mask: calls.append(("mask", mask is start)),
+        lambda prompt: calls.append(("prompt", prompt)),
+    )
+    assert replayed == 1
+    assert calls == [("image", "img", (1.0, 1.0, 2.0)), ("mask", True), ("prompt", first)]
+    journal.object_started(None)
+    assert journal.replay().initial_mask is None and journal.replay().prompts == []

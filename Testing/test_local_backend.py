@@ -1,0 +1,161 @@
+"""What the local backend adds to the contract: one device thread, seeded prompts, OOM safety, model lookup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic import blob_centre
+
+from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError
+from nninteractive_slicer.interface import Point
+from nninteractive_slicer.local import LocalBackend
+from nninteractive_slicer.model_loading import choose_device
+
+SESSION_METHODS = ("set_image", "add_point_interaction", "add_initial_seg_interaction", "undo", "reset_interactions")
+
+
+@pytest.fixture
+def backend(local_backend_factory):
+    backend = local_backend_factory()
+    yield backend
+    backend.close()
+
+
+def test_all_session_calls_run_on_one_persistent_thread(backend, image64, monkeypatch):
+    session = backend._session._session
+    calls: dict[str, int] = {}
+    for name in SESSION_METHODS:
+        original = getattr(session, name)
+
+        def record(*args, _original=original, _name=name, **kwargs):
+            calls[_name] = threading.get_ident()
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(session, name, record)
+    backend.set_image(image64)
+    backend.set_initial_mask(np.zeros(image64.shape, np.uint8))
+    future = backend.start(backend.prompt, Point(blob_centre(image64.shape)))  # as the GUI does
+    assert future.result(timeout=120).changed
+    backend.undo()
+    backend.reset()
+    assert set(calls) == set(SESSION_METHODS)
+    assert len(set(calls.values())) == 1
+    assert threading.get_ident() not in calls.values()
+
+
+def test_each_prompt_runs_with_numpy_seeded_by_its_index(backend, image64, monkeypatch):
+    """nnInteractive's refinement may fall back to numpy's global RNG: what it draws must not depend on history."""
+    session = backend._session._session
+    draws: list[float] = []
+    original = session.add_point_interaction
+
+    def drawing(*args, **kwargs):
+        draws.append(float(np.random.random()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "add_point_interaction", drawing)
+    point = Point(blob_centre(image64.shape))
+    runs = []
+    for caller_seed in (1, 2):
+        np.random.seed(caller_seed)
+        caller_next = np.random.random()
+        np.random.seed(caller_seed)
+        backend.set_image(image64)
+        draws.clear()
+        backend.prompt(point)
+        backend.prompt(point)
+        runs.append(list(draws))
+        assert np.random.random() == caller_next  # the caller's RNG stream is left as it was
+    assert runs[0] == runs[1]
+    assert runs[0][0] != runs[0][1]  # seeded by the prompt's index in the object
+
+
+def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64, monkeypatch):
+    backend.set_image(image64)
+    point = Point(blob_centre(image64.shape))
+    backend.prompt(point)
+    before = backend.get_mask()
+    session = backend._session._session
+    original = session.add_point_interaction
+    monkeypatch.setattr(session, "add_point_interaction", lambda *a, **k: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
+    with pytest.raises(OutOfMemoryError, match="ran out of memory"):
+        backend.prompt(Point(blob_centre(image64.shape), positive=False))
+    np.testing.assert_array_equal(backend.get_mask(), before)
+    monkeypatch.setattr(session, "add_point_interaction", original)
+    assert backend.prompt(Point(blob_centre(image64.shape), positive=False)).backend_ms > 0
+
+
+def test_device_choice():
+    with pytest.warns(UserWarning, match="CPU"):
+        assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert choose_device("cpu").type == "cpu"
+    with pytest.raises(BackendUnavailableError, match="not supported|Unknown device"):
+        choose_device("mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+            choose_device("cuda")
+
+
+def test_folder_without_model_names_the_fix(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="model-dir"):
+        LocalBackend(model_dir=tmp_path, device="cpu")
+
+
+class FakeHub:
+    """Hugging Face at the network boundary: serves a manifest and copies the tiny model as a 'download'."""
+
+    MODEL_ID = "nnInteractive_v9.9"
+
+    def __init__(self, model_dir: Path, online: bool = True) -> None:
+        self.model_dir, self.online, self.downloads = model_dir, online, 0
+
+    def hf_hub_download(self, repo_id, repo_type, filename, cache_dir):
+        if not self.online:
+            raise ConnectionError("huggingface.co is unreachable")
+        path = Path(cache_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"id": self.MODEL_ID, "display_name": "Test", "path": self.MODEL_ID, "default": True}
+        path.write_text(json.dumps({"schema_version": 1, "models": [entry]}))
+        return str(path)
+
+    def snapshot_download(self, repo_id, repo_type, allow_patterns, local_dir):
+        if not self.online:
+            raise ConnectionError("huggingface.co is unreachable")
+        self.downloads += 1
+        shutil.copytree(self.model_dir, Path(local_dir) / self.MODEL_ID)
+        return local_dir
+
+
+def test_official_model_is_downloaded_once_then_used_offline(tiny_model_dir, tmp_path, monkeypatch, image64):
+    import huggingface_hub
+
+    hub = FakeHub(tiny_model_dir)
+    monkeypatch.setenv("NNINTERACTIVE_MODEL_DIR", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    with LocalBackend(device="cpu", torch_threads=2) as backend:  # the recommended model, by official id
+        assert backend.capabilities().model_id == FakeHub.MODEL_ID
+        backend.set_image(image64)
+        assert backend.prompt(Point(blob_centre(image64.shape))).changed
+    hub.online = False
+    with LocalBackend(FakeHub.MODEL_ID, device="cpu", torch_threads=2) as backend:
+        assert backend.capabilities().model_id == FakeHub.MODEL_ID
+    assert hub.downloads == 1
+
+
+def test_unreachable_hub_says_how_to_pass_a_model_folder(tiny_model_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    hub = FakeHub(tiny_model_dir, online=False)
+    monkeypatch.setenv("NNINTERACTIVE_MODEL_DIR", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+    with pytest.raises(BackendUnavailableError, match="could not be downloaded.*--model-dir"):
+        LocalBackend(device="cpu")
