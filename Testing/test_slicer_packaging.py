@@ -1,0 +1,89 @@
+"""The extension is complete: CMake lists every script and resource, metadata is filled, the UI matches the widget."""
+
+from __future__ import annotations
+
+import ast
+import re
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "SlicerNNInteractive"
+WIDGET = MODULE / "SlicerNNInteractive.py"
+UI = MODULE / "Resources" / "UI" / "SlicerNNInteractive.ui"
+ICON = MODULE / "Resources" / "Icons" / "SlicerNNInteractive.png"
+BACKENDS = REPO / "Backends" / "nninteractive_slicer"
+PYTHON312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
+
+
+def module_cmake_entries() -> set[str]:
+    text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SlicerNNInteractive")
+    return set(re.findall(r"^\s+([\w./]+\.(?:py|png|ui))\s*$", text, re.MULTILINE))
+
+
+def test_module_cmake_lists_every_script_and_resource():
+    entries = module_cmake_entries()
+    shipped = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*") if p.suffix in (".py", ".png", ".ui")}
+    shipped = {p for p in shipped if "__pycache__" not in p}
+    assert shipped - entries == set(), "files missing from SlicerNNInteractive/CMakeLists.txt"
+    assert {e for e in entries if not e.startswith("nninteractive_slicer/")} <= shipped, (
+        "listed files that do not exist"
+    )
+
+
+def test_module_cmake_ships_the_backend_client_package():
+    listed = {e.removeprefix("nninteractive_slicer/") for e in module_cmake_entries() if e.startswith("nninteractive_")}
+    present = {p.name for p in BACKENDS.glob("*.py")}
+    assert listed == present, "Backends/nninteractive_slicer/*.py and the module's CMakeLists.txt disagree"
+
+
+def test_extension_metadata():
+    top = (REPO / "CMakeLists.txt").read_text()
+    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf'set\(EXTENSION_{field} "[^"]+"\)', top), field
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in top
+    assert "add_subdirectory(SlicerNNInteractive)" in top
+    s4ext = dict(
+        line.split(" ", 1) if " " in line else (line, "")
+        for line in (REPO / "SlicerNNInteractive.s4ext").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    for key in ("scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage", "contributors",
+                "category", "iconurl", "status", "description", "screenshoturls", "enabled"):  # fmt: skip
+        assert key in s4ext, key
+    assert s4ext["category"] == "Segmentation"
+
+
+def test_icon_is_a_128_pixel_png():
+    header = ICON.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (128, 128)
+
+
+def test_every_ui_name_the_widget_uses_exists_and_shortcuts_are_underlined():
+    names = {w.get("name") for w in ET.parse(UI).iter() if w.tag in ("widget", "layout") and w.get("name")}
+    used = set(re.findall(r"self\.ui\.(\w+)", WIDGET.read_text()))
+    tree = ast.parse(WIDGET.read_text())
+    tools = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "TOOLS"
+    )
+    used |= {button for button, _key, _cls in tools.values()}
+    assert used - names == set(), "the widget uses names the .ui does not have"
+    texts = {w.get("name"): w.findtext("property[@name='text']/string") for w in ET.parse(UI).iter("widget")}
+    for button, key, _cls in tools.values():
+        assert f"&{key.lower()}" in texts[button].lower(), f"{button} should underline {key}"
+    for button, key in (("pbResetSegment", "R"), ("pbNextSegment", "E"), ("pbUndo", "U"), ("pbPositive", "T")):
+        assert f"&{key.lower()}" in texts[button].lower(), f"{button} should underline {key}"
+
+
+@pytest.mark.skipif(not PYTHON312.exists(), reason=f"Slicer's Python 3.12 is not installed at {PYTHON312}")
+def test_the_widget_compiles_under_python_312(tmp_path):
+    script = f"import py_compile; py_compile.compile({str(WIDGET)!r}, cfile={str(tmp_path / 'w.pyc')!r}, doraise=True)"
+    done = subprocess.run([str(PYTHON312), "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,363 @@
+"""End to end on real MRML (slicer-core) with the real local backend and the tiny model.
+
+Markups placed in the scene -> PromptSession -> LocalBackend -> the segment, written through
+Slicer's Segment Editor logic. Uploads are counted with a wrapper around the real backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+from slicer_scene import CountingBackend, make_scene, oblique_lps_matrix, rigid_transform
+from synthetic import blob_centre, mr_like_image
+
+from SlicerNNInteractiveLib import (
+    UNDO,
+    PromptError,
+    PromptSession,
+    VolumeGeometry,
+    box_prompt,
+    control_points_world,
+    curve_points_world,
+    lasso_prompt,
+    point_prompt,
+    roi_frame_world,
+    scribble_prompt,
+)
+from SlicerNNInteractiveLib.segments import full_box, grid_image, index_to_segmentation, read_mask
+
+SHAPE = (64, 64, 64)
+Editor = slicer.vtkMRMLSegmentEditorNode
+
+
+@pytest.fixture(scope="module")
+def real_backend(local_backend_factory):
+    backend = local_backend_factory()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return mr_like_image(SHAPE, seed=1)
+
+
+class World:
+    """A scene with an oblique LPS volume under a rigid transform, a segmentation and a Segment Editor node."""
+
+    def __init__(self, image: np.ndarray, backend: CountingBackend) -> None:
+        self.s = make_scene()
+        self.volume = self.s.volume(image, oblique_lps_matrix(spacing=(0.8, 0.9, 1.3)))
+        transform = self.s.linear_transform(rigid_transform(0.25, (3.0, -2.0, 4.0)))
+        self.volume.SetAndObserveTransformNodeID(transform.GetID())
+        self.segmentation = self.s.segmentation(self.volume)
+        self.editor = self.s.editor_node(self.volume, self.segmentation)
+        self.editor.SetOverwriteMode(Editor.OverwriteNone)
+        self.backend = backend
+        self.session = PromptSession(self.s.scene, backend, self.editor, self.s.app_logic)
+
+    def world(self, kji) -> np.ndarray:
+        g = VolumeGeometry.from_volume_node(self.volume)
+        return (g.index_to_world @ np.r_[np.asarray(kji, float), 1.0])[:3]
+
+    def fiducial(self, kji):
+        node = self.s.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+        node.AddControlPointWorld(vtk.vtkVector3d(*self.world(kji)))
+        return node
+
+    def mask(self, segment_id: str) -> np.ndarray:
+        return read_mask(self.segmentation, segment_id, self.index_to_seg(), full_box(SHAPE))
+
+    def index_to_seg(self) -> np.ndarray:
+        return index_to_segmentation(VolumeGeometry.from_volume_node(self.volume), self.segmentation)
+
+    def add_segment(self, name: str, mask: np.ndarray | None = None) -> str:
+        segment_id = self.segmentation.GetSegmentation().AddEmptySegment(name, name)
+        if mask is not None:
+            self.paint(segment_id, mask, slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
+        return segment_id
+
+    def paint(self, segment_id: str, mask: np.ndarray, mode) -> None:
+        """Edit a segment the way another Segment Editor effect would (its own logic, masking bypassed)."""
+        logic = slicer.vtkSlicerSegmentEditorLogic()
+        logic.SetMRMLScene(self.s.scene)
+        logic.SetSegmentEditorNode(self.editor)
+        modifier = grid_image(self.index_to_seg(), full_box(SHAPE), mask)
+        logic.ModifySegmentByLabelmap(self.segmentation, segment_id, modifier, mode, True, True)
+
+    def select(self, segment_id: str) -> None:
+        self.editor.SetSelectedSegmentID(segment_id)
+
+    def point(self, kji, positive: bool = True):
+        node = self.fiducial(kji)
+        return self.session.submit(lambda g: point_prompt(control_points_world(node)[0], g, positive))
+
+
+@pytest.fixture
+def world(image, real_backend) -> World:
+    return World(image, CountingBackend(real_backend))
+
+
+def centre() -> tuple[int, int, int]:
+    return blob_centre(SHAPE)
+
+
+def cube(lo, hi) -> np.ndarray:
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1
+    return mask
+
+
+def test_markups_of_every_kind_end_as_the_backends_mask(world):
+    c = centre()
+    outcome = world.point(c)
+    segment_id = outcome.segment_id
+    assert outcome.written, outcome.message
+    np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
+
+    roi = world.s.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    g = VolumeGeometry.from_volume_node(world.volume)
+    axes = g.index_to_world[:3, :3] / np.linalg.norm(g.index_to_world[:3, :3], axis=0)
+    roi.SetAndObserveObjectToNodeMatrix(
+        slicer.util.vtkMatrixFromArray(np.block([[axes, np.zeros((3, 1))], [0, 0, 0, 1]]))
+    )
+    roi.SetCenterWorld(world.world(c))
+    roi.SetSizeWorld([0.0, 16.0, 16.0])
+    world.session.submit(lambda geometry: box_prompt(*roi_frame_world(roi), geometry))
+    np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
+
+    ring = [world.world((c[0] + 2, c[1] + 7 * np.cos(a), c[2] + 7 * np.sin(a))) for a in np.linspace(0, 6.2, 40)]
+    curve = world.s.scene.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode")
+    curve.SetCurveTypeToLinear()
+    for p in ring:
+        curve.AddControlPointWorld(vtk.vtkVector3d(*p))
+    world.session.submit(lambda geometry: lasso_prompt(curve_points_world(curve), geometry))
+    np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
+
+    stroke = [world.world((c[0] - 3, c[1] - 4 + d, c[2])) for d in range(9)]
+    thickness = world.backend.capabilities().scribble_thickness
+    world.session.submit(
+        lambda geometry: scribble_prompt(np.array(stroke), geometry, thickness, normal_world=geometry.plane_normal(0))
+    )
+    np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
+    assert world.backend.mask_uploads == 0  # a new empty segment: the fresh image's empty mask is enough
+    assert world.backend.calls["set_image"] == 1
+
+
+@pytest.mark.parametrize(
+    "mode, other_visible, overwritten",
+    [
+        (Editor.OverwriteNone, True, False),
+        (Editor.OverwriteVisibleSegments, False, False),
+        (Editor.OverwriteVisibleSegments, True, True),
+        (Editor.OverwriteAllSegments, False, True),
+    ],
+)
+def test_other_segments_follow_the_overwrite_mode(world, mode, other_visible, overwritten):
+    c = np.array(centre())
+    before = cube(c - 6, c + 6)
+    other = world.add_segment("other", before)
+    world.segmentation.GetDisplayNode().SetSegmentVisibility(other, other_visible)
+    world.editor.SetOverwriteMode(mode)
+    outcome = world.point(tuple(c))
+    result = world.backend.get_mask()
+    assert (result & before).any(), "the prompt must reach into the other segment for this test to mean anything"
+    np.testing.assert_array_equal(world.mask(outcome.segment_id), result)
+    expected_other = before & ~result if overwritten else before
+    np.testing.assert_array_equal(world.mask(other), expected_other)
+
+
+def test_the_editable_area_is_honoured_and_the_segment_is_resent(world):
+    c = centre()
+    area = np.zeros(SHAPE, np.uint8)
+    area[: c[0]] = 1  # only slices above the blob centre may change
+    area_id = world.add_segment("area", area)
+    target = world.add_segment("target")
+    world.select(target)
+    world.editor.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    world.editor.SetMaskSegmentID(area_id)
+    outcome = world.point(c)
+    result = world.backend.get_mask()
+    assert (result & ~area).any() and (result & area).any()
+    assert "masking" in outcome.message
+    written = world.mask(target)
+    np.testing.assert_array_equal(written, result & area)
+    uploads = world.backend.mask_uploads
+    world.point((c[0] - 2, c[1], c[2]))
+    # The backend's mask and the segment differed, so the segment went back as the starting mask, once.
+    assert world.backend.mask_uploads == uploads + 1
+    np.testing.assert_array_equal(world.backend.last_mask, written)
+    np.testing.assert_array_equal(world.mask(target) & ~area, np.zeros(SHAPE, np.uint8))
+
+
+def test_the_editable_intensity_range_is_honoured(world, image):
+    c = centre()
+    low, high = np.percentile(image, [60, 100])
+    world.editor.SetSourceVolumeIntensityMask(True)
+    world.editor.SetSourceVolumeIntensityMaskRange(float(low), float(high))
+    outcome = world.point(c)
+    result = world.backend.get_mask()
+    in_range = ((image >= low) & (image <= high)).astype(np.uint8)
+    assert (result & ~in_range).any()
+    np.testing.assert_array_equal(world.mask(outcome.segment_id), result & in_range)
+
+
+def test_unchanged_image_and_segment_are_uploaded_once(world):
+    c = centre()
+    first = world.point(c).segment_id
+    for dz in (1, -1, 2):
+        world.point((c[0] + dz, c[1], c[2]))
+    assert world.backend.calls["set_image"] == 1
+    assert world.backend.mask_uploads == 0
+
+    # Another effect edits the segment between prompts: it is sent exactly once.
+    world.paint(first, cube(np.array(c) + 8, np.array(c) + 12), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
+    edited = world.mask(first)
+    world.point((c[0], c[1] + 1, c[2]))
+    assert world.backend.mask_uploads == 1
+    np.testing.assert_array_equal(world.backend.last_mask, edited)
+    world.point((c[0], c[1] - 1, c[2]))
+    assert world.backend.mask_uploads == 1
+
+    # Switching segments makes the other one the starting mask, once; and back again.
+    second = world.add_segment("second", cube(np.array(c) - 3, np.array(c) + 3))
+    world.select(second)
+    world.point(c)
+    world.point((c[0] + 1, c[1], c[2]))
+    assert world.backend.mask_uploads == 2
+    world.select(first)
+    world.point(c)
+    assert world.backend.mask_uploads == 3
+
+    # A changed image is sent again (and the segment with it).
+    slicer.util.arrayFromVolume(world.volume)[0, 0, 0] += 1
+    slicer.util.arrayFromVolumeModified(world.volume)
+    world.point(c)
+    assert world.backend.calls["set_image"] == 2
+    assert world.backend.mask_uploads == 4
+
+
+def snapshot(world) -> dict:
+    """Every segment's internal labelmap, bit for bit, with its extent and label value."""
+    segmentation = world.segmentation.GetSegmentation()
+    out = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        labelmap = segment.GetRepresentation("Binary labelmap")
+        scalars = labelmap.GetPointData().GetScalars() if labelmap is not None else None
+        data = vtk.util.numpy_support.vtk_to_numpy(scalars).copy() if scalars is not None else None
+        out[segmentation.GetNthSegmentID(index)] = (labelmap.GetExtent(), segment.GetLabelValue(), data)
+    return out
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key][:2] == b[key][:2]
+        np.testing.assert_array_equal(a[key][2], b[key][2])
+
+
+@pytest.mark.parametrize("failing_call", ["prompt", "set_initial_mask", "set_image"])
+def test_a_backend_that_fails_mid_prompt_leaves_every_segment_bit_identical(world, failing_call):
+    c = np.array(centre())
+    world.add_segment("other", cube(c - 10, c - 2))
+    target = world.add_segment("target", cube(c - 2, c + 3))
+    world.select(target)
+    world.editor.SetOverwriteMode(Editor.OverwriteAllSegments)
+    before = snapshot(world)
+    world.backend.fail_on = {failing_call}
+    with pytest.raises(Exception, match="Try again"):
+        world.point(tuple(c))
+    assert_same(snapshot(world), before)
+    # The next prompt works and sends only what the backend is missing.
+    world.backend.fail_on = set()
+    images = world.backend.calls["set_image"]
+    assert world.point(tuple(c)).written
+    assert world.backend.calls["set_image"] == images + (1 if failing_call == "set_image" else 0)
+    np.testing.assert_array_equal(world.mask(target), world.backend.get_mask())
+
+
+def test_a_result_for_a_segment_edited_meanwhile_is_not_written(world):
+    c = centre()
+    segment_id = world.point(c).segment_id
+    node = world.fiducial((c[0] + 1, c[1], c[2]))
+    prepared = world.session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+    result = world.session.run(prepared)  # the model works ...
+    world.paint(segment_id, cube((0, 0, 0), (4, 4, 4)), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
+    edited = world.mask(segment_id)
+    outcome = world.session.apply(prepared, result)  # ... while the user painted
+    assert not outcome.written and "changed while" in outcome.message
+    np.testing.assert_array_equal(world.mask(segment_id), edited)
+    uploads = world.backend.mask_uploads
+    world.point(c)
+    assert world.backend.mask_uploads == uploads + 1
+
+
+def test_undo_reverts_the_last_prompt_and_segment_editor_undo_works_on_results(world):
+    c = centre()
+    segment_id = world.point(c).segment_id
+    after_first = world.mask(segment_id)
+    world.point((c[0] + 3, c[1] + 3, c[2]))
+    assert not np.array_equal(world.mask(segment_id), after_first)
+    world.session.submit(UNDO)
+    np.testing.assert_array_equal(world.mask(segment_id), after_first)
+    np.testing.assert_array_equal(world.backend.get_mask(), after_first)
+
+    # The Segment Editor's own undo restores the state before the model's undo was written.
+    world.point((c[0] + 3, c[1] + 3, c[2]))
+    after_second = world.mask(segment_id)
+    world.session.writer.undo()
+    np.testing.assert_array_equal(world.mask(segment_id), after_first)
+    # That was an edit the backend did not see: the model cannot undo now, and the next prompt re-sends.
+    with pytest.raises(PromptError, match="Segment Editor's Undo"):
+        world.session.submit(UNDO)
+    uploads = world.backend.mask_uploads
+    world.point(c)
+    assert world.backend.mask_uploads == uploads + 1
+    assert not np.array_equal(after_second, np.zeros(SHAPE))
+
+
+def test_reset_next_segment_and_no_selection(world):
+    world.editor.SetSelectedSegmentID(None)
+    c = centre()
+    first = world.point(c).segment_id  # no segment selected: one is created and selected
+    assert world.editor.GetSelectedSegmentID() == first
+    world.session.reset_segment()
+    assert not world.mask(first).any()
+    world.point(c)
+    assert world.backend.calls["reset"] == 1  # the emptied segment restarted the model's object
+    second = world.session.new_segment()
+    assert second != first and world.editor.GetSelectedSegmentID() == second
+    world.point(c)
+    assert world.backend.calls["reset"] == 2
+    assert world.mask(first).any() and world.mask(second).any()
+
+
+def test_a_backend_switched_mid_prompt_gets_everything_again(world, real_backend):
+    c = centre()
+    segment_id = world.point(c).segment_id
+    node = world.fiducial((c[0] + 1, c[1], c[2]))
+    prepared = world.session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+    result = world.session.run(prepared)
+    replacement = CountingBackend(real_backend)
+    world.session.backend = replacement  # e.g. the user changed the configuration meanwhile
+    assert world.session.apply(prepared, result).written  # the result that arrived is still the user's
+    world.point(c)
+    assert replacement.calls["set_image"] == 1
+    assert replacement.mask_uploads == 1
+    np.testing.assert_array_equal(world.mask(segment_id), replacement.get_mask())
+
+
+def test_without_a_backend_a_prompt_says_what_to_do(world):
+    world.session.backend = None
+    with pytest.raises(PromptError, match="Configuration tab"):
+        world.point(centre())
+
+
+def test_scene_problems_are_reported_before_anything_is_sent(world):
+    world.editor.SetAndObserveSourceVolumeNode(None)
+    with pytest.raises(PromptError, match="source volume"):
+        world.point(centre())
+    assert sum(world.backend.calls.values()) == 0
