@@ -92,6 +92,14 @@ def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64
     assert backend.prompt(Point(blob_centre(image64.shape), positive=False)).backend_ms > 0
 
 
+def test_a_closed_backend_refuses_calls_instead_of_hanging(local_backend_factory, image64):
+    backend = local_backend_factory()
+    backend.close()
+    backend.close()
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        backend.set_image(image64)
+
+
 def test_device_choice():
     with pytest.warns(UserWarning, match="CPU"):
         assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

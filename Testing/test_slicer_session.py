@@ -239,6 +239,16 @@ def test_unchanged_image_and_segment_are_uploaded_once(world):
     assert world.backend.mask_uploads == 4
 
 
+def test_sync_uploads_ahead_of_the_first_prompt(world):
+    world.session.sync()
+    world.session.sync()
+    assert world.backend.calls["set_image"] == 1
+    assert world.backend.calls["prompt"] == 0
+    world.point(centre())
+    assert world.backend.calls["set_image"] == 1
+    assert world.backend.calls["prompt"] == 1
+
+
 def snapshot(world) -> dict:
     """Every segment's internal labelmap, bit for bit, with its extent and label value."""
     segmentation = world.segmentation.GetSegmentation()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from .errors import BackendUnavailableError
+
 T = TypeVar("T")
 
 _STOP = object()
@@ -26,12 +28,15 @@ class DeviceWorker:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
+            if self._stopped:
+                raise BackendUnavailableError("This backend was closed: connect it again.")
             self._pending += 1
         self._queue.put((future, fn, args, kwargs))
         return future
@@ -48,6 +53,9 @@ class DeviceWorker:
         return self._pending
 
     def stop(self) -> None:
+        """Finish what was submitted, then end the thread; later calls raise instead of waiting forever."""
+        with self._lock:
+            self._stopped = True
         self._queue.put(_STOP)
 
     def _run(self) -> None:

@@ -235,6 +235,7 @@ class Backend(ABC):
         self._shape: tuple[int, int, int] | None = None
         self._runner: ThreadPoolExecutor | None = None
         self._runner_lock = threading.Lock()
+        self._closed = False
 
     # -- queries ---------------------------------------------------------------------------
     @abstractmethod
@@ -289,7 +290,10 @@ class Backend(ABC):
         return self._get_mask()
 
     def close(self) -> None:
-        """Release the session and its resources; the backend is unusable afterwards."""
+        """Release the session and its resources; the backend is unusable afterwards. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         with self._runner_lock:
             if self._runner is not None:
                 self._runner.shutdown(wait=False)

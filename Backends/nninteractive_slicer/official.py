@@ -79,7 +79,6 @@ class OfficialBackend(Backend):
         self._timeout = float(timeout)
         self._capabilities = _capabilities_from(self._fetch_capabilities(), self._url, device)
         self._session: Any = None  # the client session, claimed with the first image
-        self._closed = False
         self._stale = False  # the server's state may differ from the journal: rebuild before the next call
         self._journal = SessionJournal()
         self._mask: np.ndarray | None = None  # the confirmed mask, also the client's target buffer
@@ -146,7 +145,6 @@ class OfficialBackend(Backend):
         return self._mask.copy()
 
     def _close(self) -> None:
-        self._closed = True
         self._drop_session()
 
     # -- talking to the server -------------------------------------------------------------

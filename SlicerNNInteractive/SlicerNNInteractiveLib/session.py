@@ -36,6 +36,7 @@ from .segments import (
 )
 
 UNDO = "undo"
+SYNC = "sync"  # no prompt: only bring the backend up to date
 
 
 @dataclass(eq=False)
@@ -192,6 +193,8 @@ class PromptSession:
             if prepared.mask is not None or not prepared.image_sent:
                 backend.set_initial_mask(prepared.mask)
             prepared.mask_sent = True
+        if prepared.prompt == SYNC:
+            return PromptResult()
         if _is_undo(prepared.prompt):
             return backend.undo()
         return backend.prompt(prepared.prompt)  # type: ignore[arg-type]
@@ -231,6 +234,14 @@ class PromptSession:
     def abandon(self, prepared: PreparedPrompt) -> None:
         """Main thread, after run() raised: remember what did reach the backend; the segments stay untouched."""
         self._record_sync(prepared)
+
+    def sync(self) -> None:
+        """Send the image and segment now if the backend lacks them, so the next prompt does not wait for the upload."""
+        prepared = self.prepare(SYNC)
+        try:
+            self.run(prepared)
+        finally:
+            self.abandon(prepared)
 
     def submit(self, prompt_or_builder: Any) -> Outcome:
         """prepare + run + apply on the calling thread (scripts, tests, benchmarks)."""
