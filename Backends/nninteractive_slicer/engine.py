@@ -115,7 +115,7 @@ class InteractiveSession:
         return self._can_undo
 
     def close(self) -> None:
-        self._session.executor.shutdown(wait=False)
+        self._session.executor.shutdown(wait=True)  # lets a pending image preprocessing finish
         self._session = None
         self._mask = None
 

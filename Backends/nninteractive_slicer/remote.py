@@ -1,0 +1,406 @@
+"""The remote backend: this project's server (:mod:`.server`) over HTTP(S), torch-free, for 3D Slicer.
+
+One keep-alive ``requests`` session carries every call, with explicit connect and read timeouts (the
+read timeout also bounds each socket write). Images are content-addressed: the client asks whether the
+server holds one before it uploads it, so a re-connect or a second user on the same image sends nothing.
+
+Nothing is lost when the server forgets: every confirmed call is recorded in a
+:class:`~.journal.SessionJournal`. When the server no longer knows the session (reaped, restarted,
+evicted) or may have missed a call (a timeout; the session's revision no longer matches), the backend
+claims a new session, restores image, starting mask and prompts of the current object, and then
+completes the call the user just made. Prompts are seeded by their index, so the rebuilt session is
+bit-identical to the lost one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import requests
+
+from . import PROTOCOL_VERSION
+from .errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    InvalidPromptError,
+    NoImageError,
+    OutOfMemoryError,
+    ServerBusyError,
+)
+from .interface import Backend, Capabilities, Prompt, PromptResult, box_shape
+from .journal import SessionJournal
+from .wire import (
+    AVAILABLE_CODECS,
+    FRAME_CONTENT_TYPE,
+    choose_codec,
+    chunk_ranges,
+    decode_frame,
+    encode_frame,
+    encode_image_chunk,
+    image_digest,
+    pack_mask,
+    unpack_mask,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 5.0
+SERVER_NAME = "nninteractive-slicer"
+
+
+class _Unreachable(BackendUnavailableError):
+    """The request did not get an answer: refused, reset or dropped connection."""
+
+
+class _SessionLost(Exception):
+    """The server no longer has our session, or it is not in the state we recorded: rebuild it."""
+
+
+class _ImageMissing(Exception):
+    """The server does not hold the image (any more)."""
+
+
+@dataclass(frozen=True, eq=False)
+class _SentImage:
+    """What the journal keeps of an image: the caller's array (not copied) and its content address."""
+
+    array: np.ndarray
+    digest: str
+
+
+@dataclass
+class RemoteStats:
+    """What went over the wire, for tests, benchmarks and the log."""
+
+    image_uploads: int = 0  # complete image uploads
+    upload_bytes: int = 0  # frame bytes of image chunks sent
+    recoveries: int = 0  # sessions rebuilt after the server lost one
+
+
+class RemoteBackend(Backend):
+    """A session on an nnInteractive-Slicer server.
+
+    ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
+    if it needs one; ``timeout`` the read timeout of every call in seconds (a prompt waiting behind other
+    users' predictions counts); ``verify`` is requests' TLS verification: True, False, or a CA bundle
+    path for a self-signed certificate. Constructing does no I/O; :meth:`check_connection` tests it.
+    """
+
+    name = "remote"
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 verify: bool | str = True) -> None:
+        super().__init__()
+        self.url = url.rstrip("/")
+        self._api_key = api_key
+        self._verify = verify
+        self._timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
+        self._http = self._new_http()
+        self._lock = threading.RLock()
+        self._info: dict[str, Any] | None = None
+        self._session_id: str | None = None
+        self._revision = 0
+        self._journal = SessionJournal()
+        self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self.stats = RemoteStats()
+
+    # -- queries -------------------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        caps = dict(self._server_info()["capabilities"])
+        for key in ("prompt_kinds", "scribble_thickness"):
+            caps[key] = tuple(caps[key])
+        caps.update(backend="remote", extra={**caps.get("extra", {}), "url": self.url})
+        return Capabilities(**caps)
+
+    def check_connection(self) -> str:
+        """Reach the server, check protocol version and key; raises a typed error that says what failed."""
+        health = self._request("GET", "/healthz").json()
+        if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
+            raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
+        if health.get("protocol_version") != PROTOCOL_VERSION:
+            raise BackendUnavailableError(
+                f"Version mismatch: the server at {self.url} (version {health.get('version')}) speaks protocol "
+                f"{health.get('protocol_version')}, this client speaks {PROTOCOL_VERSION}. Update the older one."
+            )
+        self._info = None
+        info = self._server_info()
+        return (f"remote {self.url}: model {info['model_id']} on {info['device']}, server {info['version']}, "
+                f"{info['sessions']['open']}/{info['sessions']['max']} sessions in use")
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        sent = _SentImage(image, image_digest(image, spacing))
+        self._call(lambda: self._send_image(sent, spacing), restore=False)
+        self._journal.image_set(sent, spacing)
+        self._can_undo = False
+
+    def _set_initial_mask(self, mask: np.ndarray) -> None:
+        self._call(lambda: self._send_mask(mask))
+        self._journal.object_started(mask)
+        self._can_undo = False
+
+    def _prompt(self, prompt: Prompt) -> PromptResult:
+        result = self._call(lambda: self._send_prompt(prompt))
+        self._journal.prompted(prompt)
+        self._can_undo = True
+        return result
+
+    def _undo(self) -> PromptResult:
+        if not self._can_undo:
+            return PromptResult()
+        result = self._call(lambda: self._result(self._post("/undo", None)))
+        self._journal.undone()
+        self._can_undo = False
+        return result
+
+    def _reset(self) -> None:
+        self._call(lambda: self._state(self._post("/reset", None)))
+        self._journal.object_started(None)
+        self._can_undo = False
+
+    def _get_mask(self) -> np.ndarray:
+        def fetch() -> np.ndarray:
+            header, payload = decode_frame(self._request("GET", f"/v1/sessions/{self._session_id}/mask").content)
+            return unpack_mask(payload, tuple(header["shape"]), header["codec"])
+
+        return self._call(fetch)
+
+    def _close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            session_id, self._session_id = self._session_id, None
+            if session_id is not None:
+                try:
+                    self._http.delete(f"{self.url}/v1/sessions/{session_id}", timeout=(1.0, 2.0), verify=self._verify)
+                except requests.RequestException:
+                    pass  # the server reaps it
+            self._http.close()
+
+    # -- calls and recovery --------------------------------------------------------------------------
+    def _call(self, op: Callable[[], T], restore: bool = True) -> T:
+        """Run ``op`` in our session; if the server lost it, rebuild (replaying the journal when ``restore``)
+        and run ``op`` once more."""
+        with self._lock:
+            try:
+                if self._session_id is None:  # first call, or a rebuild that failed half-way
+                    self._open_session(restore)
+                try:
+                    return self._once_more_if_dropped(op)
+                except _SessionLost as lost:
+                    started = time.perf_counter()
+                    log.warning("The server lost this session (%s); restoring it.", lost)
+                    self._info = None  # a restarted server may have other limits
+                    replayed = self._open_session(restore)
+                    self.stats.recoveries += 1
+                    log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
+                                replayed)
+                return self._once_more_if_dropped(op)
+            except _SessionLost as again:
+                self._session_id = None
+                raise BackendUnavailableError(f"The server lost the session again while it was restored: "
+                                              f"{again}") from again
+
+    @staticmethod
+    def _once_more_if_dropped(op: Callable[[], T]) -> T:
+        """A keep-alive connection the server just closed fails once; a second failure is real."""
+        try:
+            return op()
+        except _Unreachable as exc:
+            log.info("Connection dropped (%s); retrying once.", exc)
+            return op()
+
+    def _open_session(self, restore: bool) -> int:
+        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed."""
+        self._session_id = None
+        state = self._request("POST", "/v1/sessions").json()
+        self._session_id, self._revision = state["session_id"], state["revision"]
+        self._start_heartbeat()
+        if not restore:
+            return 0
+        return self._journal.restore_into(
+            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
+        )
+
+    def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
+        present = self._request("GET", f"/v1/images/{sent.digest}").json()["present"]
+        for _ in range(2):  # it may be evicted between the question and the call
+            if not present:
+                self._upload(sent, spacing, check)
+            try:
+                self._state(self._post("/image", {"digest": sent.digest}))
+                return
+            except _ImageMissing:
+                present = False
+        raise BackendUnavailableError("The server dropped the image right after it was uploaded; its image cache "
+                                      "is too small for this image.")
+
+    def _upload(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool) -> None:
+        """Send the image in compressed chunks of the size the server asks for."""
+        if check and image_digest(sent.array, spacing) != sent.digest:
+            raise BackendError("The image changed since it was sent, so the lost session cannot be restored: "
+                               "select the volume again.")
+        info = self._server_info()
+        codec = choose_codec(info["codecs"])
+        flat = np.ascontiguousarray(sent.array).reshape(-1)
+        chunk_elements = max(1, info["limits"]["chunk_bytes"] // flat.dtype.itemsize)
+        header = {"shape": list(sent.array.shape), "dtype": flat.dtype.name, "spacing": list(spacing),
+                  "codec": codec, "chunk_elements": chunk_elements}
+        for index, (start, stop) in enumerate(chunk_ranges(flat.size, chunk_elements)):
+            body = encode_frame(header, encode_image_chunk(flat[start:stop], codec))
+            self._request("PUT", f"/v1/images/{sent.digest}/chunks/{index}", data=body,
+                          headers={"Content-Type": FRAME_CONTENT_TYPE})
+            self.stats.upload_bytes += len(body)
+        self.stats.image_uploads += 1
+
+    def _send_mask(self, mask: np.ndarray) -> None:
+        codec = choose_codec(self._server_info()["codecs"])
+        frame = encode_frame({"codec": codec, "shape": list(mask.shape)}, pack_mask(mask, codec))
+        self._state(self._post("/mask", frame))
+
+    def _send_prompt(self, prompt: Prompt) -> PromptResult:
+        if prompt.kind == "point":
+            return self._result(self._post("/prompts", {"kind": "point", "coord": list(prompt.coord),
+                                                        "positive": prompt.positive}))
+        if prompt.kind == "bbox":
+            return self._result(self._post("/prompts", {"kind": "bbox", "box": [list(r) for r in prompt.box],
+                                                        "positive": prompt.positive}))
+        codec = choose_codec(self._server_info()["codecs"])
+        header = {"kind": prompt.kind, "box": [list(r) for r in prompt.box], "positive": prompt.positive,
+                  "codec": codec}
+        return self._result(self._post("/prompts/crop", encode_frame(header, pack_mask(prompt.mask, codec))))
+
+    def _post(self, path: str, body: dict[str, Any] | bytes | None) -> requests.Response:
+        """A mutating call in our session, stating the revision we expect it to be at."""
+        headers = {"X-Revision": str(self._revision)}
+        if isinstance(body, bytes):
+            headers["Content-Type"] = FRAME_CONTENT_TYPE
+            return self._request("POST", f"/v1/sessions/{self._session_id}{path}", data=body, headers=headers)
+        return self._request("POST", f"/v1/sessions/{self._session_id}{path}", json=body, headers=headers)
+
+    def _state(self, response: requests.Response) -> dict[str, Any]:
+        state = response.json()
+        self._revision = state["revision"]
+        return state
+
+    def _result(self, response: requests.Response) -> PromptResult:
+        header, payload = decode_frame(response.content)
+        self._revision = header["revision"]
+        if not header["changed"]:
+            return PromptResult(backend_ms=header["backend_ms"])
+        box = tuple((int(lo), int(hi)) for lo, hi in header["box"])
+        patch = unpack_mask(payload, box_shape(box), header["codec"])  # type: ignore[arg-type]
+        return PromptResult(box, patch, header["backend_ms"])  # type: ignore[arg-type]
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def _new_http(self) -> requests.Session:
+        http = requests.Session()  # verify goes with each request: REQUESTS_CA_BUNDLE would override a session's
+        http.headers["X-Accept-Codecs"] = ",".join(AVAILABLE_CODECS)
+        if self._api_key:
+            http.headers["Authorization"] = f"Bearer {self._api_key}"
+        return http
+
+    def _server_info(self) -> dict[str, Any]:
+        if self._info is None:
+            info = self._request("GET", "/v1/info").json()
+            if info.get("protocol_version") != PROTOCOL_VERSION:
+                raise BackendUnavailableError(
+                    f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
+                    f"this client speaks {PROTOCOL_VERSION}. Update the older one.")
+            self._info = info
+        return self._info
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self._http.request(method, self.url + path, timeout=self._timeout, verify=self._verify,
+                                          **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise BackendUnavailableError(
+                f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
+                "'verify' to its certificate file; if it serves plain HTTP, use an http:// URL.") from exc
+        except requests.exceptions.ConnectTimeout as exc:
+            raise _Unreachable(f"Cannot reach the server at {self.url}: no answer within {self._timeout[0]} s. "
+                               "Check the address, the port and any firewall or SSH tunnel.") from exc
+        except requests.exceptions.Timeout as exc:
+            raise BackendUnavailableError(
+                f"The server at {self.url} did not answer within {self._timeout[1]} s (it may be busy with other "
+                "users' prompts); try again or raise the timeout.") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _Unreachable(f"Cannot reach the server at {self.url} ({_reason(exc)}). Is it running? If you use "
+                               "an SSH tunnel, is it open?") from exc
+        except requests.RequestException as exc:
+            raise BackendUnavailableError(f"Request to {self.url} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: requests.Response) -> Exception:
+        """The typed error for an error reply, from its JSON ``error`` code."""
+        try:
+            body = response.json()
+            code, detail = str(body["error"]), str(body["detail"])
+        except (ValueError, KeyError, TypeError):
+            code, detail = "http_error", (response.text[:200] or response.reason or "no detail")
+        status = response.status_code
+        if code in ("session_unknown", "revision_mismatch"):
+            return _SessionLost(detail)
+        if code == "image_unknown":
+            return _ImageMissing(detail)
+        if status == 401:
+            return AuthenticationError(f"The server at {self.url} refused the API key: {detail}")
+        if status == 503:
+            try:
+                retry = float(response.headers.get("Retry-After", 5))
+            except ValueError:
+                retry = 5.0
+            return ServerBusyError(detail, retry_after=retry)
+        if code == "no_image":
+            return NoImageError(detail)
+        if status in (400, 413, 422):
+            return InvalidPromptError(detail)
+        if status == 507:
+            return OutOfMemoryError(detail)
+        if status == 404:
+            return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
+                                           "nnInteractive-Slicer server?")
+        return BackendError(f"The server failed on this request ({status}): {detail}")
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            interval = max(0.5, float(self._server_info()["timeouts"]["liveness_s"]) / 3)
+            self._heartbeat = threading.Thread(target=self._beat, args=(interval,), daemon=True,
+                                               name="nninteractive-remote-heartbeat")
+            self._heartbeat.start()
+
+    def _beat(self, interval: float) -> None:
+        """Keep the session alive while the user thinks; a separate HTTP session, never blocking calls."""
+        http = self._new_http()
+        while not self._stop.wait(interval):
+            session_id = self._session_id
+            if session_id is None:
+                continue
+            try:
+                http.post(f"{self.url}/v1/sessions/{session_id}/heartbeat", timeout=self._timeout,
+                          verify=self._verify)
+            except requests.RequestException as exc:
+                log.debug("heartbeat failed: %s", exc)
+        http.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, which names the real problem."""
+    for _ in range(8):
+        inner = exc.__cause__ or getattr(exc, "reason", None) or (exc.args[0] if exc.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,111 @@
+"""``nninteractive-slicer-server``: load the model once and serve it to many users over HTTP(S)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import BackendUnavailableError
+from . import logs
+from .auth import ENV_VAR, load_keys, short_keys
+from .config import GIB, Limits, ServerConfig
+
+log = logging.getLogger("nninteractive_slicer.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nninteractive-slicer-server", description=__doc__)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=None, help="official model id (default: the recommended one, downloaded once)")
+    m.add_argument("--model-dir", type=Path, default=None, help="a model folder on disk (wins over --model)")
+    m.add_argument("--device", default="auto", help="auto (CUDA, else CPU with a warning), cuda, cuda:N or cpu")
+    m.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    n = p.add_argument_group("network and security")
+    n.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    n.add_argument("--port", type=int, default=1527)
+    n.add_argument("--api-key", action="append", default=[], metavar="NAME:KEY",
+                   help=f"an API key and its user name (repeatable); also from ${ENV_VAR} (comma-separated)")
+    n.add_argument("--api-keys-file", type=Path, default=None, help="a file with one NAME:KEY per line")
+    n.add_argument("--allow-remote-without-key", action="store_true",
+                   help="DANGEROUS: listen on a non-loopback address without any API key")
+    n.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain) to serve HTTPS")
+    n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    s = p.add_argument_group("sessions and limits")
+    s.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (one per connected client)")
+    s.add_argument("--idle-timeout", type=float, default=1800.0, help="seconds without a prompt before a session "
+                                                                       "is closed (clients restore it transparently)")
+    s.add_argument("--liveness-timeout", type=float, default=90.0, help="seconds without any request, heartbeats "
+                                                                         "included, before a client counts as gone")
+    s.add_argument("--cache-gib", type=float, default=4.0, help="memory for cached images (LRU)")
+    s.add_argument("--cache-dir", type=Path, default=None, help="also keep images on disk here, across restarts")
+    s.add_argument("--cache-dir-gib", type=float, default=20.0, help="disk budget of --cache-dir")
+    s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--log-format", default="json", choices=["json", "text"])
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The server configuration; raises SystemExit with a message when the options are unsafe or inconsistent."""
+    try:
+        keys = load_keys(args.api_key, args.api_keys_file)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: API keys: {exc}") from exc
+    if not keys and not is_loopback(args.host) and not args.allow_remote_without_key:
+        raise SystemExit(f"error: no API key is configured, so the server listens on loopback only. Give keys "
+                         f"(--api-key, --api-keys-file or ${ENV_VAR}) to listen on {args.host}, or pass "
+                         "--allow-remote-without-key if anyone who can reach this port may use it.")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("error: --tls-cert and --tls-key go together.")
+    cache_bytes = int(args.cache_gib * GIB)
+    limits = Limits(max_image_voxels=args.max_image_voxels,
+                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes))
+    return ServerConfig(
+        model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
+        api_keys=keys, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+        liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
+        cache_dir_bytes=int(args.cache_dir_gib * GIB), limits=limits,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    logs.configure(args.log_level, args.log_format)
+    logging.captureWarnings(True)
+    if not config.api_keys:
+        log.warning("NO API KEY: anyone who can reach %s:%s can use this server%s", args.host, args.port,
+                    " -- from ANY machine (--allow-remote-without-key)" if not is_loopback(args.host) else "")
+    for user in short_keys(config.api_keys):
+        log.warning("the API key of user %s is short; use at least 16 random characters", user)
+    if args.tls_cert is None and not is_loopback(args.host):
+        log.warning("serving plain HTTP on %s: keys and images travel unencrypted; use --tls-cert/--tls-key, an "
+                    "SSH tunnel or a TLS reverse proxy", args.host)
+
+    import uvicorn
+
+    from .app import create_app
+
+    try:
+        app = create_app(config)
+    except BackendUnavailableError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_keep_alive=65,
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, server_header=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Everything the server is configured with, in one place, so the CLI, the tests and /info agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits, checked before anything is allocated; /info reports them to clients."""
+
+    max_dim: int = 4096  # voxels along one axis
+    max_image_voxels: int = 1024**3
+    max_image_bytes: int = 4 * GIB
+    chunk_bytes: int = 16 * MIB  # raw bytes per upload chunk the server asks clients to send
+    max_body_bytes: int = 24 * MIB  # any request body; a compressed chunk may grow a little
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_id: str | None = None
+    model_dir: Path | None = None
+    device: str = "auto"
+    torch_threads: int | None = None
+    api_keys: dict[str, str] = field(default_factory=dict)  # key -> user name; empty: no auth (loopback only)
+    max_sessions: int = 4
+    idle_timeout_s: float = 1800.0  # no real activity (heartbeats do not count)
+    liveness_timeout_s: float = 90.0  # no request at all: the client is gone
+    cache_bytes: int = 4 * GIB  # images held in memory
+    cache_dir: Path | None = None  # optional on-disk image cache that survives restarts
+    cache_dir_bytes: int = 20 * GIB
+    limits: Limits = field(default_factory=Limits)

@@ -1,0 +1,113 @@
+"""One server's working parts: the model (loaded once), the device thread, sessions, images, metrics.
+
+Request handlers decode and validate in FastAPI's thread pool and await only the engine call here, on
+the one device thread: predictions of all sessions run one at a time while uploads and decoding of
+other requests go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..device_worker import DeviceWorker
+from ..engine import InteractiveSession
+from ..model_loading import load_model
+from .auth import Authenticator
+from .config import ServerConfig
+from .errors import ApiError
+from .images import ImageCache, Uploads
+from .metrics import Metrics
+from .sessions import ServerSession, SessionRegistry, session_unknown
+
+log = logging.getLogger("nninteractive_slicer.server")
+T = TypeVar("T")
+
+
+class ServerCore:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.worker = DeviceWorker("nninteractive-server-device")
+        try:
+            self.model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
+                                          config.torch_threads, "remote")
+        except BaseException:
+            self.worker.stop()
+            raise
+        self.auth = Authenticator(config.api_keys)
+        self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s)
+        self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
+        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes)
+        self.metrics = Metrics({
+            "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
+            "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
+            "nninteractive_image_cache_bytes": ("Bytes of images held in memory.", lambda: self.cache.nbytes),
+            "nninteractive_image_cache_images": ("Images held in memory.", lambda: len(self.cache)),
+            "nninteractive_upload_pending_bytes": ("Bytes of uploads in progress.", lambda: self.uploads.nbytes),
+            "nninteractive_device_queue_length": ("Device calls queued or running.", lambda: self.worker.queue_length),
+        })
+
+    # -- the device thread ---------------------------------------------------------------------------
+    async def on_device(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.worker.submit(fn, *args))
+
+    async def in_session(self, session: ServerSession, expected_revision: int | None,
+                         fn: Callable[[InteractiveSession], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
+        """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after.
+
+        A mutating call that succeeds bumps the revision. The checks run on the device thread too, so
+        they see the session exactly as ``fn`` will."""
+
+        def run() -> tuple[T, dict[str, Any]]:
+            if session.closed:
+                raise session_unknown(session.id)
+            if expected_revision is not None and expected_revision != session.revision:
+                raise ApiError(409, "revision_mismatch",
+                               f"The session is at revision {session.revision}, the client expected "
+                               f"{expected_revision}: a call was lost; rebuild the session.")
+            result = fn(session.engine)
+            if mutates:
+                session.revision += 1
+            return result, session.state()
+
+        return await self.on_device(run)
+
+    # -- sessions ------------------------------------------------------------------------------------
+    async def create_session(self, owner: str) -> ServerSession:
+        with self.sessions.slot() as session_id:
+            engine = await self.on_device(InteractiveSession, self.model)
+            session = ServerSession(session_id, owner, engine)
+            self.sessions.add(session)
+        log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],
+                                            "sessions": len(self.sessions)})
+        return session
+
+    def close_session(self, session: ServerSession, reason: str) -> None:
+        """Release the engine session on the device thread (after any call already queued for it)."""
+
+        def close() -> None:
+            if not session.closed:
+                session.closed = True
+                session.engine.close()
+
+        self.worker.submit(close)
+        log.info("session closed", extra={"event": "session_closed", "user": session.owner,
+                                           "session": session.id[:8], "reason": reason})
+
+    async def reap_forever(self, reason: str, timeout_s: float) -> None:
+        """Reap sessions past one of the two timeouts; the liveness timer also drops abandoned uploads."""
+        interval = min(max(timeout_s / 4, 0.1), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            for session in self.sessions.expired(reason):
+                self.metrics.reaped.labels(reason).inc()
+                self.close_session(session, reason)
+            if reason == "dead":
+                self.uploads.reap(max(timeout_s, 30.0))
+
+    def shutdown(self) -> None:
+        for session in self.sessions.remove_all():
+            self.close_session(session, "shutdown")
+        self.worker.stop()

@@ -1,0 +1,143 @@
+"""Server sessions: one engine session per client, owned by the user who created it, capped in number and
+reaped on two clocks (idle: no real work; dead: not even a heartbeat).
+
+A session's state changes only on the device thread (see :mod:`.core`), so requests of one session never
+race each other; ``revision`` counts those changes and lets a client detect a call it lost to a timeout.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import InteractiveSession
+from ..errors import ServerBusyError
+from .errors import ApiError
+
+
+def session_unknown(session_id: str) -> ApiError:
+    return ApiError(404, "session_unknown", f"Session {session_id[:8]}... does not exist (expired, closed or "
+                                            "another user's); start a new one.")
+
+
+@dataclass(eq=False)
+class ServerSession:
+    id: str
+    owner: str
+    engine: InteractiveSession
+    revision: int = 0
+    image_digest: str | None = None
+    closed: bool = False  # set on the device thread when the engine is released
+    inflight: int = 0  # requests being served; never reaped while > 0
+    last_active: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        mask = self.engine.mask if not self.closed else None
+        return None if mask is None else tuple(mask.shape)  # type: ignore[return-value]
+
+    def state(self) -> dict[str, Any]:
+        """What a client sees of the session (exact when read on the device thread)."""
+        shape = self.shape
+        return {"session_id": self.id, "revision": self.revision, "image_digest": self.image_digest,
+                "shape": list(shape) if shape else None, "prompt_count": self.engine.prompt_count,
+                "can_undo": self.engine.can_undo}
+
+
+class SessionRegistry:
+    """The live sessions. Creating one reserves a slot first, so the cap holds under concurrency."""
+
+    def __init__(self, max_sessions: int, idle_timeout_s: float, liveness_timeout_s: float) -> None:
+        self.max_sessions = max_sessions
+        self.idle_timeout_s = idle_timeout_s
+        self.liveness_timeout_s = liveness_timeout_s
+        self._sessions: dict[str, ServerSession] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @contextmanager
+    def slot(self) -> Iterator[str]:
+        """Reserve a slot and a new session id while the engine session is built; busy when full."""
+        with self._lock:
+            if len(self._sessions) + self._reserved >= self.max_sessions:
+                raise ServerBusyError(
+                    f"The server is serving its maximum of {self.max_sessions} sessions; try again later.",
+                    self._retry_after(),
+                )
+            self._reserved += 1
+        try:
+            yield secrets.token_urlsafe(18)
+        finally:
+            with self._lock:
+                self._reserved -= 1
+
+    def add(self, session: ServerSession) -> None:
+        with self._lock:
+            self._sessions[session.id] = session
+
+    @contextmanager
+    def use(self, session_id: str, owner: str, active: bool = True) -> Iterator[ServerSession]:
+        """The caller's session for the length of a request (never reaped meanwhile); 404 if not theirs."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.owner != owner:
+                raise session_unknown(session_id)
+            session.inflight += 1
+            self._touch(session, active)
+        try:
+            yield session
+        finally:
+            with self._lock:
+                session.inflight -= 1
+                self._touch(session, active)
+
+    def remove(self, session_id: str, owner: str) -> ServerSession:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.owner != owner:
+                raise session_unknown(session_id)
+            return self._sessions.pop(session_id)
+
+    def remove_all(self) -> list[ServerSession]:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        return sessions
+
+    def expired(self, reason: str) -> list[ServerSession]:
+        """Remove and return sessions past the idle (``reason="idle"``) or liveness (``"dead"``) timeout."""
+        now = time.monotonic()
+        with self._lock:
+            gone = [
+                s for s in self._sessions.values()
+                if s.inflight == 0 and (
+                    now - s.last_active > self.idle_timeout_s if reason == "idle"
+                    else now - s.last_seen > self.liveness_timeout_s
+                )
+            ]
+            for s in gone:
+                del self._sessions[s.id]
+        return gone
+
+    @staticmethod
+    def _touch(session: ServerSession, active: bool) -> None:
+        session.last_seen = time.monotonic()
+        if active:
+            session.last_active = session.last_seen
+
+    def _retry_after(self) -> float:
+        """Seconds until the first session could be reaped (a hint; sessions in use may live longer)."""
+        now = time.monotonic()
+        waits = [
+            min(s.last_active + self.idle_timeout_s, s.last_seen + self.liveness_timeout_s) - now
+            for s in self._sessions.values()
+        ]
+        return min(max(1.0, min(waits, default=5.0)), 300.0)

@@ -1,0 +1,100 @@
+"""Nothing lost when the server forgets: restarts, reaping and lost calls are repaired transparently."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import requests
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ProcessServer, ThreadedServer, server_config
+from synthetic import prompt_script
+
+from nninteractive_slicer.remote import RemoteBackend
+
+SCRIPT_LENGTH = 8
+CUT = 5  # prompts before the server forgets
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(local_backend_factory, image64) -> np.ndarray:
+    with local_backend_factory() as backend:
+        backend.set_image(image64)
+        for prompt in prompt_script(image64.shape, seed=7, count=SCRIPT_LENGTH):
+            backend.prompt(prompt)
+        return backend.get_mask()
+
+
+def run_with_interruption(backend: RemoteBackend, image: np.ndarray, interrupt) -> np.ndarray:
+    """The script with the mask kept by applying replies, as the Slicer module does; ``interrupt`` mid-way."""
+    mirror = np.zeros(image.shape, np.uint8)
+    backend.set_image(image)
+    for i, prompt in enumerate(prompt_script(image.shape, seed=7, count=SCRIPT_LENGTH)):
+        if i == CUT:
+            interrupt()
+        backend.prompt(prompt).apply_to(mirror)
+    np.testing.assert_array_equal(mirror, backend.get_mask())
+    return mirror
+
+
+@pytest.mark.parametrize("cache_dir", [True, False], ids=["disk-cache-survives", "cache-lost"])
+def test_server_killed_and_restarted_mid_sequence(tmp_path, tiny_model_dir, image64, uninterrupted, cache_dir,
+                                                  caplog):
+    extra = ("--cache-dir", str(tmp_path / "cache")) if cache_dir else ()
+    server = ProcessServer(tiny_model_dir, tmp_path / "server.log", *extra).start()
+    try:
+        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+
+            def restart() -> None:
+                server.kill()
+                server.start()
+
+            mask = run_with_interruption(backend, image64, restart)
+            assert backend.stats.recoveries == 1
+            # The image went once; again only when the restarted server could not have kept it.
+            assert backend.stats.image_uploads == (1 if cache_dir else 2)
+            assert "restoring it" in caplog.text  # the user's log says what happened
+    finally:
+        server.stop()
+    np.testing.assert_array_equal(mask, uninterrupted)
+
+
+def test_idle_and_dead_sessions_are_reaped_on_their_own_clocks(tiny_model_dir, image64, uninterrupted):
+    config = server_config(tiny_model_dir, idle_timeout_s=4.0, liveness_timeout_s=2.0)
+    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+        auth = {"Authorization": f"Bearer {ALICE_KEY}"}
+        silent = requests.post(f"{server.url}/v1/sessions", headers=auth, timeout=10).json()["session_id"]
+
+        def wait_for_reaping() -> None:
+            time.sleep(config.liveness_timeout_s + 1.0)
+            # The client without heartbeats is gone; the heartbeating one is not, though idle.
+            assert requests.get(f"{server.url}/v1/sessions/{silent}", headers=auth, timeout=10).status_code == 404
+            assert backend._session_id in server.core.sessions._sessions
+            deadline = time.monotonic() + 10
+            while backend._session_id in server.core.sessions._sessions and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert backend._session_id not in server.core.sessions._sessions  # reaped as idle
+
+        mask = run_with_interruption(backend, image64, wait_for_reaping)
+        assert backend.stats.recoveries == 1
+        assert backend.stats.image_uploads == 1  # the image stayed in the server's cache
+        metrics = requests.get(f"{server.url}/metrics", headers=auth, timeout=10).text
+        assert 'nninteractive_sessions_reaped_total{reason="dead"} 1.0' in metrics
+        assert 'nninteractive_sessions_reaped_total{reason="idle"} 1.0' in metrics
+    np.testing.assert_array_equal(mask, uninterrupted)
+
+
+def test_a_call_the_client_lost_is_detected_and_repaired(remote_server, image64, uninterrupted):
+    """A prompt the server applied but whose reply never arrived (a timeout) must not count twice."""
+    with RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+
+        def applied_behind_the_clients_back() -> None:
+            reply = requests.post(f"{remote_server.url}/v1/sessions/{backend._session_id}/prompts",
+                                  json={"kind": "point", "coord": [5, 5, 5]},
+                                  headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=CLIENT_TIMEOUT_S)
+            assert reply.ok
+
+        mask = run_with_interruption(backend, image64, applied_behind_the_clients_back)
+        assert backend.stats.recoveries == 1
+        assert backend.stats.image_uploads <= 1
+    np.testing.assert_array_equal(mask, uninterrupted)
