@@ -2,15 +2,12 @@
 
 ``remote_backend_factory`` connects to a real server: uvicorn on 127.0.0.1 on a free port, serving the
 tiny model on the CPU from a thread of the test process; it stops at the end of the test session.
-:class:`ProcessServer` runs the CLI in a subprocess, for tests that kill and restart it.
+Tests that kill and restart a server run the CLI through :func:`server_processes.our_server`.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import uvicorn
 
 from nninteractive_slicer.remote import RemoteBackend
@@ -65,54 +61,6 @@ class ThreadedServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self._thread.join(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ProcessServer:
-    """``nninteractive-slicer-server`` in a subprocess that a test can kill and start again on the same port."""
-
-    def __init__(self, model_dir: Path, log_path: Path, *extra_args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.args = [sys.executable, "-m", "nninteractive_slicer.server.cli", "--model-dir", str(model_dir),
-                     "--device", "cpu", "--torch-threads", "2", "--port", str(self.port),
-                     "--api-key", f"alice:{ALICE_KEY}", "--log-format", "text", *extra_args]
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> ProcessServer:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-        log.close()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the server did not become healthy in 90 s")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import textwrap
 
 import httpx
 import pytest
-from fixtures_official import free_port
 from nnInteractive.inference.remote import ServerAtCapacityError, SessionExpiredError
+from server_processes import free_port
 
 from nninteractive_slicer.errors import (
     AuthenticationError,

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fixtures_official import OfficialServer, start_official_server, stop_official_server
+from fixtures_official import API_KEY
+from server_processes import ServerProcess, official_server
 from synthetic import prompt_script
 from test_backend_contract import check_patch
 
@@ -22,20 +23,15 @@ IDLE_S, LIVENESS_S = 3, 2  # the server sweeps every 15 s (fixed), reaping sessi
 
 
 @pytest.fixture(scope="module")
-def reaping_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OfficialServer]:
+def reaping_server(tiny_model_dir: Path) -> Iterator[ServerProcess]:
     """An official server that reaps idle sessions after a few seconds and holds one session at a time."""
-    log = tmp_path_factory.mktemp("official-reaping") / "server.log"
-    process, server = start_official_server(
-        tiny_model_dir,
-        log,
-        "--idle-timeout-seconds", str(IDLE_S), "--liveness-timeout-seconds", str(LIVENESS_S),
-        max_sessions=1,
-    )  # fmt: skip
-    yield server
-    stop_official_server(process)
+    with official_server(tiny_model_dir, API_KEY, "--idle-timeout-seconds", str(IDLE_S),
+                         "--liveness-timeout-seconds", str(LIVENESS_S), "--max-sessions", "1",
+                         "--log-level", "info") as server:
+        yield server
 
 
-def reaped_count(server: OfficialServer) -> int:
+def reaped_count(server: ServerProcess) -> int:
     return server.log_text().count("reaped ")
 
 

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 import requests
-from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ProcessServer, ThreadedServer, server_config
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from server_processes import our_server
 from synthetic import prompt_script
 
 from nninteractive_slicer.remote import RemoteBackend
@@ -41,7 +42,7 @@ def run_with_interruption(backend: RemoteBackend, image: np.ndarray, interrupt) 
 def test_server_killed_and_restarted_mid_sequence(tmp_path, tiny_model_dir, image64, uninterrupted, cache_dir,
                                                   caplog):
     extra = ("--cache-dir", str(tmp_path / "cache")) if cache_dir else ()
-    server = ProcessServer(tiny_model_dir, tmp_path / "server.log", *extra).start()
+    server = our_server(tiny_model_dir, "alice", ALICE_KEY, *extra).start()
     try:
         with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
 

@@ -115,7 +115,12 @@ class InteractiveSession:
         return self._can_undo
 
     def close(self) -> None:
-        self._session.executor.shutdown(wait=True)  # lets a pending image preprocessing finish
+        # nnInteractive preprocesses a new image in its own executor, which schedules more work as it
+        # goes: let that finish before shutting the executor down, or it fails in the background.
+        pending = self._session.preprocess_future
+        if pending is not None:
+            pending.exception()
+        self._session.executor.shutdown(wait=True)
         self._session = None
         self._mask = None
 
