@@ -14,13 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def python312(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python of a fresh 3.12 venv holding only what Slicer ships that the client needs (numpy, requests)."""
+    """The python of a fresh 3.12 venv with what Slicer ships that the client side needs (numpy, requests,
+    Slicer's MRML as slicer-core), the official client, and pytest: no torch, no nnInteractive."""
     if not PYTHON312.exists():
         pytest.skip(f"Python 3.12 not found at {PYTHON312} (set PYTHON312 to its path)")
     venv = tmp_path_factory.mktemp("py312") / "venv"
     subprocess.run([str(PYTHON312), "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy", "requests", "pytest"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "scripts" / "constraints.txt"),
+                    "numpy", "requests", "pytest", "slicer-core", "nninteractive-client"], check=True)
     return python
 
 

@@ -13,6 +13,7 @@ from nninteractive_slicer.interface import (
     Point,
     PromptResult,
     Scribble,
+    changed_box,
     validate_image,
     validate_mask,
     validate_prompt,
@@ -108,3 +109,12 @@ def test_journal_keeps_the_current_object_only():
     assert calls == [("image", "img", (1.0, 1.0, 2.0)), ("mask", True), ("prompt", first)]
     journal.object_started(None)
     assert journal.replay().initial_mask is None and journal.replay().prompts == []
+
+
+def test_changed_box_is_tight_and_offset():
+    before = np.zeros(SHAPE, np.uint8)
+    after = before.copy()
+    assert changed_box(before, after) is None
+    after[2, 5, 7] = after[4, 3, 9] = 1
+    assert changed_box(before, after) == ((2, 5), (3, 6), (7, 10))
+    assert changed_box(before, after, offset=((1, 11), (2, 22), (3, 33))) == ((3, 6), (5, 8), (10, 13))

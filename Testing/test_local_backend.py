@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import blob_centre
+from synthetic import blob_centre, prompt_script
 
 from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError
-from nninteractive_slicer.interface import Point
+from nninteractive_slicer.interface import Point, changed_box
 from nninteractive_slicer.local import LocalBackend
 from nninteractive_slicer.model_loading import choose_device
 
@@ -74,6 +74,20 @@ def test_each_prompt_runs_with_numpy_seeded_by_its_index(backend, image64, monke
         assert np.random.random() == caller_next  # the caller's RNG stream is left as it was
     assert runs[0] == runs[1]
     assert runs[0][0] != runs[0][1]  # seeded by the prompt's index in the object
+
+
+def test_results_are_the_tight_box_of_what_changed(backend, image64):
+    """nnInteractive reports the whole box it wrote; the result shrinks it to the voxels that differ."""
+    backend.set_image(image64)
+    mirror = np.zeros(image64.shape, np.uint8)
+    shrunk = 0
+    for prompt in prompt_script(image64.shape, seed=4, count=6) + ["undo"]:
+        before = mirror.copy()
+        result = backend.undo() if prompt == "undo" else backend.prompt(prompt)
+        result.apply_to(mirror)
+        assert result.box == changed_box(before, mirror)
+        shrunk += result.changed and result.patch.size < 64**3
+    assert shrunk > 0
 
 
 def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64, monkeypatch):

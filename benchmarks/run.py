@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import os
 import platform
 import statistics
 import sys
@@ -78,11 +78,9 @@ class SegmentTarget:
         self.session.reset_segment()
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """nnInteractive prints on every prompt; keep the benchmark's own output readable."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+def progress(message: str) -> None:
+    """On stderr: stdout is silenced for the whole run, as nnInteractive prints on every prompt."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class Target:
@@ -115,55 +113,65 @@ def targets(kinds: list[str], model_dir: Path, device: str, threads: int) -> Ite
         yield out
 
 
-def measure_prompts(target: Target, size: str, repeats: int) -> tuple[list[dict], dict]:
-    """Every prompt type ``repeats`` times on one image; returns per-prompt samples and the image upload row."""
+def measure_size(all_targets: list[Target], size: str, repeats: int) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Every prompt type ``repeats`` times on one image. Each prompt runs on every backend back to back (in a
+    rotating order), so slow drifts of a shared machine hit all backends alike. Returns samples and uploads."""
     image = cases.image(size)
-    samples: list[dict] = []
-    with quiet():
-        backend = target.make()
+    backends = {t.kind: t.make() for t in all_targets}
     try:
-        segment = SegmentTarget(size, image, backend)
-        up0, down0 = target.bytes()
-        started = time.perf_counter()
-        with quiet():
-            segment.session.sync()
-        upload = {"backend": target.kind, "size": size, "ms": (time.perf_counter() - started) * 1000,
-                  "bytes": target.bytes()[0] - up0 if target.proxy else 0,
-                  "seed_protocol_bytes": seed_protocol.image_upload_bytes(image)}
-        mirror = np.zeros(image.shape, np.uint8)
+        segments = {kind: SegmentTarget(size, image, backend) for kind, backend in backends.items()}
+        uploads = []
+        for target in all_targets:
+            up0, _ = target.bytes()
+            started = time.perf_counter()
+            segments[target.kind].session.sync()
+            uploads.append({"backend": target.kind, "size": size, "ms": (time.perf_counter() - started) * 1000,
+                            "bytes": target.bytes()[0] - up0,
+                            "seed_protocol_bytes": seed_protocol.image_upload_bytes(image)})
+        samples: dict[str, list[dict]] = {t.kind: [] for t in all_targets}
         for kind in cases.PROMPT_KINDS:
-            segment.new_object()
-            mirror[:] = 0
+            mirrors = {}
+            for target in all_targets:
+                segments[target.kind].new_object()
+                mirrors[target.kind] = np.zeros(image.shape, np.uint8)
             for index, prompt in enumerate(cases.prompts(size, kind, repeats)):
-                up0, down0 = target.bytes()
-                started = time.perf_counter()
-                with quiet():
-                    result = segment.prompt(prompt)
-                total_ms = (time.perf_counter() - started) * 1000
-                up1, down1 = target.bytes()
-                result.apply_to(mirror)
-                seed_up = (seed_protocol.mask_prompt_upload_bytes(image.shape, prompt.box, prompt.mask)
-                           if kind in ("scribble", "lasso") else 0)
-                samples.append({"kind": kind, "index": index, "total_ms": total_ms, "backend_ms": result.backend_ms,
-                                "up": up1 - up0, "down": down1 - down0,
-                                "seed_down": seed_protocol.prompt_reply_bytes(mirror), "seed_up": seed_up})
-        upload["reconnect_bytes"], upload["reconnect_ms"] = reconnect(target, segment)
+                turn = index % len(all_targets)
+                for target in all_targets[turn:] + all_targets[:turn]:
+                    samples[target.kind].append(measure_one(target, segments[target.kind], prompt, index,
+                                                            mirrors[target.kind], image.shape))
+        for upload, target in zip(uploads, all_targets):
+            upload["reconnect_bytes"], upload["reconnect_ms"] = reconnect(target, segments[target.kind])
     finally:
-        backend.close()
-    return samples, upload
+        for backend in backends.values():
+            backend.close()
+    return samples, uploads
+
+
+def measure_one(target: Target, segment: SegmentTarget, prompt: Any, index: int, mirror: np.ndarray,
+                shape: tuple[int, int, int]) -> dict:
+    """One prompt from voxel coordinates into the segment: time, model time, bytes, and the 0.3 protocol's bytes."""
+    up0, down0 = target.bytes()
+    started = time.perf_counter()
+    result = segment.prompt(prompt)
+    total_ms = (time.perf_counter() - started) * 1000
+    up1, down1 = target.bytes()
+    result.apply_to(mirror)
+    seed_up = (seed_protocol.mask_prompt_upload_bytes(shape, prompt.box, prompt.mask)
+               if prompt.kind in ("scribble", "lasso") else 0)
+    return {"kind": prompt.kind, "index": index, "total_ms": total_ms, "backend_ms": result.backend_ms,
+            "up": up1 - up0, "down": down1 - down0, "seed_down": seed_protocol.prompt_reply_bytes(mirror),
+            "seed_up": seed_up}
 
 
 def reconnect(target: Target, segment: SegmentTarget) -> tuple[int, float]:
     """The session is lost (Slicer restarted, server reaped it): a new one on the same image. Bytes up and ms."""
-    with quiet():
-        backend = target.make()
+    backend = target.make()
     try:
         segment.new_object()  # only the image is to be restored: count nothing else
         segment.session.backend = backend
         up0, _ = target.bytes()
         started = time.perf_counter()
-        with quiet():
-            segment.session.sync()
+        segment.session.sync()
         return target.bytes()[0] - up0, (time.perf_counter() - started) * 1000
     finally:
         backend.close()
@@ -209,14 +217,12 @@ def concurrency(target: Target, sessions: int, prompts_per_session: int, size: s
         nonlocal errors
         backend = None
         try:
-            with quiet():
-                backend = target.make()
-                backend.set_image(image, cases.SPACING[size])
+            backend = target.make()
+            backend.set_image(image, cases.SPACING[size])
             ready.wait()
             for prompt in script:
                 started = time.perf_counter()
-                with quiet():
-                    backend.prompt(prompt)
+                backend.prompt(prompt)
                 with lock:
                     latencies.append((time.perf_counter() - started) * 1000)
         except Exception:
@@ -249,8 +255,6 @@ def machine(device: str) -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    import os
-
     import torch
 
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 10)
     per_session = 2 if args.quick else 5
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         model_dir = args.model_dir or write_model(Path(tmp) / "tiny", "tiny")
         model = args.model_dir.name if args.model_dir else "synthetic tiny ResEncUNet (81k parameters, random)"
         results: dict[str, Any] = {"machine": machine(args.device), "model": model, "runs": [], "image_upload": [],
@@ -283,23 +287,21 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         with targets(args.backends, model_dir, args.device, args.threads) as all_targets:
             for size in args.sizes:
-                by_backend: dict[str, dict[str, list[dict]]] = {}
-                for target in all_targets:
-                    samples, upload = measure_prompts(target, size, repeats)
-                    results["image_upload"].append(upload)
-                    by_backend[target.kind] = {k: [s for s in samples if s["kind"] == k] for k in cases.PROMPT_KINDS}
-                    print(f"{size} {target.kind}: {len(samples)} prompts, {time.perf_counter() - started:.0f} s",
-                          flush=True)
+                samples, uploads = measure_size(all_targets, size, repeats)
+                results["image_upload"] += uploads
+                by_backend = {b: {k: [s for s in rows if s["kind"] == k] for k in cases.PROMPT_KINDS}
+                              for b, rows in samples.items()}
                 results["runs"] += summarise(by_backend, size)
+                progress(f"{size}: {sum(map(len, samples.values()))} prompts, {time.perf_counter() - started:.0f} s")
             for target in all_targets:
                 if target.kind == "local":
                     continue
                 for sessions in args.sessions:
                     results["concurrency"].append(concurrency(target, sessions, per_session, "S"))
-                    print(f"concurrency {target.kind} x{sessions}: {time.perf_counter() - started:.0f} s", flush=True)
+                    progress(f"concurrency {target.kind} x{sessions}: {time.perf_counter() - started:.0f} s")
         results["seconds"] = round(time.perf_counter() - started, 1)
     paths = report.write_all(results, HERE / "results", args.out)
-    print("wrote", *map(str, paths))
+    progress("wrote " + " ".join(map(str, paths)))
     return 0
 
 

@@ -3,7 +3,10 @@
 Every method must be called on the device thread (:mod:`.device_worker`). Inputs arrive already
 validated by :mod:`.interface`. What this adds to nnInteractive's own session:
 
-* changed-region results (box + patch) with the model time of each call;
+* changed-region results with the model time of each call. nnInteractive reports the whole box it
+  wrote (up to a patch, or four times one after zooming out); the result is the tight box of the
+  voxels that actually differ from what the caller was last given, so less travels and less is
+  written into the segment;
 * reproducibility: nnInteractive's refinement planning can fall back to numpy's global RNG, so
   each prompt runs with that RNG seeded from the prompt's index in the current object (and the
   caller's RNG state restored afterwards). The same prompt sequence gives the same mask in any
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendError, InvalidPromptError, OutOfMemoryError
-from .interface import Box, Prompt, PromptResult, box_slices
+from .interface import Box, Prompt, PromptResult, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
 
 OOM_MESSAGE = (
@@ -50,8 +53,9 @@ class InteractiveSession:
         self._session = new_inference_session(model.device, model.torch_threads)
         self._session.initialize_from_loaded_artifacts(model.artifacts)
         self._mask: np.ndarray | None = None
+        self._reported: np.ndarray | None = None  # the mask as the caller has it, from our results
         self._prompt_count = 0
-        self._last_box: Box | None = None  # what the last prompt changed; undo reverts exactly that
+        self._last_box: Box | None = None  # what the last prompt wrote; undo reverts exactly that
         self._can_undo = False  # nnInteractive keeps one level of undo
 
     @property
@@ -64,17 +68,23 @@ class InteractiveSession:
         return self._mask
 
     def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
+        # leaves nothing running in the background that a close (or the interpreter's exit) could strand.
         self._session.set_image(image[None], {"spacing": list(spacing)})
+        self._guarded(self._session.preprocess_future.result)
         self._mask = np.zeros(image.shape, dtype=np.uint8)
+        self._reported = np.zeros(image.shape, dtype=np.uint8)
         self._session.set_target_buffer(self._mask)
         self._start_object()
 
     def set_initial_mask(self, mask: np.ndarray) -> None:
         self._guarded(lambda: self._session.add_initial_seg_interaction(mask, run_prediction=False))
+        self._reported[...] = self._mask
         self._start_object()
 
     def reset(self) -> None:
         self._session.reset_interactions()
+        self._reported.fill(0)
         self._start_object()
 
     def prompt(self, prompt: Prompt) -> PromptResult:
@@ -115,11 +125,6 @@ class InteractiveSession:
         return self._can_undo
 
     def close(self) -> None:
-        # nnInteractive preprocesses a new image in its own executor, which schedules more work as it
-        # goes: let that finish before shutting the executor down, or it fails in the background.
-        pending = self._session.preprocess_future
-        if pending is not None:
-            pending.exception()
         self._session.executor.shutdown(wait=True)
         self._session = None
         self._mask = None
@@ -129,10 +134,17 @@ class InteractiveSession:
         self._last_box = None
         self._can_undo = False
 
-    def _result(self, box: Box | None, backend_ms: float) -> PromptResult:
+    def _result(self, written: Box | None, backend_ms: float) -> PromptResult:
+        """The voxels inside the written box that differ from what the caller has, as a tight box."""
+        if written is None:
+            return PromptResult(backend_ms=backend_ms)
+        region = box_slices(written)
+        box = changed_box(self._reported[region], self._mask[region], offset=written)
         if box is None:
             return PromptResult(backend_ms=backend_ms)
-        return PromptResult(box, self._mask[box_slices(box)].copy(), backend_ms)
+        patch = self._mask[box_slices(box)].copy()
+        self._reported[box_slices(box)] = patch
+        return PromptResult(box, patch, backend_ms)
 
     def _guarded(self, call: Callable[[], Any]) -> Any:
         import torch

@@ -128,6 +128,19 @@ def box_shape(box: Box) -> tuple[int, int, int]:
     return tuple(hi - lo for lo, hi in box)  # type: ignore[return-value]
 
 
+def changed_box(before: np.ndarray, after: np.ndarray, offset: Box | None = None) -> Box | None:
+    """The tight box of the voxels where two equally shaped arrays differ (shifted by ``offset``'s start), or None."""
+    differs = before != after
+    box = []
+    for axis in range(3):
+        hits = np.flatnonzero(differs.any(axis=tuple(k for k in range(3) if k != axis)))
+        if hits.size == 0:
+            return None
+        start = offset[axis][0] if offset else 0
+        box.append((start + int(hits[0]), start + int(hits[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]
+
+
 def normalize_box(box: Any, shape: tuple[int, ...], what: str = "box") -> Box:
     """Turn any 3x2 nesting of integral numbers into a Box inside ``shape``, or raise InvalidPromptError."""
     try:

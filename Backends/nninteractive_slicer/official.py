@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .errors import BackendUnavailableError
-from .interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices
+from .interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices, changed_box
 from .journal import SessionJournal
 from .official_errors import CLIENT_MISSING, server_errors
 
@@ -82,6 +82,7 @@ class OfficialBackend(Backend):
         self._stale = False  # the server's state may differ from the journal: rebuild before the next call
         self._journal = SessionJournal()
         self._mask: np.ndarray | None = None  # the confirmed mask, also the client's target buffer
+        self._reported: np.ndarray | None = None  # the mask as the caller has it, from our results
         self._last_box: Box | None = None  # what the last prompt changed: undo reverts exactly that
         self._can_undo = False  # the server keeps one level of undo, for the last prompt only
         self._resync_box: Box | None = None  # where a rebuilt session's mask differed from ours
@@ -102,6 +103,7 @@ class OfficialBackend(Backend):
             return self._send_image(session, image, spacing)
 
         self._mask = self._call(send, "nothing")
+        self._reported = self._mask.copy()
         self._journal.image_set(image, spacing)
         self._object_started()
 
@@ -112,6 +114,7 @@ class OfficialBackend(Backend):
             )
 
         self._mask = self._call(send, "image")
+        self._reported = self._mask.copy()
         self._journal.object_started(mask)
         self._object_started()
 
@@ -120,6 +123,7 @@ class OfficialBackend(Backend):
             return self._on_fresh_buffer(session, session.reset_interactions)
 
         self._mask = self._call(send, "image")
+        self._reported = self._mask.copy()
         self._journal.object_started(None)
         self._object_started()
 
@@ -201,7 +205,7 @@ class OfficialBackend(Backend):
         """Make the replayed mask ours, and remember where it differs so the next result covers it.
 
         The server can now undo the last replayed prompt: undo reverts what that replay changed."""
-        differs = _differing_box(self._mask, rebuilt)
+        differs = changed_box(self._mask, rebuilt)
         if differs is not None:
             log.warning(
                 "Restored session at %s differs from the lost one in %s (the server does not seed its "
@@ -233,11 +237,18 @@ class OfficialBackend(Backend):
         return fresh
 
     def _result(self, box: Box | None) -> PromptResult:
-        """The changed region, widened to what a rebuilt session changed since our last result."""
+        """The voxels that differ from what the caller has, as a tight box: the server reports the whole
+        box it wrote, widened here to what a rebuilt session changed since our last result."""
         box, self._resync_box = _union(self._resync_box, box), None
         if box is None:
             return PromptResult()
-        return PromptResult(box, self._mask[box_slices(box)].copy())
+        region = box_slices(box)
+        box = changed_box(self._reported[region], self._mask[region], offset=box)
+        if box is None:
+            return PromptResult()
+        patch = self._mask[box_slices(box)].copy()
+        self._reported[box_slices(box)] = patch
+        return PromptResult(box, patch)
 
     def _object_started(self) -> None:
         self._last_box, self._can_undo, self._resync_box = None, False, None
@@ -312,18 +323,6 @@ def _capabilities_from(info: dict[str, Any], url: str, device: str) -> Capabilit
 def _license(info: dict[str, Any]) -> str:
     license_ = info.get("license")
     return "unknown (the server could not read it)" if license_ in (None, "", "!!MISSING!!") else str(license_)
-
-
-def _differing_box(a: np.ndarray, b: np.ndarray) -> Box | None:
-    """The bounding box of the voxels where two masks differ (only after a rebuild, never per prompt)."""
-    diff = a != b
-    if not diff.any():
-        return None
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(diff.any(axis=tuple(k for k in range(3) if k != axis)))
-        box.append((int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)  # type: ignore[return-value]
 
 
 def _union(a: Box | None, b: Box | None) -> Box | None:
