@@ -39,6 +39,14 @@ def markdown(results: dict[str, Any]) -> str:
     for u in results["image_upload"]:
         lines.append(f"| {u['size']} | {u['backend']} | {u['bytes']:,} | {u['ms']:.0f} | {u['reconnect_bytes']:,} "
                      f"| {u.get('seed_protocol_bytes', 0):,} |")
+    if results.get("compact_object_replies"):
+        lines += ["", "## Reply bytes for a compact object at L (computed from each protocol's encoder, no model)", "",
+                  "The synthetic model predicts speckle, which compresses alike in every format. A real model predicts "
+                  "a compact object and refines it locally; `mask_bytes.py` scripts that and encodes each reply.", "",
+                  "| step | prompts | ours | official | 0.3 protocol |", "|---|---:|---:|---:|---:|"]
+        for r in results["compact_object_replies"]:
+            lines.append(f"| {r['step']} | {r['prompts']} | {r['ours']:,} | {r['official']:,} "
+                         f"| {r['seed_protocol']:,} |")
     lines += ["", "## Concurrent sessions", "", "| backend | sessions | prompts/s | p50 ms | p95 ms | errors |",
               "|---|---:|---:|---:|---:|---:|"]
     for c in results["concurrency"]:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "Testing"))
 
 import cases  # noqa: E402
+import mask_bytes  # noqa: E402
 import report  # noqa: E402
 import seed_protocol  # noqa: E402
 from proxy import CountingProxy  # noqa: E402
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 for sessions in args.sessions:
                     results["concurrency"].append(concurrency(target, sessions, per_session, "S"))
                     progress(f"concurrency {target.kind} x{sessions}: {time.perf_counter() - started:.0f} s")
+        results["compact_object_replies"] = mask_bytes.summary(cases.SIZES["L"])
         results["seconds"] = round(time.perf_counter() - started, 1)
     paths = report.write_all(results, HERE / "results", args.out)
     progress("wrote " + " ".join(map(str, paths)))
