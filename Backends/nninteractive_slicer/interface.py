@@ -77,22 +77,25 @@ class BBox:
 
 
 @dataclass(frozen=True, eq=False)
-class Scribble:
-    """Painted strokes: a small 0/1 crop and the box it covers in the image."""
+class _CropPrompt:
+    """A small 0/1 crop and the box it covers in the image: never a full-size volume."""
 
     mask: np.ndarray
     box: Box
     positive: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class Scribble(_CropPrompt):
+    """Painted strokes."""
+
     kind: PromptKind = field(default="scribble", init=False)
 
 
 @dataclass(frozen=True, eq=False)
-class Lasso:
-    """A filled closed contour: a small 0/1 crop and the box it covers in the image."""
+class Lasso(_CropPrompt):
+    """A filled closed contour."""
 
-    mask: np.ndarray
-    box: Box
-    positive: bool = True
     kind: PromptKind = field(default="lasso", init=False)
 
 

@@ -117,6 +117,9 @@ def load_model(
     except Exception as exc:
         raise BackendUnavailableError(f"Could not load the model in {folder}: {exc}") from exc
     session.initialize_from_loaded_artifacts(artifacts)
+    # On CUDA, one dummy forward pass pays cuDNN's autotuning and the allocator's growth now, on this (the
+    # device) thread, whose per-thread cuDNN cache every later prediction reuses. A no-op on the CPU.
+    session.warmup()
     supported = session.supported_interactions
     capabilities = Capabilities(
         backend=backend_name,
