@@ -49,7 +49,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"| {r['seed_protocol']:,} |")
     lines += ["", "## Concurrent sessions", "", "| backend | sessions | prompts/s | p50 ms | p95 ms | errors |",
               "|---|---:|---:|---:|---:|---:|"]
-    for c in results["concurrency"]:
+    for c in sorted(results["concurrency"], key=lambda c: (c["backend"], c["sessions"])):
         lines.append(f"| {c['backend']} | {c['sessions']} | {c['prompts_per_s']:.2f} | {c['p50_ms']:.0f} "
                      f"| {c['p95_ms']:.0f} | {c['errors']} |")
     return "\n".join(lines) + "\n"

@@ -294,12 +294,11 @@ def main(argv: list[str] | None = None) -> int:
                               for b, rows in samples.items()}
                 results["runs"] += summarise(by_backend, size)
                 progress(f"{size}: {sum(map(len, samples.values()))} prompts, {time.perf_counter() - started:.0f} s")
-            for target in all_targets:
-                if target.kind == "local":
-                    continue
-                for sessions in args.sessions:
-                    results["concurrency"].append(concurrency(target, sessions, per_session, "S"))
-                    progress(f"concurrency {target.kind} x{sessions}: {time.perf_counter() - started:.0f} s")
+            for sessions in args.sessions:  # servers alternate, as prompts do, so drifts hit both alike
+                for target in all_targets:
+                    if target.kind != "local":
+                        results["concurrency"].append(concurrency(target, sessions, per_session, "S"))
+                        progress(f"concurrency {target.kind} x{sessions}: {time.perf_counter() - started:.0f} s")
         results["compact_object_replies"] = mask_bytes.summary(cases.SIZES["L"])
         results["seconds"] = round(time.perf_counter() - started, 1)
     paths = report.write_all(results, HERE / "results", args.out)

@@ -11,9 +11,9 @@ Boxes
     A box is ``((lo0, hi0), (lo1, hi1), (lo2, hi2))``: half-open integer voxel ranges per axis.
 
 Results
-    Every prompt returns the changed region only: the box that changed and the mask inside it
-    (``uint8``, 0/1), or "nothing changed". Applying the returned patches to a copy of the mask
-    reproduces the backend's full mask exactly.
+    Every prompt returns the changed region only: the tight box around the voxels that changed
+    and the mask inside it (``uint8``, 0/1), or "nothing changed". Applying the returned patches
+    to a copy of the mask reproduces the backend's full mask exactly.
 
 Failure
     Backends raise the typed errors of :mod:`nninteractive_slicer.errors`. A call that raises
