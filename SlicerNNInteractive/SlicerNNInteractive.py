@@ -578,18 +578,17 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def resetSegment(self) -> None:
         self.dropQueue()
-        self.markups["point"].RemoveAllControlPoints()
-        try:
-            self.session.reset_segment()
-            self.status(_("Segment emptied; the next prompt starts it again."))
-        except PromptError as exc:
-            self.status(str(exc))
+        self.changeSegment(self.session.reset_segment, _("Segment emptied; the next prompt starts it again."))
 
     def nextSegment(self) -> None:
+        self.changeSegment(self.session.new_segment, _("New segment: the next prompt starts it."))
+
+    def changeSegment(self, change: Callable[[], object], done: str) -> None:
+        """Start the segment over or start a new one: the placed points belong to the old object."""
         self.markups["point"].RemoveAllControlPoints()
         try:
-            self.session.new_segment()
-            self.status(_("New segment: the next prompt starts it."))
+            change()
+            self.status(done)
         except PromptError as exc:
             self.status(str(exc))
 
