@@ -718,9 +718,9 @@ class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
         if missing_requirements("local"):
             self.delayDisplay("Skipped: the local backend (torch + nnInteractive) is not installed.")
             return
+        from nninteractive_slicer.backends.local import LocalBackend
+        from nninteractive_slicer.core.synthetic_model import write_model
         from nninteractive_slicer.errors import BackendUnavailableError
-        from nninteractive_slicer.local import LocalBackend
-        from nninteractive_slicer.synthetic_model import write_model
 
         self.delayDisplay("Writing the tiny synthetic model and a test volume")
         model_dir = write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from synthetic import mr_like_image
 
+from nninteractive_slicer.core.synthetic_model import write_model
 from nninteractive_slicer.interface import Backend
-from nninteractive_slicer.synthetic_model import write_model
 
 pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nninteractive_slicer.local import LocalBackend
+from nninteractive_slicer.backends.local import LocalBackend
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 import server_processes
 from server_processes import ServerProcess
 
-from nninteractive_slicer.official import OfficialBackend
+from nninteractive_slicer.backends.official import OfficialBackend
 
 API_KEY = "test-key-official"
 MAX_SESSIONS = 12  # the server's default of 3 is too few for a test run; backends are closed after each test

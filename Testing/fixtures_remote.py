@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from nninteractive_slicer.remote import RemoteBackend
+from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.server import ServerConfig, create_app
 
 ALICE_KEY = "alice-key-0123456789"

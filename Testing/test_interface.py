@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nninteractive_slicer.backends.journal import SessionJournal
 from nninteractive_slicer.errors import InvalidPromptError, NoImageError
 from nninteractive_slicer.interface import (
     BBox,
@@ -18,7 +19,6 @@ from nninteractive_slicer.interface import (
     validate_mask,
     validate_prompt,
 )
-from nninteractive_slicer.journal import SessionJournal
 
 CAPS = Capabilities(backend="test", model_id="m", license="l", device="cpu")
 SHAPE = (10, 20, 30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from synthetic import prompt_script
 
-from nninteractive_slicer.journal import SessionJournal
+from nninteractive_slicer.backends.journal import SessionJournal
 
 
 def test_replay_into_a_fresh_backend_reproduces_the_mask(local_backend_factory, image64):

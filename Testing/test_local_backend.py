@@ -12,10 +12,10 @@ import pytest
 import torch
 from synthetic import blob_centre, prompt_script
 
+from nninteractive_slicer.backends.local import LocalBackend
+from nninteractive_slicer.core.model_loading import choose_device
 from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError
 from nninteractive_slicer.interface import Point, changed_box
-from nninteractive_slicer.local import LocalBackend
-from nninteractive_slicer.model_loading import choose_device
 
 SESSION_METHODS = ("set_image", "add_point_interaction", "add_initial_seg_interaction", "undo", "reset_interactions")
 

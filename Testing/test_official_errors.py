@@ -12,6 +12,8 @@ import pytest
 from nnInteractive.inference.remote import ServerAtCapacityError, SessionExpiredError
 from server_processes import free_port
 
+from nninteractive_slicer.backends.official import OfficialBackend
+from nninteractive_slicer.backends.official_errors import translate
 from nninteractive_slicer.errors import (
     AuthenticationError,
     BackendError,
@@ -19,8 +21,6 @@ from nninteractive_slicer.errors import (
     InvalidPromptError,
     ServerBusyError,
 )
-from nninteractive_slicer.official import OfficialBackend
-from nninteractive_slicer.official_errors import translate
 
 URL = "http://server:1527"
 
@@ -105,7 +105,7 @@ def test_module_imports_without_the_client_and_asks_to_install_it():
         for name in ("httpx", "blosc2", "nnInteractive", "nnInteractive.inference", "nnInteractive.inference.remote"):
             sys.modules[name] = None  # as if not installed
         from nninteractive_slicer.errors import BackendUnavailableError
-        from nninteractive_slicer.official import OfficialBackend
+        from nninteractive_slicer.backends.official import OfficialBackend
         try:
             OfficialBackend("http://127.0.0.1:1527")
         except BackendUnavailableError as exc:

@@ -16,8 +16,8 @@ from server_processes import ServerProcess, official_server
 from synthetic import prompt_script
 from test_backend_contract import check_patch
 
+from nninteractive_slicer.backends.official import OfficialBackend
 from nninteractive_slicer.errors import BackendUnavailableError, NoImageError, ServerBusyError
-from nninteractive_slicer.official import OfficialBackend
 
 IDLE_S, LIVENESS_S = 3, 2  # the server sweeps every 15 s (fixed), reaping sessions idle for longer
 
@@ -59,7 +59,7 @@ def test_reaped_session_is_restored_on_the_next_prompt(reaping_server, official_
         while reaped_count(reaping_server) == reaped:
             assert time.monotonic() < deadline, "the server did not reap the idle session"
             time.sleep(0.5)
-        with caplog.at_level(logging.INFO, logger="nninteractive_slicer.official"):
+        with caplog.at_level(logging.INFO, logger="nninteractive_slicer.backends.official"):
             for prompt in prompts[3:]:
                 check_patch(backend.prompt(prompt), mirror, backend)
         assert "dropped the session" in caplog.text
@@ -122,7 +122,7 @@ def test_prompt_that_timed_out_changes_nothing_and_the_next_call_rebuilds(
         with pytest.raises(BackendUnavailableError, match="did not answer within"):
             backend.prompt(prompts[2])
         np.testing.assert_array_equal(backend.get_mask(), expected[1])
-        with caplog.at_level(logging.INFO, logger="nninteractive_slicer.official"):
+        with caplog.at_level(logging.INFO, logger="nninteractive_slicer.backends.official"):
             for prompt in prompts[2:]:
                 check_patch(backend.prompt(prompt), mirror, backend)
         np.testing.assert_array_equal(mirror, expected[-1])
@@ -158,6 +158,6 @@ def test_result_after_an_inexact_restore_still_updates_the_callers_copy(
         backend._journal.prompts.pop()
         lease = {"Authorization": f"Bearer {official_server.api_key}", "X-Lease-Token": backend._session._lease_token}
         httpx.post(f"{official_server.url}/release", headers=lease).raise_for_status()  # the server forgets it
-        with caplog.at_level(logging.WARNING, logger="nninteractive_slicer.official"):
+        with caplog.at_level(logging.WARNING, logger="nninteractive_slicer.backends.official"):
             check_patch(backend.prompt(prompts[2]), mirror, backend)
         assert "differs from the lost one" in caplog.text

@@ -7,15 +7,16 @@ from fixtures_python312 import run_python312
 from fixtures_remote import ALICE_KEY
 from synthetic import prompt_script
 
-CLIENT_MODULES = ["interface", "errors", "journal", "wire", "remote", "official", "official_errors"]
+CLIENT_MODULES = ["interface", "errors", "backends.journal", "core.wire", "backends.remote", "backends.official",
+                  "backends.official_errors"]
 TORCH_FREE_TESTS = ["Testing/test_interface.py"]
 
 CLIENT_RUN = """
 import sys
 import numpy as np
 from synthetic import prompt_script
-from nninteractive_slicer.official import OfficialBackend
-from nninteractive_slicer.remote import RemoteBackend
+from nninteractive_slicer.backends.official import OfficialBackend
+from nninteractive_slicer.backends.remote import RemoteBackend
 
 image_path, out_dir, remote_url, remote_key, official_url, official_key = sys.argv[1:]
 image = np.load(image_path)

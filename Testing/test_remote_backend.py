@@ -7,10 +7,10 @@ import pytest
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import blob_centre, mr_like_image, prompt_script
 
-from nninteractive_slicer import remote
+from nninteractive_slicer.backends import remote
+from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.errors import AuthenticationError, BackendUnavailableError, ServerBusyError
 from nninteractive_slicer.interface import Point
-from nninteractive_slicer.remote import RemoteBackend
 
 
 def test_masks_are_bit_identical_to_the_local_backend(remote_backend_factory, local_backend_factory, image64):

@@ -8,7 +8,7 @@ import numpy as np
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import mr_like_image, prompt_script
 
-from nninteractive_slicer.remote import RemoteBackend
+from nninteractive_slicer.backends.remote import RemoteBackend
 
 SESSIONS = 4
 PROMPTS = 20

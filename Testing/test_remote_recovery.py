@@ -11,7 +11,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_
 from server_processes import our_server
 from synthetic import prompt_script
 
-from nninteractive_slicer.remote import RemoteBackend
+from nninteractive_slicer.backends.remote import RemoteBackend
 
 SCRIPT_LENGTH = 8
 CUT = 5  # prompts before the server forgets

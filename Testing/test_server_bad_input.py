@@ -12,8 +12,8 @@ import zstandard
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre
 
-from nninteractive_slicer.remote import RemoteBackend
-from nninteractive_slicer.wire import encode_frame, encode_image_chunk, image_digest, pack_mask
+from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest, pack_mask
 
 AUTH = {"Authorization": f"Bearer {ALICE_KEY}"}
 JSON = {**AUTH, "Content-Type": "application/json"}

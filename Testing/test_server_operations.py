@@ -13,11 +13,11 @@ from fixtures_remote import BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer import PROTOCOL_VERSION
+from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
-from nninteractive_slicer.remote import RemoteBackend
 from nninteractive_slicer.server.images import CachedImage, ImageCache
 from nninteractive_slicer.server.logs import JsonFormatter
-from nninteractive_slicer.wire import encode_frame, encode_image_chunk, image_digest
 
 BOB = {"Authorization": f"Bearer {BOB_KEY}"}
 

@@ -9,8 +9,8 @@ import pytest
 import requests
 from fixtures_remote import ALICE_KEY, ThreadedServer, server_config
 
+from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.errors import BackendUnavailableError
-from nninteractive_slicer.remote import RemoteBackend
 from nninteractive_slicer.server.auth import ENV_VAR, load_keys
 from nninteractive_slicer.server.cli import build_parser, config_from_args
 

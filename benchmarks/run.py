@@ -38,11 +38,11 @@ from proxy import CountingProxy  # noqa: E402
 from server_processes import official_server, our_server  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
+from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
+from nninteractive_slicer.backends.official import OfficialBackend  # noqa: E402
+from nninteractive_slicer.backends.remote import RemoteBackend  # noqa: E402
+from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
 from nninteractive_slicer.interface import Backend  # noqa: E402
-from nninteractive_slicer.local import LocalBackend  # noqa: E402
-from nninteractive_slicer.official import OfficialBackend  # noqa: E402
-from nninteractive_slicer.remote import RemoteBackend  # noqa: E402
-from nninteractive_slicer.synthetic_model import write_model  # noqa: E402
 from SlicerNNInteractiveLib.session import PromptSession  # noqa: E402
 
 API_KEY = "benchmark-key-0123456789"

@@ -59,15 +59,15 @@ def make_backend(config: BackendConfig) -> Backend:
     """Build the configured backend (blocking: may download or load a model, or contact a server)."""
     api_key = config.api_key or None
     if config.kind == "remote":
-        from nninteractive_slicer.remote import RemoteBackend
+        from nninteractive_slicer.backends.remote import RemoteBackend
 
         return RemoteBackend(config.url, api_key, timeout=config.timeout)
     if config.kind == "official":
-        from nninteractive_slicer.official import OfficialBackend
+        from nninteractive_slicer.backends.official import OfficialBackend
 
         return OfficialBackend(config.url, api_key, timeout=config.timeout)
     if config.kind == "local":
-        from nninteractive_slicer.local import LocalBackend
+        from nninteractive_slicer.backends.local import LocalBackend
 
         model = config.model.strip()
         if model and Path(model).expanduser().is_dir():

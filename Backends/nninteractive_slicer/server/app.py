@@ -29,10 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import PROTOCOL_VERSION, __version__
-from ..engine import InteractiveSession
-from ..interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
-from ..interface import validate_mask as validate_full_mask
-from ..wire import (
+from ..core.engine import InteractiveSession
+from ..core.wire import (
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
     choose_codec,
@@ -41,6 +39,8 @@ from ..wire import (
     pack_mask,
     unpack_mask,
 )
+from ..interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
+from ..interface import validate_mask as validate_full_mask
 from .config import ServerConfig
 from .core import ServerCore
 from .errors import ApiError, CatchAllMiddleware, install_handlers

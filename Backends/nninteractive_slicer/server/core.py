@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..device_worker import DeviceWorker
-from ..engine import InteractiveSession
-from ..model_loading import load_model
+from ..core.device_worker import DeviceWorker
+from ..core.engine import InteractiveSession
+from ..core.model_loading import load_model
 from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.wire import WireError
 from ..errors import (
     AuthenticationError,
     BackendError,
@@ -24,7 +25,6 @@ from ..errors import (
     OutOfMemoryError,
     ServerBusyError,
 )
-from ..wire import WireError
 
 log = logging.getLogger("nninteractive_slicer.server")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.wire import chunk_count, decode_image_chunk, image_digest
 from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import validate_image
-from ..wire import chunk_count, decode_image_chunk, image_digest
 from .config import Limits
 from .errors import ApiError
 from .limits import check_image_geometry, too_large

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine import InteractiveSession
+from ..core.engine import InteractiveSession
 from ..errors import ServerBusyError
 from .errors import ApiError
 

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import BackendUnavailableError
-from .interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices, changed_box
+from ..errors import BackendUnavailableError
+from ..interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices, changed_box
 from .journal import SessionJournal
 from .official_errors import CLIENT_MISSING, server_errors
 

@@ -24,19 +24,8 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from . import PROTOCOL_VERSION
-from .errors import (
-    AuthenticationError,
-    BackendError,
-    BackendUnavailableError,
-    InvalidPromptError,
-    NoImageError,
-    OutOfMemoryError,
-    ServerBusyError,
-)
-from .interface import Backend, Capabilities, Prompt, PromptResult, box_shape
-from .journal import SessionJournal
-from .wire import (
+from .. import PROTOCOL_VERSION
+from ..core.wire import (
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
     choose_codec,
@@ -48,6 +37,17 @@ from .wire import (
     pack_mask,
     unpack_mask,
 )
+from ..errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    InvalidPromptError,
+    NoImageError,
+    OutOfMemoryError,
+    ServerBusyError,
+)
+from ..interface import Backend, Capabilities, Prompt, PromptResult, box_shape
+from .journal import SessionJournal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

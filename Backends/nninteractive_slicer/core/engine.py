@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendError, InvalidPromptError, OutOfMemoryError
-from .interface import Box, Prompt, PromptResult, box_slices, changed_box
+from ..errors import BackendError, InvalidPromptError, OutOfMemoryError
+from ..interface import Box, Prompt, PromptResult, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
 
 OOM_MESSAGE = (

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import (
+from ..errors import (
     AuthenticationError,
     BackendError,
     BackendUnavailableError,

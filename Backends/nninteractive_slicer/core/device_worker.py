@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .errors import BackendUnavailableError
+from ..errors import BackendUnavailableError
 
 T = TypeVar("T")
 

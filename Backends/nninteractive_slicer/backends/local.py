@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-from .device_worker import DeviceWorker
-from .engine import InteractiveSession
-from .interface import Backend, Capabilities, Prompt, PromptResult
-from .model_loading import LoadedModel, load_model
+from ..core.device_worker import DeviceWorker
+from ..core.engine import InteractiveSession
+from ..core.model_loading import LoadedModel, load_model
+from ..interface import Backend, Capabilities, Prompt, PromptResult
 
 
 class LocalBackend(Backend):

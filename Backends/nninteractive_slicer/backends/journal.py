@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .interface import Prompt
+from ..interface import Prompt
 
 
 @dataclass

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailableError
-from .interface import PROMPT_KINDS, Capabilities
+from ..errors import BackendUnavailableError
+from ..interface import PROMPT_KINDS, Capabilities
 
 log = logging.getLogger(__name__)
 
