@@ -171,8 +171,9 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
 
     # -- images ---------------------------------------------------------------------------------------
     @app.get("/v1/images/{digest}", response_model=ImageStatus, tags=["images"])
-    async def image_status(digest: Annotated[Digest, PathParam()], _: User) -> ImageStatus:
-        return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest))
+    async def image_status(digest: Annotated[Digest, PathParam()], user: User) -> ImageStatus:
+        return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest,
+                                                                           core.image_owner(user)))
 
     @app.put("/v1/images/{digest}/chunks/{index}", response_model=UploadStatus, tags=["images"],
              openapi_extra=_FRAME_BODY)
@@ -194,7 +195,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
     async def set_image(session_id: SessionId, body: SetImageBody, user: User, revision: Revision = None
                         ) -> SessionState:
         with core.sessions.use(session_id, user) as session:
-            image = await run_in_threadpool(core.cache.get, body.digest)
+            image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
             if image is None:
                 raise ApiError(404, "image_unknown", "The server does not hold this image; upload it first.")
 

@@ -39,7 +39,7 @@ class ServerCore:
         self.auth = Authenticator(config.api_keys)
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s)
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
-        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes)
+        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.share_images)
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
@@ -48,6 +48,10 @@ class ServerCore:
             "nninteractive_upload_pending_bytes": ("Bytes of uploads in progress.", lambda: self.uploads.nbytes),
             "nninteractive_device_queue_length": ("Device calls queued or running.", lambda: self.worker.queue_length),
         })
+
+    def image_owner(self, user: str) -> str | None:
+        """Whose images ``user`` may see: their own, or everyone's on a server that shares images."""
+        return None if self.config.share_images else user
 
     # -- the device thread ---------------------------------------------------------------------------
     async def on_device(self, fn: Callable[..., T], *args: Any) -> T:
