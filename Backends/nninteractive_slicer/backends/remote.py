@@ -15,6 +15,7 @@ bit-identical to the lost one.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +27,10 @@ import requests
 
 from .. import PROTOCOL_VERSION
 from ..core.wire import (
+    AFFINITY_HEADER,
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
+    REPLICA_HEADER,
     choose_codec,
     chunk_ranges,
     decode_frame,
@@ -53,11 +56,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5.0
+PLACEMENT_TRIES = 8  # affinity keys tried before a replicated server counts as full
 SERVER_NAME = "nninteractive-slicer"
 
 
 class _Unreachable(BackendUnavailableError):
     """The request did not get an answer: refused, reset or dropped connection."""
+
+
+class _ReplicaFull(ServerBusyError):
+    """One replica of a replicated server is full; the others may not be."""
 
 
 class _SessionLost(Exception):
@@ -102,6 +110,8 @@ class RemoteBackend(Backend):
         self.url = url.rstrip("/")
         self._api_key = api_key
         self._verify = verify
+        # Sent with every call, recoveries included: a replicated server keeps all of them on one replica.
+        self._affinity_key = secrets.token_urlsafe(12)
         self._timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
         self._http = self._new_http()
         self._lock = threading.RLock()
@@ -222,7 +232,7 @@ class RemoteBackend(Backend):
     def _open_session(self, restore: bool) -> int:
         """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed."""
         self._session_id = None
-        state = self._request("POST", "/v1/sessions").json()
+        state = self._create_session()
         self._session_id, self._revision = state["session_id"], state["revision"]
         self._start_heartbeat()
         if not restore:
@@ -230,6 +240,16 @@ class RemoteBackend(Backend):
         return self._journal.restore_into(
             lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
         )
+
+    def _create_session(self) -> dict[str, Any]:
+        """A new session; when a replica of a replicated server is full, another key may reach one with room."""
+        for _ in range(PLACEMENT_TRIES - 1):
+            try:
+                return self._request("POST", "/v1/sessions").json()
+            except _ReplicaFull:
+                self._affinity_key = secrets.token_urlsafe(12)
+                self._http.headers[AFFINITY_HEADER] = self._affinity_key
+        return self._request("POST", "/v1/sessions").json()
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
         present = self._request("GET", f"/v1/images/{sent.digest}").json()["present"]
@@ -305,6 +325,7 @@ class RemoteBackend(Backend):
     def _new_http(self) -> requests.Session:
         http = requests.Session()  # verify goes with each request: REQUESTS_CA_BUNDLE would override a session's
         http.headers["X-Accept-Codecs"] = ",".join(AVAILABLE_CODECS)
+        http.headers[AFFINITY_HEADER] = self._affinity_key
         if self._api_key:
             http.headers["Authorization"] = f"Bearer {self._api_key}"
         return http
@@ -362,7 +383,8 @@ class RemoteBackend(Backend):
                 retry = float(response.headers.get("Retry-After", 5))
             except ValueError:
                 retry = 5.0
-            return ServerBusyError(detail, retry_after=retry)
+            busy = _ReplicaFull if REPLICA_HEADER in response.headers else ServerBusyError
+            return busy(detail, retry_after=retry)
         if code == "no_image":
             return NoImageError(detail)
         if status in (400, 413, 422):
@@ -390,7 +412,7 @@ class RemoteBackend(Backend):
                 continue
             try:
                 http.post(f"{self.url}/v1/sessions/{session_id}/heartbeat", timeout=self._timeout,
-                          verify=self._verify)
+                          verify=self._verify, headers={AFFINITY_HEADER: self._affinity_key})
             except requests.RequestException as exc:
                 log.debug("heartbeat failed: %s", exc)
         http.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import logging
 import sys
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
+    c = p.add_argument_group("scale-out on Ray Serve (pip install 'nninteractive-slicer[cluster]')")
+    c.add_argument("--replicas", default=None, metavar="N|auto",
+                   help="serve N replicas (auto: one per visible GPU) behind Ray Serve on a local Ray instance; "
+                        "--max-sessions is per replica (see docs/deployment.md)")
+    c.add_argument("--replica-cpus", type=float, default=1.0, help="Ray CPUs reserved per replica (fractions allowed)")
     return p
 
 
@@ -96,6 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.tls_cert is None and not is_loopback(args.host):
         log.warning("serving plain HTTP on %s: keys and images travel unencrypted; use --tls-cert/--tls-key, an "
                     "SSH tunnel or a TLS reverse proxy", args.host)
+
+    if args.replicas is not None:
+        if importlib.util.find_spec("ray") is None:
+            raise SystemExit("error: --replicas needs Ray Serve: pip install 'nninteractive-slicer[cluster]'")
+        from .cluster import serve_locally
+
+        serve_locally(config, args)
+        return
 
     import uvicorn
 

@@ -1,0 +1,41 @@
+"""The server on Ray Serve: a local Ray with two replicas of the tiny model, started once and stopped after.
+
+Both replicas share one ``--cache-dir``, as replicas on one node (or on a shared volume) would. They
+reserve half a CPU each, so they fit the two cores of the test machines beside the test process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, server_config
+from server_processes import free_port
+
+from nninteractive_slicer.backends.remote import RemoteBackend
+
+RAY_REPLICAS = 2
+
+
+def ray_processes() -> list[str]:
+    """Command lines of Ray's own daemons still running on this machine (a leak check)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if "raylet" in line or "gcs_server" in line]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from nninteractive_slicer.server.cluster import LocalCluster
+
+    config = server_config(tiny_model_dir, torch_threads=1, cache_dir=tmp_path_factory.mktemp("shared-cache"))
+    with LocalCluster(config, RAY_REPLICAS, port=free_port(), replica_cpus=0.5, log_level="warning",
+                      log_format="text") as cluster:
+        yield cluster
+    assert not ray_processes(), "Ray left processes behind"
+
+
+@pytest.fixture(scope="session")
+def ray_backend_factory(ray_cluster):
+    return lambda: RemoteBackend(ray_cluster.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
