@@ -18,9 +18,9 @@ from synthetic import mr_like_image
 from nninteractive_slicer.core.synthetic_model import write_model
 from nninteractive_slicer.interface import Backend
 
-pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312"]
+pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312", "fixtures_cluster"]
 
-BACKEND_KINDS = ["local", "remote", "official"]
+BACKEND_KINDS = ["local", "remote", "official", "ray"]  # ray: the server on Ray Serve, 2 replicas
 
 history_schema.install()
 

@@ -18,8 +18,9 @@ import logging
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -91,6 +92,7 @@ class RemoteStats:
     image_uploads: int = 0  # complete image uploads
     upload_bytes: int = 0  # frame bytes of image chunks sent
     recoveries: int = 0  # sessions rebuilt after the server lost one
+    replicas: Counter[str] = field(default_factory=Counter)  # answers per replica of a replicated server
 
 
 class RemoteBackend(Backend):
@@ -360,6 +362,9 @@ class RemoteBackend(Backend):
                                "an SSH tunnel, is it open?") from exc
         except requests.RequestException as exc:
             raise BackendUnavailableError(f"Request to {self.url} failed: {exc}") from exc
+        replica = response.headers.get(REPLICA_HEADER)
+        if replica:
+            self.stats.replicas[replica] += 1
         if response.status_code >= 400:
             raise self._error(response)
         return response

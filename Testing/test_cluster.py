@@ -1,0 +1,99 @@
+"""The server on Ray Serve with two replicas: sessions stay on one replica, results are those of a run alone,
+and a killed replica costs a replay, never a result or an upload.
+
+The backend contract runs against the same deployment (kind ``ray`` in test_backend_contract.py).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import ray
+from fixtures_cluster import RAY_REPLICAS
+from synthetic import mr_like_image, prompt_script
+
+from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.server.cluster import replica_actor_name
+
+SESSIONS = 8
+PROMPTS = 20
+
+
+def run_prompts(backend, image, seed: int, start: int = 0, stop: int = PROMPTS) -> None:
+    """Prompts ``start..stop`` of a seeded mix of all four kinds, with an undo after the tenth."""
+    if start == 0:
+        backend.set_image(image)
+    for i, prompt in enumerate(prompt_script(image.shape, seed=seed, count=PROMPTS)[start:stop], start):
+        backend.prompt(prompt)
+        if i == 9:
+            backend.undo()
+
+
+def alone(local_backend_factory, image, seed: int) -> np.ndarray:
+    with local_backend_factory() as backend:
+        run_prompts(backend, image, seed)
+        return backend.get_mask()
+
+
+def only_replica(backend: RemoteBackend) -> str:
+    (replica,) = backend.stats.replicas
+    return replica
+
+
+def test_results_equal_the_local_backend_bit_for_bit(ray_backend_factory, local_backend_factory, image64):
+    with ray_backend_factory() as backend:
+        run_prompts(backend, image64, seed=5)
+        np.testing.assert_array_equal(backend.get_mask(), alone(local_backend_factory, image64, 5))
+        assert backend.get_mask().any()
+        assert backend.stats.recoveries == 0
+        only_replica(backend)
+
+
+def test_eight_concurrent_sessions_each_stay_on_one_replica(ray_backend_factory, local_backend_factory):
+    images = [mr_like_image((64, 64, 64), seed=60 + i % 2) for i in range(SESSIONS)]
+    seeds = [70 + i for i in range(SESSIONS)]
+
+    def user(i: int) -> tuple[np.ndarray, RemoteBackend]:
+        with ray_backend_factory() as backend:
+            run_prompts(backend, images[i], seeds[i])
+            return backend.get_mask(), backend
+
+    with ThreadPoolExecutor(SESSIONS) as pool:
+        together = list(pool.map(user, range(SESSIONS)))  # raises on any error
+
+    for i, (mask, backend) in enumerate(together):
+        only_replica(backend)  # every answer of the session came from one replica
+        assert backend.stats.recoveries == 0, f"session {i} was lost and rebuilt"
+        np.testing.assert_array_equal(mask, alone(local_backend_factory, images[i], seeds[i]), err_msg=f"session {i}")
+
+
+def test_a_killed_replica_costs_a_replay_never_a_result_or_an_upload(ray_backend_factory, local_backend_factory):
+    """Kill the replica of the first session half-way; every next prompt succeeds, from the shared disk cache."""
+    backends: list[RemoteBackend] = []
+    images: list[np.ndarray] = []
+    while len({only_replica(b) for b in backends}) < RAY_REPLICAS or len(backends) < 4:
+        assert len(backends) < 16, "16 random affinity keys all landed on one replica"
+        backend, image = ray_backend_factory(), mr_like_image((64, 64, 64), seed=80 + len(backends))
+        run_prompts(backend, image, seed=90 + len(backends), stop=PROMPTS // 2)
+        backends.append(backend)
+        images.append(image)
+    uploaded = [b.stats.upload_bytes for b in backends]
+    victim = only_replica(backends[0])
+    on_victim = [only_replica(b) == victim for b in backends]
+
+    ray.kill(ray.get_actor(replica_actor_name(victim), namespace="serve"), no_restart=True)
+
+    try:
+        for i, backend in enumerate(backends):
+            run_prompts(backend, images[i], seed=90 + i, start=PROMPTS // 2)
+        for i, backend in enumerate(backends):
+            np.testing.assert_array_equal(backend.get_mask(), alone(local_backend_factory, images[i], 90 + i),
+                                          err_msg=f"session {i}")
+            assert backend.stats.upload_bytes == uploaded[i], f"session {i} uploaded its image again"
+            if on_victim[i]:
+                assert backend.stats.recoveries >= 1
+                assert set(backend.stats.replicas) != {victim}
+    finally:
+        for backend in backends:
+            backend.close()
