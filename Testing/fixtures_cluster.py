@@ -29,7 +29,9 @@ def ray_processes() -> list[str]:
 def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from nninteractive_slicer.server.cluster import LocalCluster
 
-    config = server_config(tiny_model_dir, torch_threads=1, cache_dir=tmp_path_factory.mktemp("shared-cache"))
+    # Room for the sessions schemathesis claims and never closes.
+    config = server_config(tiny_model_dir, torch_threads=1, max_sessions=100_000,
+                           cache_dir=tmp_path_factory.mktemp("shared-cache"))
     with LocalCluster(config, RAY_REPLICAS, port=free_port(), replica_cpus=0.5, log_level="warning",
                       log_format="text") as cluster:
         yield cluster

@@ -6,14 +6,20 @@ The backend contract runs against the same deployment (kind ``ray`` in test_back
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import ray
+import requests
 from fixtures_cluster import RAY_REPLICAS
+from fixtures_remote import ALICE_KEY
+from prometheus_client.parser import text_string_to_metric_families
 from synthetic import mr_like_image, prompt_script
 
 from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.core.wire import AFFINITY_HEADER, REPLICA_HEADER
 from nninteractive_slicer.server.cluster import replica_actor_name
 
 SESSIONS = 8
@@ -97,3 +103,19 @@ def test_a_killed_replica_costs_a_replay_never_a_result_or_an_upload(ray_backend
     finally:
         for backend in backends:
             backend.close()
+
+
+def test_a_scrape_of_any_replica_shows_every_replica(ray_cluster):
+    """Scrapes answered by different replicas both carry the counters of all live replicas, labelled."""
+    auth = {"Authorization": f"Bearer {ALICE_KEY}"}
+    answered: dict[str, set[str]] = {}  # replica that answered -> replicas its latest scrape showed
+    deadline = time.monotonic() + 120
+    while len(answered) < RAY_REPLICAS or not all(set(answered) <= shown for shown in answered.values()):
+        assert time.monotonic() < deadline, f"scrapes never showed all replicas: {answered}"
+        reply = requests.get(f"{ray_cluster.url}/metrics", headers={**auth, AFFINITY_HEADER: os.urandom(6).hex()},
+                             timeout=60)
+        assert reply.status_code == 200
+        requests_family = next(f for f in text_string_to_metric_families(reply.text)
+                               if f.name == "nninteractive_requests")
+        answered[reply.headers[REPLICA_HEADER]] = {s.labels["replica"] for s in requests_family.samples}
+        time.sleep(0.2)

@@ -101,19 +101,20 @@ class RemoteBackend(Backend):
     ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
     if it needs one; ``timeout`` the read timeout of every call in seconds (a prompt waiting behind other
     users' predictions counts); ``verify`` is requests' TLS verification: True, False, or a CA bundle
-    path for a self-signed certificate. Constructing does no I/O; :meth:`check_connection` tests it.
+    path for a self-signed certificate. ``affinity_key`` pins the session to one replica of a replicated
+    server (default: a random key per backend). Constructing does no I/O; :meth:`check_connection` tests it.
     """
 
     name = "remote"
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, affinity_key: str | None = None) -> None:
         super().__init__()
         self.url = url.rstrip("/")
         self._api_key = api_key
         self._verify = verify
         # Sent with every call, recoveries included: a replicated server keeps all of them on one replica.
-        self._affinity_key = secrets.token_urlsafe(12)
+        self._affinity_key = affinity_key or secrets.token_urlsafe(12)
         self._timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
         self._http = self._new_http()
         self._lock = threading.RLock()

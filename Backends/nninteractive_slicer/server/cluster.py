@@ -17,6 +17,7 @@ it must be set on every node before Ray starts; a replica refuses to start when 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..core.wire import AFFINITY_HEADER, REPLICA_HEADER
 from . import logs
 from .app import create_app
+from .cluster_metrics import deployment_render, publish_forever
 from .config import ServerConfig
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -78,10 +80,15 @@ class ServerReplica:
         logs.configure(log_level, log_format)
         self._config = config
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
+    async def __serve_build_asgi_app__(self) -> FastAPI:
         """Called by Serve on the replica, so the model loads there and not in the process that deploys."""
         app = create_app(self._config)
-        app.add_middleware(ReplicaHeader, replica=serve.get_replica_context().replica_id.unique_id)
+        replica = serve.get_replica_context().replica_id.unique_id
+        app.add_middleware(ReplicaHeader, replica=replica)
+        metrics = app.state.core.metrics
+        own = metrics.render
+        self._publishing = asyncio.create_task(publish_forever(replica, own))
+        metrics.render = deployment_render(replica, own)  # /metrics shows every replica, labelled
         return app
 
 
@@ -106,6 +113,9 @@ def build(args: dict[str, Any]) -> serve.Application:
 
     parsed = build_parser().parse_args([str(a) for a in args.get("argv", [])])
     config = config_from_args(parsed)
+    if not config.api_keys and not parsed.allow_remote_without_key:  # the proxies' address is not ours to check
+        raise ValueError("A Ray Serve deployment needs API keys (--api-keys-file or --api-key in args.argv), or "
+                         "--allow-remote-without-key.")
     replicas = int(parsed.replicas) if parsed.replicas not in (None, "auto") else 1
     return application(config, replicas, parsed.replica_cpus, 0.0 if config.device == "cpu" else 1.0,
                        parsed.log_level, parsed.log_format)
