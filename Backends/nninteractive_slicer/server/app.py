@@ -41,6 +41,7 @@ from ..core.wire import (
 )
 from ..interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
 from ..interface import validate_mask as validate_full_mask
+from .auth import AuthMiddleware
 from .config import ServerConfig
 from .core import ServerCore
 from .errors import ApiError, CatchAllMiddleware, install_handlers
@@ -89,14 +90,8 @@ _BEARER = HTTPBearer(auto_error=False, description="An API key of this server")
 
 
 def current_user(request: Request, _: Annotated[Any, Depends(_BEARER)]) -> str:
-    """The user whose key the request carries (401 otherwise); the access log names them."""
-    request.state.user = request.app.state.core.auth.user(request.headers.get("authorization"))
+    """The user whose key :class:`.auth.AuthMiddleware` accepted (the bearer scheme documents it)."""
     return request.state.user
-
-
-def docs_user(request: Request) -> None:
-    """Like :func:`current_user`, but challenges a browser for Basic auth (the key as password)."""
-    request.state.user = request.app.state.core.auth.user(request.headers.get("authorization"), basic_realm=True)
 
 
 User = Annotated[str, Depends(current_user)]
@@ -124,6 +119,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(AccessLogMiddleware, core=core)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(AuthMiddleware, authenticator=core.auth, max_body_bytes=config.limits.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)  # added last: outermost
 
     # -- open and meta routes ------------------------------------------------------------------------
@@ -131,11 +127,11 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
     def healthz() -> Health:
         return Health(status="ok", server=SERVER_NAME, version=__version__, protocol_version=PROTOCOL_VERSION)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(docs_user)])
+    @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", include_in_schema=False, dependencies=[Depends(docs_user)])
+    @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
