@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..core.protocol import ErrorCode
 from .errors import ApiError
 
 ENV_VAR = "NNINTERACTIVE_SLICER_API_KEYS"
@@ -73,14 +74,14 @@ class Authenticator:
         challenge = {"WWW-Authenticate": 'Basic realm="nninteractive-slicer"' if basic_realm else "Bearer"}
         key = _key_from_header(authorization)
         if key is None:
-            raise ApiError(401, "unauthorized", "This server needs an API key: send 'Authorization: Bearer KEY'.",
-                           challenge)
+            raise ApiError(401, ErrorCode.UNAUTHORIZED,
+                           "This server needs an API key: send 'Authorization: Bearer KEY'.", challenge)
         user = None
         for known, name in self._keys:  # compare with every key, in constant time each
             if hmac.compare_digest(known, key):
                 user = name
         if user is None:
-            raise ApiError(401, "unauthorized", "The API key was not accepted.", challenge)
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "The API key was not accepted.", challenge)
         return user
 
 

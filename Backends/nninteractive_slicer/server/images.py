@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.protocol import ErrorCode
 from ..core.wire import chunk_count, decode_image_chunk, image_digest
 from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import validate_image
@@ -191,7 +192,8 @@ class Uploads:
             raise too_large("upload chunk", chunk_elements * itemsize, self.limits.chunk_bytes)
         total = chunk_count(int(np.prod(shape)), chunk_elements)
         if not 0 <= index < total:
-            raise ApiError(422, "invalid_input", f"Chunk {index} does not exist: this image has {total} chunks.")
+            raise ApiError(422, ErrorCode.INVALID_INPUT,
+                           f"Chunk {index} does not exist: this image has {total} chunks.")
         if self.cache.contains(digest):
             return UploadProgress(digest, total, total, True)
         pending = self._pending_for(owner, digest, shape, dtype, spacing, chunk_elements, nbytes)
@@ -244,11 +246,12 @@ class Uploads:
     def _publish(self, pending: _Pending) -> None:
         array = pending.flat.reshape(pending.shape)
         if image_digest(array, pending.spacing) != pending.digest:
-            raise ApiError(422, "digest_mismatch", "The uploaded image does not match its digest; upload it again.")
+            raise ApiError(422, ErrorCode.DIGEST_MISMATCH,
+                           "The uploaded image does not match its digest; upload it again.")
         try:
             validate_image(array, pending.spacing)
         except InvalidPromptError as exc:
-            raise ApiError(422, "invalid_input", str(exc)) from exc
+            raise ApiError(422, ErrorCode.INVALID_INPUT, str(exc)) from exc
         self.cache.put(CachedImage(pending.digest, array, pending.spacing))
         log.info("image received", extra={"event": "image_uploaded", "user": pending.owner,
                                            "digest": pending.digest[:12], "shape": list(pending.shape),
