@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from synthetic import mr_like_image, prompt_script
 
 from nninteractive_slicer.backends.remote import RemoteBackend
-from nninteractive_slicer.core.wire import AFFINITY_HEADER, REPLICA_HEADER
+from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER
 from nninteractive_slicer.server.cluster import replica_actor_name
 
 SESSIONS = 8

@@ -50,10 +50,6 @@ except ImportError:  # optional on the client
 MAGIC = b"NNIS"
 MAX_HEADER_BYTES = 64 * 1024
 FRAME_CONTENT_TYPE = "application/octet-stream"
-# Ray Serve deployments (:mod:`..server.cluster`): the client's stable key for one backend's calls, which
-# the consistent-hash router maps to a replica, and the replica that answered.
-AFFINITY_HEADER = "X-Affinity-Key"
-REPLICA_HEADER = "X-Replica"
 DIGEST_TAG = b"nninteractive-slicer-image-v1"
 
 

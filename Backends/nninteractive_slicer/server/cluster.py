@@ -32,7 +32,7 @@ from ray import serve
 from ray.serve.config import HTTPOptions, RequestRouterConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.wire import AFFINITY_HEADER, REPLICA_HEADER
+from ..core.protocol import AFFINITY_HEADER, REPLICA_HEADER
 from . import logs
 from .app import create_app
 from .cluster_metrics import deployment_render, publish_forever
