@@ -9,19 +9,23 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import ray
 import requests
+import yaml
 from fixtures_cluster import RAY_REPLICAS
 from fixtures_remote import ALICE_KEY
 from prometheus_client.parser import text_string_to_metric_families
+from ray import serve
 from synthetic import mr_like_image, prompt_script
 
 from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER
-from nninteractive_slicer.server.cluster import replica_actor_name
+from nninteractive_slicer.server.cluster import DEPLOYMENT_NAME, build, replica_actor_name
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 SESSIONS = 8
 PROMPTS = 20
 
@@ -119,3 +123,18 @@ def test_a_scrape_of_any_replica_shows_every_replica(ray_cluster):
                                if f.name == "nninteractive_requests")
         answered[reply.headers[REPLICA_HEADER]] = {s.labels["replica"] for s in requests_family.samples}
         time.sleep(0.2)
+
+
+def test_the_serve_config_file_deploys_this_server(tmp_path):
+    """docs/serve-config.yaml is a valid Serve config whose builder makes the application from its argv."""
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((DOCS / "serve-config.yaml").read_text()))
+    (app,) = config.applications
+    module, name = app.import_path.split(":")
+    assert (module, name) == ("nninteractive_slicer.server.cluster", "build")
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{ALICE_KEY}\n")
+    argv = [str(keys) if a == "/etc/nninteractive/keys" else a for a in app.args["argv"]]
+    assert isinstance(build({"argv": argv}), serve.Application)
+    assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
