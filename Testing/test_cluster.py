@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 import ray
 import requests
 import yaml
@@ -28,6 +29,7 @@ from nninteractive_slicer.server.cluster import DEPLOYMENT_NAME, build, replica_
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SESSIONS = 8
 PROMPTS = 20
+KILL_PROMPTS, KILLED_AT = 12, 6  # fewer in the kill test: its replacement replica loads a model meanwhile
 
 
 def run_prompts(backend, image, seed: int, start: int = 0, stop: int = PROMPTS) -> None:
@@ -40,9 +42,9 @@ def run_prompts(backend, image, seed: int, start: int = 0, stop: int = PROMPTS) 
             backend.undo()
 
 
-def alone(local_backend_factory, image, seed: int) -> np.ndarray:
+def alone(local_backend_factory, image, seed: int, stop: int = PROMPTS) -> np.ndarray:
     with local_backend_factory() as backend:
-        run_prompts(backend, image, seed)
+        run_prompts(backend, image, seed, stop=stop)
         return backend.get_mask()
 
 
@@ -60,6 +62,7 @@ def test_results_equal_the_local_backend_bit_for_bit(ray_backend_factory, local_
         only_replica(backend)
 
 
+@pytest.mark.timeout(1800)  # 320 predictions on two shared cores: under 10 min even on a loaded machine
 def test_eight_concurrent_sessions_each_stay_on_one_replica(ray_backend_factory, local_backend_factory):
     images = [mr_like_image((64, 64, 64), seed=60 + i % 2) for i in range(SESSIONS)]
     seeds = [70 + i for i in range(SESSIONS)]
@@ -82,10 +85,10 @@ def test_a_killed_replica_costs_a_replay_never_a_result_or_an_upload(ray_backend
     """Kill the replica of the first session half-way; every next prompt succeeds, from the shared disk cache."""
     backends: list[RemoteBackend] = []
     images: list[np.ndarray] = []
-    while len({only_replica(b) for b in backends}) < RAY_REPLICAS or len(backends) < 4:
+    while len({only_replica(b) for b in backends}) < RAY_REPLICAS or len(backends) < 3:
         assert len(backends) < 16, "16 random affinity keys all landed on one replica"
         backend, image = ray_backend_factory(), mr_like_image((64, 64, 64), seed=80 + len(backends))
-        run_prompts(backend, image, seed=90 + len(backends), stop=PROMPTS // 2)
+        run_prompts(backend, image, seed=90 + len(backends), stop=KILLED_AT)
         backends.append(backend)
         images.append(image)
     uploaded = [b.stats.upload_bytes for b in backends]
@@ -96,14 +99,18 @@ def test_a_killed_replica_costs_a_replay_never_a_result_or_an_upload(ray_backend
 
     try:
         for i, backend in enumerate(backends):
-            run_prompts(backend, images[i], seed=90 + i, start=PROMPTS // 2)
+            run_prompts(backend, images[i], seed=90 + i, start=KILLED_AT, stop=KILL_PROMPTS)
         for i, backend in enumerate(backends):
-            np.testing.assert_array_equal(backend.get_mask(), alone(local_backend_factory, images[i], 90 + i),
+            np.testing.assert_array_equal(backend.get_mask(),
+                                          alone(local_backend_factory, images[i], 90 + i, KILL_PROMPTS),
                                           err_msg=f"session {i}")
             assert backend.stats.upload_bytes == uploaded[i], f"session {i} uploaded its image again"
             if on_victim[i]:
                 assert backend.stats.recoveries >= 1
                 assert set(backend.stats.replicas) != {victim}
+        # Not asserted: the replacement replica takes over part of every replica's keys (docs/deployment.md).
+        print(f"\nrecoveries (on the killed replica): {[b.stats.recoveries for b, v in zip(backends, on_victim) if v]}"
+              f", (elsewhere): {[b.stats.recoveries for b, v in zip(backends, on_victim) if not v]}")
     finally:
         for backend in backends:
             backend.close()
