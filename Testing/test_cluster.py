@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -145,3 +146,18 @@ def test_the_serve_config_file_deploys_this_server(tmp_path):
     argv = [str(keys) if a == "/etc/nninteractive/keys" else a for a in app.args["argv"]]
     assert isinstance(build({"argv": argv}), serve.Application)
     assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
+
+
+def test_sessions_opened_one_after_another_start_on_the_least_busy_replica(ray_backend_factory, image64):
+    """Each new backend compares a few keys' replicas and takes the emptiest: four sessions use both replicas
+    (by hash alone, all four land on one replica one time in eight)."""
+    backends = [ray_backend_factory() for _ in range(4)]
+    try:
+        for backend in backends:
+            backend.set_image(image64)
+        placement = Counter(only_replica(b) for b in backends)
+        print(f"\nsessions per replica: {sorted(placement.values())}")
+        assert len(placement) == RAY_REPLICAS
+    finally:
+        for backend in backends:
+            backend.close()

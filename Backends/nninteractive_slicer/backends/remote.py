@@ -66,6 +66,7 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5.0
 PLACEMENT_TRIES = 8  # affinity keys tried before a replicated server counts as full
+PLACEMENT_PROBES = 8  # keys a new backend compares on a replicated server, to start on the least busy replica
 
 
 class _Unreachable(BackendUnavailableError):
@@ -141,6 +142,7 @@ class RemoteBackend(Backend):
         self._verify = verify
         # Sent with every call, recoveries included: a replicated server keeps all of them on one replica.
         self._affinity_key = affinity_key or secrets.token_urlsafe(12)
+        self._placed = affinity_key is not None  # a key the caller chose is kept as it is
         self._timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
         self._http = self._new_http()
         self._lock = threading.RLock()
@@ -285,13 +287,36 @@ class RemoteBackend(Backend):
 
     def _create_session(self) -> dict[str, Any]:
         """A new session; when a replica of a replicated server is full, another key may reach one with room."""
+        if not self._placed:  # the first session only: recoveries keep the key
+            self._placed = True
+            self._use_key(self._least_busy_key())
         for _ in range(PLACEMENT_TRIES - 1):
             try:
                 return self._state(self._request(Routes.CREATE_SESSION))
             except _ReplicaFull:
-                self._affinity_key = secrets.token_urlsafe(12)
-                self._http.headers[AFFINITY_HEADER] = self._affinity_key
+                self._use_key(secrets.token_urlsafe(12))
         return self._state(self._request(Routes.CREATE_SESSION))
+
+    def _least_busy_key(self) -> str:
+        """Of a few keys, the one whose replica holds the fewest sessions: hashing alone often puts two users
+        on one replica while another idles. A plain server (no replica header) is asked once."""
+        keys = [self._affinity_key] + [secrets.token_urlsafe(12) for _ in range(PLACEMENT_PROBES - 1)]
+        loads: dict[str, tuple[int, str]] = {}  # replica -> (its open sessions, the first key that reached it)
+        for key in keys:
+            try:
+                reply = self._http.request(Routes.INFO.method, self.url + Routes.INFO.path, timeout=self._timeout,
+                                           verify=self._verify, headers={AFFINITY_HEADER: key})
+                replica = reply.headers.get(REPLICA_HEADER)
+                if replica is None or reply.status_code != 200:
+                    return self._affinity_key
+                loads.setdefault(replica, (int(reply.json()["sessions"]["open"]), key))
+            except (requests.RequestException, ValueError, KeyError, TypeError):
+                return self._affinity_key  # placement is an optimisation; the call that follows reports errors
+        return min(loads.values(), key=lambda load: load[0])[1]
+
+    def _use_key(self, key: str) -> None:
+        self._affinity_key = key
+        self._http.headers[AFFINITY_HEADER] = key
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
         present = self._request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
