@@ -6,6 +6,7 @@ reserve half a CPU each, so they fit the two cores of the test machines beside t
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,27 @@ from nninteractive_slicer.backends.remote import RemoteBackend
 RAY_REPLICAS = 2
 
 
-def ray_processes() -> list[str]:
-    """Command lines of Ray's own daemons still running on this machine (a leak check)."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if "raylet" in line or "gcs_server" in line]
+def _processes() -> list[tuple[int, int, str]]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    return [(int(pid), int(ppid), args) for pid, ppid, args in (line.split(None, 2) for line in out.splitlines())]
+
+
+def descendants(pid: int) -> set[int]:
+    """Processes started by ``pid`` and by them (Ray's daemons and workers, for a process that started Ray)."""
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in _processes():
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return pids & {pid for pid, _, _ in _processes()}
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +52,9 @@ def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
                            cache_dir=tmp_path_factory.mktemp("shared-cache"))
     with LocalCluster(config, RAY_REPLICAS, port=free_port(), replica_cpus=0.5, log_level="warning",
                       log_format="text") as cluster:
+        ray_started = descendants(os.getpid())
         yield cluster
-    assert not ray_processes(), "Ray left processes behind"
+    assert not alive(ray_started), "Ray left processes behind"
 
 
 @pytest.fixture(scope="session")

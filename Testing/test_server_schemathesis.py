@@ -10,11 +10,13 @@ import requests
 from fixtures_remote import ALICE_KEY, ThreadedServer, server_config
 from prometheus_client.parser import text_string_to_metric_families
 
+from nninteractive_slicer.core.protocol import AFFINITY_HEADER
 
-def fuzz(url: str, cwd: Path) -> None:
+
+def fuzz(url: str, cwd: Path, *headers: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
-         "-H", f"Authorization: Bearer {ALICE_KEY}",
+         "-H", f"Authorization: Bearer {ALICE_KEY}", *(arg for header in headers for arg in ("-H", header)),
          # Every check but "schema-valid data is accepted": a schema cannot say that a point must lie
          # inside this session's image, nor what bytes make a valid frame; those get 4xx by design.
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
@@ -35,8 +37,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tiny_model_d
 
 
 def test_schemathesis_finds_no_server_error_on_ray_serve(ray_cluster, tmp_path):
-    """The same through Ray's proxy, on two replicas; fuzzed calls carry no affinity key, so they hop."""
-    fuzz(ray_cluster.url, tmp_path)
+    """The same through Ray's proxy, on two replicas, with one affinity key as the remote client sends."""
+    fuzz(ray_cluster.url, tmp_path, f"{AFFINITY_HEADER}: schemathesis")
     scrape = requests.get(f"{ray_cluster.url}/metrics", headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60)
     created = [s.value for f in text_string_to_metric_families(scrape.text) if f.name == "nninteractive_requests"
                for s in f.samples if s.name.endswith("_total") and s.labels["route"] == "/v1/sessions"

@@ -153,8 +153,9 @@ class LocalCluster:
 
     def __enter__(self) -> LocalCluster:
         os.environ[ROUTER_ENV] = AFFINITY_HEADER  # inherited by every Ray process started below
+        # A Ray of our own ("local"), never a cluster already running here, so stopping it stops nothing else.
         gpus = 0.0 if self.config.device == "cpu" else 1.0
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(self.replicas * self.replica_cpus)),
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(self.replicas * self.replica_cpus)),
                  include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
         try:
             serve.start(http_options=self.http)
