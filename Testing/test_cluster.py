@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from synthetic import mr_like_image, prompt_script
 
+from nninteractive_slicer.backends import remote
 from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER
 from nninteractive_slicer.server.cluster import DEPLOYMENT_NAME, build, replica_actor_name
@@ -148,16 +148,29 @@ def test_the_serve_config_file_deploys_this_server(tmp_path):
     assert [d.name for d in app.deployments] == [DEPLOYMENT_NAME]
 
 
-def test_sessions_opened_one_after_another_start_on_the_least_busy_replica(ray_backend_factory, image64):
-    """Each new backend compares a few keys' replicas and takes the emptiest: four sessions use both replicas
-    (by hash alone, all four land on one replica one time in eight)."""
-    backends = [ray_backend_factory() for _ in range(4)]
+def replica_loads(url: str) -> dict[str, int]:
+    """Open sessions per replica, read through 32 random keys (all of two replicas but once in 2^31)."""
+    loads = {}
+    for _ in range(32):
+        reply = requests.get(f"{url}/v1/info", headers={"Authorization": f"Bearer {ALICE_KEY}",
+                                                        AFFINITY_HEADER: os.urandom(6).hex()}, timeout=60)
+        loads[reply.headers[REPLICA_HEADER]] = reply.json()["sessions"]["open"]
+    return loads
+
+
+def test_a_new_session_starts_on_the_least_busy_replica(ray_cluster, ray_backend_factory, image64, monkeypatch):
+    """Each new backend compares a few keys' replicas and takes the emptiest (by hash alone, a new session
+    lands on the busier of two replicas half the time)."""
+    monkeypatch.setattr(remote, "PLACEMENT_PROBES", 32)  # so the probes surely reach both replicas
+    backends = []
     try:
-        for backend in backends:
+        for _ in range(4):
+            loads = replica_loads(ray_cluster.url)
+            assert len(loads) == RAY_REPLICAS
+            backend = ray_backend_factory()
             backend.set_image(image64)
-        placement = Counter(only_replica(b) for b in backends)
-        print(f"\nsessions per replica: {sorted(placement.values())}")
-        assert len(placement) == RAY_REPLICAS
+            backends.append(backend)
+            assert loads[only_replica(backend)] == min(loads.values()), loads
     finally:
         for backend in backends:
             backend.close()
