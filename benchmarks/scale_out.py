@@ -32,8 +32,7 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "Testing"))
 
-from fixtures_remote import ThreadedServer  # noqa: E402
-from server_processes import free_port  # noqa: E402
+from server_processes import free_port, our_server  # noqa: E402
 from synthetic import mr_like_image, prompt_script  # noqa: E402
 
 from nninteractive_slicer.backends.remote import RemoteBackend  # noqa: E402
@@ -126,7 +125,9 @@ def main() -> None:
     results: dict[str, Any] = {"machine": f"{platform.node()} {os.cpu_count()} cores", "device": args.device,
                                "model": str(model_dir.name), "sessions": args.sessions, "prompts": prompts,
                                "replica_cpus": args.replica_cpus, "scale_out": [], "placement": []}
-    with ThreadedServer(config) as direct:
+    # The direct server runs in a process of its own, as each replica does.
+    with our_server(model_dir, "bench", API_KEY, "--max-sessions", str(args.sessions), "--log-level", "warning",
+                    device=args.device, threads=threads or (os.cpu_count() or 1)) as direct:
         results["direct"] = run_sessions(direct.url, args.sessions, prompts)
         results["direct_overhead_ms"] = overhead_ms(direct.url, prompts)
     for n in replicas:
