@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from ..core.device_worker import DeviceWorker
 from ..core.engine import InteractiveSession
 from ..core.model_loading import load_model
+from ..core.protocol import ErrorCode
 from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
@@ -68,7 +69,7 @@ class ServerCore:
             if session.closed:
                 raise session_unknown(session.id)
             if expected_revision is not None and expected_revision != session.revision:
-                raise ApiError(409, "revision_mismatch",
+                raise ApiError(409, ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "
                                f"{expected_revision}: a call was lost; rebuild the session.")
             result = fn(session.engine)

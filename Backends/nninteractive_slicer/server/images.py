@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.protocol import ErrorCode
 from ..core.wire import chunk_count, decode_image_chunk, image_digest
 from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import IMAGE_DTYPES, validate_image
 from .config import Limits
 from .errors import ApiError
-from .limits import check_image_geometry, too_large
+from .size_checks import check_image_geometry, too_large
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -34,7 +35,7 @@ ORPHAN_AGE_S = 600.0  # a .json without its .npy this old is no save in progress
 
 
 def digest_mismatch(what: str) -> ApiError:
-    return ApiError(422, "digest_mismatch", f"{what} does not match its digest; upload the image again.")
+    return ApiError(422, ErrorCode.DIGEST_MISMATCH, f"{what} does not match its digest; upload the image again.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,7 +293,8 @@ class Uploads:
         size = int(np.prod(shape))
         total = chunk_count(size, chunk_elements)
         if not 0 <= index < total:
-            raise ApiError(422, "invalid_input", f"Chunk {index} does not exist: this image has {total} chunks.")
+            raise ApiError(422, ErrorCode.INVALID_INPUT,
+                           f"Chunk {index} does not exist: this image has {total} chunks.")
         start = index * chunk_elements
         stop = min(start + chunk_elements, size)
         values = decode_image_chunk(payload, stop - start, dtype, codec)
@@ -355,7 +357,7 @@ class Uploads:
         try:
             validate_image(array, pending.spacing)
         except InvalidPromptError as exc:
-            raise ApiError(422, "invalid_input", str(exc)) from exc
+            raise ApiError(422, ErrorCode.INVALID_INPUT, str(exc)) from exc
         self.cache.put(CachedImage(pending.digest, array, pending.spacing), pending.owner)
         log.info("image received", extra={"event": "image_uploaded", "user": pending.owner,
                                            "digest": pending.digest[:12], "shape": list(pending.shape),
