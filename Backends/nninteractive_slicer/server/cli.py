@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     s = p.add_argument_group("sessions and limits")
     s.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (one per connected client)")
+    s.add_argument("--max-sessions-per-user", type=int, default=None,
+                   help="sessions one user (API key name) may hold (default: all but one of --max-sessions)")
     s.add_argument("--idle-timeout", type=float, default=1800.0, help="seconds without a prompt before a session "
                                                                        "is closed (clients restore it transparently)")
     s.add_argument("--liveness-timeout", type=float, default=90.0, help="seconds without any request, heartbeats "
@@ -74,10 +76,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("error: --tls-cert and --tls-key go together.")
     cache_bytes = int(args.cache_gib * GIB)
     limits = Limits(max_image_voxels=args.max_image_voxels,
-                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes))
+                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
     return ServerConfig(
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
-        api_keys=keys, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+        api_keys=keys, max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
+        idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
     )

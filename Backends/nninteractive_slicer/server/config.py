@@ -31,6 +31,7 @@ class ServerConfig:
     torch_threads: int | None = None
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> user name; empty: no auth (loopback only)
     max_sessions: int = 4
+    max_sessions_per_user: int | None = None  # None: all but one, so one user never holds every slot
     idle_timeout_s: float = 1800.0  # no real activity (heartbeats do not count)
     liveness_timeout_s: float = 90.0  # no request at all: the client is gone
     cache_bytes: int = 4 * GIB  # images held in memory
@@ -38,3 +39,13 @@ class ServerConfig:
     cache_dir_bytes: int = 20 * GIB
     share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def sessions_per_user(self) -> int:
+        return self.max_sessions_per_user or max(1, self.max_sessions - 1)
+
+    @property
+    def upload_bytes_per_user(self) -> int:
+        """Bytes of uploads in progress one user may hold: half the budget (``cache_bytes``), so one user's
+        uploads, stalled or not, never keep everyone else's out."""
+        return self.cache_bytes // 2

@@ -46,7 +46,7 @@ def info(core: Core, _: User) -> Info:
         license=caps.license, device=caps.device, capabilities=asdict(caps), codecs=list(AVAILABLE_CODECS),
         limits=config.limits.as_dict(),
         timeouts={"idle_s": config.idle_timeout_s, "liveness_s": config.liveness_timeout_s},
-        sessions={"open": len(core.sessions), "max": config.max_sessions},
+        sessions={"open": len(core.sessions), "max": config.max_sessions, "max_per_user": config.sessions_per_user},
         versions={"nninteractive_slicer": __version__, "nninteractive": _version("nninteractive"),
                   "torch": torch.__version__, "python": platform.python_version()},
         auth=core.auth.enabled,
