@@ -1,14 +1,20 @@
-"""Budgets: one user cannot take every session nor the upload budget."""
+"""Budgets: one user cannot take every session nor the upload budget; sessions are admitted by memory, and one
+prompt's size is bounded."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import requests
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from synthetic import disk_crop
 
 from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk
-from nninteractive_slicer.server.config import MIB
+from nninteractive_slicer.errors import InvalidPromptError, ServerBusyError
+from nninteractive_slicer.interface import Lasso
+from nninteractive_slicer.server.config import MIB, Limits
+from nninteractive_slicer.server.memory import SESSION_BYTES_PER_VOXEL
 
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 BOB = {"Authorization": f"Bearer {BOB_KEY}"}
@@ -51,3 +57,28 @@ def test_one_user_cannot_take_every_session_nor_the_upload_budget(tiny_model_dir
         with RemoteBackend(url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:  # Bob's uploads still go through
             bob.set_image(image64)
             assert bob.stats.image_uploads == 1
+
+
+def test_sessions_are_admitted_by_memory_and_prompts_by_size(tiny_model_dir, image64):
+    """Issue 13.5: a 2 MB upload could ask for 20 GB per session, and one prompt could hold the device for long."""
+    per_session = image64.size * SESSION_BYTES_PER_VOXEL
+    config = server_config(tiny_model_dir, session_memory_bytes=per_session * 3 // 2,
+                           limits=Limits(max_prompt_voxels=64 * 64 * 8))
+    with ThreadedServer(config) as server:
+        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice, \
+                RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+            alice.set_image(image64)
+            with pytest.raises(ServerBusyError, match="memory") as busy:
+                bob.set_image(image64)  # fits the budget, but not beside Alice's session
+            assert busy.value.retry_after >= 1
+            # An image no session could ever hold is refused at its first chunk, with the reason.
+            refused = requests.put(f"{server.url}/v1/images/{'d' * 64}/chunks/0", headers=BOB, timeout=30,
+                                   data=tiny_chunk_of_a_big_image((128, 128, 128)))
+            assert refused.status_code == 507 and "memory" in refused.json()["detail"]
+            # One lasso over the whole volume: a clear 422 before any device time.
+            whole = Lasso(np.ones(image64.shape, np.uint8), ((0, 64), (0, 64), (0, 64)))
+            with pytest.raises(InvalidPromptError, match="at most 32768"):
+                alice.prompt(whole)
+            assert alice.prompt(Lasso(disk_crop((20, 20), 0, True), ((30, 31), (20, 40), (20, 40)))).changed
+        with RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+            bob.set_image(image64)  # Alice's session closed: its memory is free again

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        "is closed (clients restore it transparently)")
     s.add_argument("--liveness-timeout", type=float, default=90.0, help="seconds without any request, heartbeats "
                                                                          "included, before a client counts as gone")
+    s.add_argument("--session-memory-gib", type=float, default=None,
+                   help="memory all sessions together may use (about 20 bytes per image voxel each; default: half "
+                        "the machine's memory, and at most 80%% of the GPU's)")
     s.add_argument("--cache-gib", type=float, default=4.0, help="memory for cached images (LRU)")
     s.add_argument("--cache-dir", type=Path, default=None, help="also keep images on disk here, across restarts")
     s.add_argument("--cache-dir-gib", type=float, default=20.0, help="disk budget of --cache-dir")
@@ -83,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
+        session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
     )
 
 

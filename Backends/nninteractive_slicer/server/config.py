@@ -18,6 +18,7 @@ class Limits:
     max_image_bytes: int = 4 * GIB
     chunk_bytes: int = 16 * MIB  # raw bytes per upload chunk the server asks clients to send
     max_body_bytes: int = 24 * MIB  # any request body; a compressed chunk may grow a little
+    max_prompt_voxels: int = 4 * MIB  # the box of one lasso or scribble (a 2048^2 slice): bounds its device time
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -37,6 +38,7 @@ class ServerConfig:
     cache_bytes: int = 4 * GIB  # images held in memory
     cache_dir: Path | None = None  # optional on-disk image cache that survives restarts
     cache_dir_bytes: int = 20 * GIB
+    session_memory_bytes: int | None = None  # all sessions together; None: a safe share of the machine's
     share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
     limits: Limits = field(default_factory=Limits)
 

@@ -20,6 +20,7 @@ from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
 from .images import ImageCache, Uploads
+from .memory import default_budget
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
 
@@ -39,7 +40,8 @@ class ServerCore:
             raise
         self.auth = Authenticator(config.api_keys)
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s,
-                                        config.sessions_per_user)
+                                        config.sessions_per_user,
+                                        config.session_memory_bytes or default_budget(self.model.device))
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
         self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
                               config.share_images)

@@ -19,6 +19,7 @@ from ..core.engine import InteractiveSession
 from ..core.protocol import ErrorCode
 from ..errors import ServerBusyError
 from .errors import ApiError
+from .memory import gib, session_bytes
 
 
 def session_unknown(session_id: str) -> ApiError:
@@ -35,6 +36,7 @@ class ServerSession:
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released
     inflight: int = 0  # requests being served; never reaped while > 0
+    memory_bytes: int = 0  # what its image costs it (see :mod:`.memory`), reserved before the image is set
     last_active: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -55,8 +57,9 @@ class SessionRegistry:
     """The live sessions. Creating one reserves a slot first, so the cap holds under concurrency."""
 
     def __init__(self, max_sessions: int, idle_timeout_s: float, liveness_timeout_s: float,
-                 max_per_user: int | None = None) -> None:
+                 max_per_user: int | None = None, memory_budget: int | None = None) -> None:
         self.max_sessions = max_sessions
+        self.memory_budget = memory_budget
         self.max_per_user = max_per_user or max_sessions
         self.idle_timeout_s = idle_timeout_s
         self.liveness_timeout_s = liveness_timeout_s
@@ -90,6 +93,29 @@ class SessionRegistry:
                 self._reserved[owner] -= 1
                 if not self._reserved[owner]:
                     del self._reserved[owner]
+
+    def check_fits(self, shape: tuple[int, ...]) -> int:
+        """The memory a session needs for an image of ``shape``; 507 if it exceeds the whole budget."""
+        need = session_bytes(shape)
+        if self.memory_budget is not None and need > self.memory_budget:
+            raise ApiError(507, ErrorCode.OUT_OF_MEMORY,
+                           f"An image of {list(shape)} voxels needs about {gib(need)} of server memory for its "
+                           f"session; this server gives all sessions together {gib(self.memory_budget)}. Crop or "
+                           "resample the image.")
+        return need
+
+    def reserve_memory(self, session: ServerSession, shape: tuple[int, ...]) -> None:
+        """Admit an image of ``shape`` into ``session`` if the memory of all sessions allows it (503 if it
+        will once other sessions close, 507 if never)."""
+        need = self.check_fits(shape)
+        with self._lock:
+            others = sum(s.memory_bytes for s in self._sessions.values() if s is not session)
+            if self.memory_budget is not None and others + need > self.memory_budget:
+                raise ServerBusyError(
+                    f"Not enough server memory now: this image needs about {gib(need)}, and other sessions hold "
+                    f"{gib(others)} of the {gib(self.memory_budget)} all sessions may use; try again when one "
+                    "closes.", self._retry_after(s for s in self._sessions.values() if s is not session))
+            session.memory_bytes = need
 
     def add(self, session: ServerSession) -> None:
         with self._lock:
