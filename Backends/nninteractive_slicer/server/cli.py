@@ -12,6 +12,7 @@ from ..errors import BackendUnavailableError
 from . import logs
 from .auth import ENV_VAR, load_keys, short_keys
 from .config import GIB, Limits, ServerConfig
+from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--api-keys-file", type=Path, default=None, help="a file with one NAME:KEY per line")
     n.add_argument("--allow-remote-without-key", action="store_true",
                    help="DANGEROUS: listen on a non-loopback address without any API key")
+    n.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                   help="seconds a client may take to send a request's head, or pause within its body")
+    n.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help="connections served at once; more get 503")
     n.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain) to serve HTTPS")
     n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     s = p.add_argument_group("sessions and limits")
@@ -113,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     except BackendUnavailableError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_keep_alive=65,
-                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, ssl_certfile=args.tls_cert,
+                ssl_keyfile=args.tls_key, **uvicorn_options(args.request_timeout, args.max_connections))
 
 
 if __name__ == "__main__":
