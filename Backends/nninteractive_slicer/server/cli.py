@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     logs.configure(args.log_level, args.log_format)
+    logs.route_stdout()
     logging.captureWarnings(True)
     if not config.api_keys:
         log.warning("NO API KEY: anyone who can reach %s:%s can use this server%s", args.host, args.port,
