@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let every user bind every cached image, so nobody sends an image twice; but any key holder "
                         "can then tell whether an image was uploaded (default: each user sees their own uploads)")
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
+    s.add_argument("--max-prompt-voxels", type=int, default=Limits.max_prompt_voxels,
+                   help="the largest box one lasso or scribble may cover (bounds one prompt's device time)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
     return p
@@ -83,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together.")
     cache_bytes = int(args.cache_gib * GIB)
-    limits = Limits(max_image_voxels=args.max_image_voxels,
+    limits = Limits(max_image_voxels=args.max_image_voxels, max_prompt_voxels=args.max_prompt_voxels,
                     max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
     return ServerConfig(
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
