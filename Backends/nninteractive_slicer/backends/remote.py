@@ -27,6 +27,7 @@ import requests
 from ..core.protocol import REVISION_HEADER, Route, Routes
 from ..core.wire import (
     FRAME_CONTENT_TYPE,
+    WireError,
     choose_codec,
     chunk_ranges,
     decode_frame,
@@ -34,15 +35,20 @@ from ..core.wire import (
     encode_image_chunk,
     image_digest,
     pack_mask,
+    read_changed_region,
     unpack_mask,
 )
 from ..errors import BackendError, BackendUnavailableError
-from ..interface import Backend, Capabilities, Prompt, PromptResult, box_shape
+from ..interface import Backend, Capabilities, Prompt, PromptResult
 from .journal import SessionJournal
 from .remote_http import Heartbeat, ImageMissing, ServerConnection, SessionLost, Unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class _MalformedReply(BackendError):
+    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,17 +141,20 @@ class RemoteBackend(Backend):
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
             reply = self._server.request(Routes.GET_MASK, session_id=self._session_id)
-            header, payload = decode_frame(reply.content)
-            return unpack_mask(payload, tuple(header["shape"]), header["codec"])
+            try:
+                header, payload = decode_frame(reply.content)
+                if header.get("shape") != list(self._shape) or not isinstance(header.get("codec"), str):
+                    raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
+                return unpack_mask(payload, self._shape, header["codec"])
+            except WireError as exc:
+                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
     def _close(self) -> None:
         self._heartbeat.stop()
         with self._lock:
-            session_id, self._session_id = self._session_id, None
-            if session_id is not None:
-                self._server.release(session_id)
+            self._discard_session()
             self._server.close()
 
     # -- calls and recovery --------------------------------------------------------------------------
@@ -154,23 +163,32 @@ class RemoteBackend(Backend):
         and run ``op`` once more."""
         with self._lock:
             try:
-                if self._session_id is None:  # first call, or a rebuild that failed half-way
-                    self._open_session(restore)
-                try:
-                    return self._once_more_if_dropped(op)
-                except SessionLost as lost:
-                    started = time.perf_counter()
-                    log.warning("The server lost this session (%s); restoring it.", lost)
-                    self._server.forget_info()
-                    replayed = self._open_session(restore)
-                    self.stats.recoveries += 1
-                    log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
-                                replayed)
+                return self._call_once(op, restore)
+            except _MalformedReply:
+                # The server may have applied what the reply should have described: the next call
+                # rebuilds the session from the journal, which does not hold it.
+                self._discard_session()
+                raise
+
+    def _call_once(self, op: Callable[[], T], restore: bool) -> T:
+        try:
+            if self._session_id is None:  # first call, or a rebuild that failed half-way
+                self._open_session(restore)
+            try:
                 return self._once_more_if_dropped(op)
-            except SessionLost as again:
-                self._session_id = None
-                raise BackendUnavailableError(f"The server lost the session again while it was restored: "
-                                              f"{again}") from again
+            except SessionLost as lost:
+                started = time.perf_counter()
+                log.warning("The server lost this session (%s); restoring it.", lost)
+                self._server.forget_info()  # a restarted server may have other limits
+                replayed = self._open_session(restore)
+                self.stats.recoveries += 1
+                log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
+                            replayed)
+            return self._once_more_if_dropped(op)
+        except SessionLost as again:
+            self._discard_session()
+            raise BackendUnavailableError(f"The server lost the session again while it was restored: "
+                                          f"{again}") from again
 
     @staticmethod
     def _once_more_if_dropped(op: Callable[[], T]) -> T:
@@ -182,16 +200,29 @@ class RemoteBackend(Backend):
             return op()
 
     def _open_session(self, restore: bool) -> int:
-        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed."""
-        self._session_id = None
-        state = self._server.request(Routes.CREATE_SESSION).json()
-        self._session_id, self._revision = state["session_id"], state["revision"]
+        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed.
+
+        The old session is closed first: a backend holds at most one session on the server, so its own
+        recoveries never fill the server (nor keep other users out)."""
+        self._discard_session()
+        state = self._state(self._server.request(Routes.CREATE_SESSION))
+        self._session_id = state["session_id"]
         self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
         if not restore:
             return 0
-        return self._journal.restore_into(
-            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
-        )
+        try:
+            return self._journal.restore_into(
+                lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
+            )
+        except BaseException:
+            self._discard_session()  # half restored: the next call starts over, never uses it as if whole
+            raise
+
+    def _discard_session(self) -> None:
+        """Close our server session, best effort and quickly (the server reaps what this misses)."""
+        session_id, self._session_id = self._session_id, None
+        if session_id is not None:
+            self._server.release(session_id)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
         present = self._server.request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
@@ -250,15 +281,24 @@ class RemoteBackend(Backend):
         return self._server.request(route, session_id=self._session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        state = response.json()
+        try:
+            state = response.json()
+        except ValueError as exc:
+            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
+                type(state.get("revision")) is not int:
+            raise _MalformedReply("The server's reply does not describe a session.")
         self._revision = state["revision"]
         return state
 
     def _result(self, response: requests.Response) -> PromptResult:
-        header, payload = decode_frame(response.content)
+        """The reply of a prompt or undo, checked against the image before anything is applied."""
+        try:
+            header, payload = decode_frame(response.content)
+            region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
+        except WireError as exc:
+            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._revision = header["revision"]
-        if not header["changed"]:
+        if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
-        box = tuple((int(lo), int(hi)) for lo, hi in header["box"])
-        patch = unpack_mask(payload, box_shape(box), header["codec"])  # type: ignore[arg-type]
-        return PromptResult(box, patch, header["backend_ms"])  # type: ignore[arg-type]
+        return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]

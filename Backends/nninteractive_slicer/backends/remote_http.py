@@ -142,8 +142,8 @@ class ServerConnection:
         try:
             self._pool.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
                                verify=self._verify)
-        except requests.RequestException:
-            pass
+        except requests.RequestException as exc:
+            log.debug("could not close session %s...: %s", session_id[:8], exc)
 
     def heartbeat(self, session_id: str, pool: requests.Session) -> None:
         """One heartbeat on ``pool`` (not ours: it must never wait behind a prompt); failures are only logged."""

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
+from .auth import AuthMiddleware
 from .config import ServerConfig
 from .core import ServerCore
 from .errors import CatchAllMiddleware, install_handlers
@@ -49,6 +50,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(AccessLogMiddleware, core=core)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(AuthMiddleware, authenticator=core.auth, max_body_bytes=config.limits.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)  # added last: outermost
     for router in (meta.router, sessions.router, images.router, session_calls.router):
         app.include_router(router)

@@ -21,15 +21,9 @@ def get_core(request: Request) -> ServerCore:
 Core = Annotated[ServerCore, Depends(get_core)]
 
 
-def current_user(request: Request, core: Core, _: Annotated[Any, Depends(_BEARER)]) -> str:
-    """The user whose key the request carries (401 otherwise); the access log names them."""
-    request.state.user = core.auth.user(request.headers.get("authorization"))
+def current_user(request: Request, _: Annotated[Any, Depends(_BEARER)]) -> str:
+    """The user whose key :class:`.auth.AuthMiddleware` accepted (the bearer scheme documents it)."""
     return request.state.user
-
-
-def docs_user(request: Request, core: Core) -> None:
-    """Like :func:`current_user`, but challenges a browser for Basic auth (the key as password)."""
-    request.state.user = core.auth.user(request.headers.get("authorization"), basic_realm=True)
 
 
 User = Annotated[str, Depends(current_user)]

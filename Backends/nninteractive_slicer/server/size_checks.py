@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,10 +21,21 @@ def too_large(what: str, size: int, limit: int) -> ApiError:
 
 # JSON bodies are small prompts and ids; parsed, a big one would cost many times its size in Python objects.
 MAX_JSON_BYTES = 64 * 1024
+# The routes that take binary frames (image chunks, masks, crops); every other body is small JSON (or none),
+# whatever Content-Type the client declares.
+FRAME_ROUTES = (("PUT", re.compile(r"/v1/images/[^/]+/chunks/[^/]+")),
+                ("POST", re.compile(r"/v1/sessions/[^/]+/(mask|prompts/crop)")))
+
+
+def body_limit(method: str, path: str, max_body_bytes: int) -> int:
+    """The largest body the route takes: frames up to ``max_body_bytes``, anything else :data:`MAX_JSON_BYTES`."""
+    frames = any(method == m and pattern.fullmatch(path) for m, pattern in FRAME_ROUTES)
+    return max_body_bytes if frames else MAX_JSON_BYTES
 
 
 class BodyLimitMiddleware:
-    """Refuses a body whose Content-Length is over the limit unread, and stops a streamed one at the limit."""
+    """Refuses a body whose Content-Length is over its route's limit unread, and stops a streamed one at the
+    limit. Two Content-Type headers are refused: parsers disagree on which one counts."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -33,9 +45,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if sum(name == b"content-type" for name, _ in scope["headers"]) > 1:
+            await send_json(send, 400, {"error": ErrorCode.BAD_REQUEST.value,
+                                        "detail": "The request has two Content-Type headers; send one."},
+                            {"Connection": "close"})
+            return
         headers = dict(scope["headers"])
-        is_json = headers.get(b"content-type", b"").lower().startswith(b"application/json")
-        limit = MAX_JSON_BYTES if is_json else self.max_body_bytes
+        limit = body_limit(scope["method"], scope["path"], self.max_body_bytes)
         declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -44,12 +60,9 @@ class BodyLimitMiddleware:
                 return
             if int(declared) > limit:
                 error = too_large("request body", int(declared), limit)
-                # A body we would have read anyway is drained, keeping the connection; a bigger one stays
-                # unread, and then the connection cannot carry another request.
+                # Answered at once, the body unread: uvicorn discards what follows the answer, so the
+                # connection carries the next request, unless the body is too big to be worth waiting for.
                 keep = int(declared) <= self.max_body_bytes
-                if keep:
-                    while (await receive()).get("more_body", False):
-                        pass
                 await send_json(send, 413, {"error": error.code, "detail": error.detail},
                                 None if keep else {"Connection": "close"})
                 return
@@ -65,6 +78,15 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def check_prompt_size(box: tuple[tuple[int, int], ...], limits: Limits) -> None:
+    """One lasso or scribble may cover at most ``max_prompt_voxels``: the device time of a prompt grows with it."""
+    voxels = math.prod(hi - lo for lo, hi in box)
+    if voxels > limits.max_prompt_voxels:
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"This prompt's box covers {voxels} voxels; this server takes "
+                                                     f"at most {limits.max_prompt_voxels} in one prompt. Draw it on "
+                                                     "fewer slices, or split it.")
 
 
 def check_image_geometry(shape: tuple[int, ...], dtype: str, limits: Limits) -> int:

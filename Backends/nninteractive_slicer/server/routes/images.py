@@ -19,8 +19,9 @@ router = APIRouter(tags=["images"])
 
 
 @endpoint(router, Routes.IMAGE_STATUS, response_model=ImageStatus)
-async def image_status(digest: Annotated[Digest, PathParam()], core: Core, _: User) -> ImageStatus:
-    return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest))
+async def image_status(digest: Annotated[Digest, PathParam()], core: Core, user: User) -> ImageStatus:
+    return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest,
+                                                                       core.image_owner(user)))
 
 
 @endpoint(router, Routes.UPLOAD_CHUNK, response_model=UploadStatus, openapi_extra=FRAME_BODY)
@@ -32,6 +33,7 @@ async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[
     def work() -> UploadStatus:
         raw, payload = decode_frame(body)
         head = ChunkHeader.model_validate(raw)
+        core.sessions.check_fits(tuple(head.shape))  # before any of it is received: no session could use it
         progress = core.uploads.add_chunk(user, digest, index, tuple(head.shape), head.dtype,
                                           tuple(head.spacing), head.codec, head.chunk_elements, payload)
         return UploadStatus(**asdict(progress))

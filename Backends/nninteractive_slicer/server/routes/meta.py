@@ -6,14 +6,14 @@ import platform
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from ... import __version__
 from ...core.protocol import PROTOCOL_VERSION, SERVER_NAME, Routes
 from ...core.wire import AVAILABLE_CODECS
-from ..deps import Core, User, docs_user
+from ..deps import Core, User
 from ..schemas import Health, Info
 from . import endpoint
 
@@ -25,12 +25,12 @@ def healthz() -> Health:
     return Health(status="ok", server=SERVER_NAME, version=__version__, protocol_version=PROTOCOL_VERSION)
 
 
-@router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(docs_user)])
+@router.get("/openapi.json", include_in_schema=False)
 def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/docs", include_in_schema=False, dependencies=[Depends(docs_user)])
+@router.get("/docs", include_in_schema=False)
 def docs(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
 
@@ -46,7 +46,8 @@ def info(core: Core, _: User) -> Info:
         license=caps.license, device=caps.device, capabilities=asdict(caps), codecs=list(AVAILABLE_CODECS),
         limits=config.limits.as_dict(),
         timeouts={"idle_s": config.idle_timeout_s, "liveness_s": config.liveness_timeout_s},
-        sessions={"open": len(core.sessions), "max": config.max_sessions},
+        sessions={"open": len(core.sessions), "max": config.max_sessions, "max_per_user": config.sessions_per_user,
+                  "memory_budget_bytes": core.sessions.memory_budget},
         versions={"nninteractive_slicer": __version__, "nninteractive": _version("nninteractive"),
                   "torch": torch.__version__, "python": platform.python_version()},
         auth=core.auth.enabled,
