@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +40,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pids: set[int]) -> set[int]:
-    return pids & {pid for pid, _, _ in _processes()}
+def alive(pids: set[int], wait_s: float = 60.0) -> set[int]:
+    """Those of ``pids`` still running after up to ``wait_s`` seconds (Ray's workers end a little after it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = pids & {pid for pid, _, _ in _processes()}
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
