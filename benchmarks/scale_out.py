@@ -120,13 +120,13 @@ def main() -> None:
     model_dir = args.model_dir or write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)
     threads = 1 if args.device == "cpu" else None
     config = ServerConfig(model_dir=model_dir, device=args.device, torch_threads=threads,
-                          api_keys={API_KEY: "bench"}, max_sessions=args.sessions)
+                          api_keys={API_KEY: "bench"}, max_sessions=args.sessions + 1)  # one user holds them all
 
     results: dict[str, Any] = {"machine": f"{platform.node()} {os.cpu_count()} cores", "device": args.device,
                                "model": str(model_dir.name), "sessions": args.sessions, "prompts": prompts,
                                "replica_cpus": args.replica_cpus, "scale_out": [], "placement": []}
     # The direct server runs in a process of its own, as each replica does.
-    with our_server(model_dir, "bench", API_KEY, "--max-sessions", str(args.sessions), "--log-level", "warning",
+    with our_server(model_dir, "bench", API_KEY, "--max-sessions", str(args.sessions + 1), "--log-level", "warning",
                     device=args.device, threads=threads or (os.cpu_count() or 1)) as direct:
         results["direct"] = run_sessions(direct.url, args.sessions, prompts)
         results["direct_overhead_ms"] = overhead_ms(direct.url, prompts)
