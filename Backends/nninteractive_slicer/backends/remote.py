@@ -156,7 +156,7 @@ class RemoteBackend(Backend):
 
     def check_connection(self) -> str:
         """Reach the server, check protocol version and key; raises a typed error that says what failed."""
-        health = self._request(Routes.HEALTH).json()
+        health = _json(self._request(Routes.HEALTH))
         if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
             raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
         if health.get("protocol_version") != PROTOCOL_VERSION:
@@ -292,7 +292,10 @@ class RemoteBackend(Backend):
                 log.debug("could not close session %s...: %s", session_id[:8], exc)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
-        present = self._request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
+        status = _json(self._request(Routes.IMAGE_STATUS, digest=sent.digest))
+        present = status.get("present") if isinstance(status, dict) else None
+        if not isinstance(present, bool):
+            raise _MalformedReply("The server's reply to an image query does not say whether it holds the image.")
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, check)
@@ -348,10 +351,7 @@ class RemoteBackend(Backend):
         return self._request(route, session_id=self._session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            state = response.json()
-        except ValueError as exc:
-            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        state = _json(response)
         if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
                 type(state.get("revision")) is not int:
             raise _MalformedReply("The server's reply does not describe a session.")
@@ -380,7 +380,9 @@ class RemoteBackend(Backend):
 
     def _server_info(self) -> dict[str, Any]:
         if self._info is None:
-            info = self._request(Routes.INFO).json()
+            info = _json(self._request(Routes.INFO))
+            if not isinstance(info, dict) or not all(isinstance(info.get(k), t) for k, t in _INFO_FIELDS.items()):
+                raise _MalformedReply(f"The server's /info reply lacks one of {', '.join(_INFO_FIELDS)}.")
             if info.get("protocol_version") != PROTOCOL_VERSION:
                 raise BackendUnavailableError(
                     f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
@@ -459,6 +461,16 @@ class RemoteBackend(Backend):
             except requests.RequestException as exc:
                 log.debug("heartbeat failed: %s", exc)
         http.close()
+
+
+_INFO_FIELDS = {"capabilities": dict, "codecs": list, "limits": dict, "timeouts": dict}
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise _MalformedReply(f"The server's reply to {response.request.path_url} is not JSON: {exc}") from exc
 
 
 def _reason(exc: BaseException) -> str:
