@@ -41,14 +41,10 @@ from ..core.wire import (
 from ..errors import BackendError, BackendUnavailableError
 from ..interface import Backend, Capabilities, Prompt, PromptResult
 from .journal import SessionJournal
-from .remote_http import Heartbeat, ImageMissing, ServerConnection, SessionLost, Unreachable
+from .remote_http import Heartbeat, ImageMissing, MalformedReply, ServerConnection, SessionLost, Unreachable, read_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class _MalformedReply(BackendError):
-    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,7 +143,7 @@ class RemoteBackend(Backend):
                     raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
                 return unpack_mask(payload, self._shape, header["codec"])
             except WireError as exc:
-                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
+                raise MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
@@ -164,7 +160,7 @@ class RemoteBackend(Backend):
         with self._lock:
             try:
                 return self._call_once(op, restore)
-            except _MalformedReply:
+            except MalformedReply:
                 # The server may have applied what the reply should have described: the next call
                 # rebuilds the session from the journal, which does not hold it.
                 self._discard_session()
@@ -225,7 +221,10 @@ class RemoteBackend(Backend):
             self._server.release(session_id)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
-        present = self._server.request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
+        status = read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest))
+        present = status.get("present") if isinstance(status, dict) else None
+        if not isinstance(present, bool):
+            raise MalformedReply("The server's reply to an image query does not say whether it holds the image.")
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, check)
@@ -281,13 +280,10 @@ class RemoteBackend(Backend):
         return self._server.request(route, session_id=self._session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            state = response.json()
-        except ValueError as exc:
-            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        state = read_json(response)
         if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
                 type(state.get("revision")) is not int:
-            raise _MalformedReply("The server's reply does not describe a session.")
+            raise MalformedReply("The server's reply does not describe a session.")
         self._revision = state["revision"]
         return state
 
@@ -297,7 +293,7 @@ class RemoteBackend(Backend):
             header, payload = decode_frame(response.content)
             region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
         except WireError as exc:
-            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
+            raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._revision = header["revision"]
         if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
