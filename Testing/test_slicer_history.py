@@ -198,3 +198,23 @@ def test_histories_of_deleted_segments_are_not_listed(real_backend):
     scene.session.submit(Point(blob_centre(SHAPE), True))
     scene.segmentation.GetSegmentation().RemoveSegment(scene.segment_id)
     assert segments_with_history(scene.segmentation) == []
+
+
+def test_another_backend_starts_a_new_history_and_an_empty_ending_is_not_replayed(real_backend):
+    scene = Scene(real_backend)
+    for prompt in PROMPTS[:2]:
+        scene.session.submit(prompt)
+    before = scene.mask()
+    scene.session.backend = real_backend  # e.g. the user picked another backend in the Configuration tab
+    scene.session.submit(Point(blob_centre(SHAPE), True))
+    saved = scene.saved()
+    assert saved.backend == "local" and [s.op for s in saved.steps] == ["prompt"]
+    assert h.mask_digest(saved.initial_mask) == h.mask_digest(before)
+
+    emptied = h.loads(scene.segmentation.GetAttribute(attribute_name(scene.segment_id)))
+    emptied.steps.append(h.Step("reset", h.StepResult(h.mask_digest(np.zeros(SHAPE, np.uint8)))))
+    fresh = Scene(real_backend)  # an empty segment whose id carries a history that ended empty
+    fresh.segmentation.SetAttribute(attribute_name(fresh.segment_id), h.dumps(emptied))
+    outcome = fresh.session.submit(Point(blob_centre(SHAPE), True))
+    assert fresh.backend.calls["prompt"] == 1 and "stays as saved" not in outcome.message
+    assert [s.op for s in fresh.saved().steps] == ["prompt"] and fresh.saved().initial_mask is None

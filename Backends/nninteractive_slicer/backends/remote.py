@@ -4,22 +4,21 @@ Images are content-addressed: the client asks whether the server holds one befor
 re-connect or a second user on the same image sends nothing. HTTP, typed errors and heartbeats are
 :mod:`.remote_http`'s; this module keeps the session and its recovery.
 
-Nothing is lost when the server forgets: every confirmed call is recorded in a
-:class:`~.journal.SessionJournal`. When the server no longer knows the session (reaped, restarted,
-evicted) or may have missed a call (a timeout; the session's revision no longer matches), the backend
-claims a new session, restores image, starting mask and prompts of the current object, and then
-completes the call the user just made. Prompts are seeded by their index, so the rebuilt session is
-bit-identical to the lost one.
+Nothing is lost when the server forgets (:mod:`.server_backend`): when the server no longer knows the
+session (reaped, restarted, evicted) or may have missed a call (a timeout; the session's revision no longer
+matches), the backend claims a new session, restores image, starting mask and prompts of the current
+object, and then completes the call the user just made. Prompts are seeded by their index, so the restored
+session is bit-identical to the lost one. A backend holds at most one session on the server: the old one
+is closed before a new one is claimed, so its own recoveries never fill the server.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,19 +40,25 @@ from ..core.wire import (
     unpack_mask,
 )
 from ..errors import BackendError, BackendUnavailableError
-from ..interface import Backend, Capabilities, Prompt, PromptResult
-from .journal import SessionJournal
-from .remote_http import Heartbeat, ImageMissing, ReplicaFull, ServerConnection, SessionLost, Unreachable
+from ..interface import Capabilities, Prompt, PromptResult
+from .journal import Restore
+from .remote_http import (
+    Heartbeat,
+    ImageMissing,
+    MalformedReply,
+    ReplicaFull,
+    ServerConnection,
+    SessionLost,
+    Unreachable,
+    read_json,
+)
+from .server_backend import RecoveryStats, ServerBackend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PLACEMENT_PROBES = 8  # keys a new backend compares on a replicated server, to start on the least busy replica
 PLACEMENT_TRIES = 8  # affinity keys tried before a replicated server counts as full
-
-
-class _MalformedReply(BackendError):
-    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,16 +70,15 @@ class _SentImage:
 
 
 @dataclass
-class RemoteStats:
+class RemoteStats(RecoveryStats):
     """What went over the wire, for tests, benchmarks and the log."""
 
     image_uploads: int = 0  # complete image uploads
     upload_bytes: int = 0  # frame bytes of image chunks sent
-    recoveries: int = 0  # sessions rebuilt after the server lost one
     replicas: Counter[str] = field(default_factory=Counter)  # answers per replica of a replicated server
 
 
-class RemoteBackend(Backend):
+class RemoteBackend(ServerBackend):
     """A session on an nnInteractive-Slicer server.
 
     ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
@@ -86,6 +90,9 @@ class RemoteBackend(Backend):
     """
 
     name = "remote"
+    # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
+    # the server may have applied what a malformed reply should have described.
+    failures_losing_session = (MalformedReply,)
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  verify: bool | str = True, affinity_key: str | None = None) -> None:
@@ -93,10 +100,8 @@ class RemoteBackend(Backend):
         self._server = ServerConnection(url, api_key, timeout, verify, affinity_key or secrets.token_urlsafe(12))
         self._placed = affinity_key is not None  # a key the caller chose is kept as it is
         self.url = self._server.url
-        self._lock = threading.RLock()
         self._session_id: str | None = None
         self._revision = 0
-        self._journal = SessionJournal()
         self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
         self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
         self.stats = RemoteStats(replicas=self._server.replicas)
@@ -119,12 +124,12 @@ class RemoteBackend(Backend):
     # -- hooks ---------------------------------------------------------------------------------------
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         sent = _SentImage(image, image_digest(image, spacing))
-        self._call(lambda: self._send_image(sent, spacing), restore=False)
+        self._call(lambda: self._send_image(sent, spacing), "nothing")
         self._journal.image_set(sent, spacing)
         self._can_undo = False
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
-        self._call(lambda: self._send_mask(mask))
+        self._call(lambda: self._send_mask(mask), "image")
         self._journal.object_started(mask)
         self._can_undo = False
 
@@ -143,7 +148,7 @@ class RemoteBackend(Backend):
         return result
 
     def _reset(self) -> None:
-        self._call(lambda: self._state(self._post(Routes.RESET, None)))
+        self._call(lambda: self._state(self._post(Routes.RESET, None)), "image")
         self._journal.object_started(None)
         self._can_undo = False
 
@@ -156,7 +161,7 @@ class RemoteBackend(Backend):
                     raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
                 return unpack_mask(payload, self._shape, header["codec"])
             except WireError as exc:
-                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
+                raise MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
@@ -166,66 +171,33 @@ class RemoteBackend(Backend):
             self._discard_session()
             self._server.close()
 
-    # -- calls and recovery --------------------------------------------------------------------------
-    def _call(self, op: Callable[[], T], restore: bool = True) -> T:
-        """Run ``op`` in our session; if the server lost it, rebuild (replaying the journal when ``restore``)
-        and run ``op`` once more."""
-        with self._lock:
-            try:
-                return self._call_once(op, restore)
-            except _MalformedReply:
-                # The server may have applied what the reply should have described: the next call
-                # rebuilds the session from the journal, which does not hold it.
-                self._discard_session()
-                raise
+    # -- the server session --------------------------------------------------------------------------
+    def _claim_session(self, restore: Restore) -> int:
+        self._discard_session()
+        state = self._create_session()
+        self._session_id = state["session_id"]
+        self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
+        return self._journal.restore_into(lambda sent, spacing: self._send_image(sent, spacing, check=True),
+                                          self._send_mask, self._send_prompt, restore)
 
-    def _call_once(self, op: Callable[[], T], restore: bool) -> T:
-        try:
-            if self._session_id is None:  # first call, or a rebuild that failed half-way
-                self._open_session(restore)
-            try:
-                return self._once_more_if_dropped(op)
-            except SessionLost as lost:
-                started = time.perf_counter()
-                log.warning("The server lost this session (%s); restoring it.", lost)
-                self._server.forget_info()  # a restarted server may have other limits
-                replayed = self._open_session(restore)
-                self.stats.recoveries += 1
-                log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
-                            replayed)
-            return self._once_more_if_dropped(op)
-        except SessionLost as again:
-            self._discard_session()
-            raise BackendUnavailableError(f"The server lost the session again while it was restored: "
-                                          f"{again}") from again
+    def _lose_session(self) -> None:
+        super()._lose_session()
+        self._discard_session()
+        self._server.forget_info()  # a restarted server may have other limits
 
-    @staticmethod
-    def _once_more_if_dropped(op: Callable[[], T]) -> T:
+    def _session_lost_errors(self) -> tuple[type[BaseException], ...]:
+        return (SessionLost,)
+
+    def _typed_errors(self) -> AbstractContextManager[object]:
+        return nullcontext()  # the connection raises typed errors itself
+
+    def _attempt(self, op: Callable[[], T]) -> T:
         """A keep-alive connection the server just closed fails once; a second failure is real."""
         try:
             return op()
         except Unreachable as exc:
             log.info("Connection dropped (%s); retrying once.", exc)
             return op()
-
-    def _open_session(self, restore: bool) -> int:
-        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed.
-
-        The old session is closed first: a backend holds at most one session on the server, so its own
-        recoveries never fill the server (nor keep other users out)."""
-        self._discard_session()
-        state = self._create_session()
-        self._session_id = state["session_id"]
-        self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
-        if not restore:
-            return 0
-        try:
-            return self._journal.restore_into(
-                lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
-            )
-        except BaseException:
-            self._discard_session()  # half restored: the next call starts over, never uses it as if whole
-            raise
 
     def _discard_session(self) -> None:
         """Close our server session, best effort and quickly (the server reaps what this misses)."""
@@ -247,7 +219,10 @@ class RemoteBackend(Backend):
         return self._state(self._server.request(Routes.CREATE_SESSION))
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
-        present = self._server.request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
+        status = read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest))
+        present = status.get("present") if isinstance(status, dict) else None
+        if not isinstance(present, bool):
+            raise MalformedReply("The server's reply to an image query does not say whether it holds the image.")
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, check)
@@ -303,13 +278,10 @@ class RemoteBackend(Backend):
         return self._server.request(route, session_id=self._session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            state = response.json()
-        except ValueError as exc:
-            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        state = read_json(response)
         if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
                 type(state.get("revision")) is not int:
-            raise _MalformedReply("The server's reply does not describe a session.")
+            raise MalformedReply("The server's reply does not describe a session.")
         self._revision = state["revision"]
         return state
 
@@ -319,7 +291,7 @@ class RemoteBackend(Backend):
             header, payload = decode_frame(response.content)
             region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
         except WireError as exc:
-            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
+            raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._revision = header["revision"]
         if region is None:
             return PromptResult(backend_ms=header["backend_ms"])

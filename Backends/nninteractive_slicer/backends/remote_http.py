@@ -57,6 +57,10 @@ class ImageMissing(Exception):
     """The server does not hold the image (any more)."""
 
 
+class MalformedReply(BackendError):
+    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
+
+
 # The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
 # HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
 ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
@@ -135,7 +139,7 @@ class ServerConnection:
 
     def check_server(self) -> None:
         """Raise a typed error unless an nnInteractive-Slicer server of our protocol version answers."""
-        health = self.request(Routes.HEALTH).json()
+        health = read_json(self.request(Routes.HEALTH))
         if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
             raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
         if health.get("protocol_version") != PROTOCOL_VERSION:
@@ -148,7 +152,9 @@ class ServerConnection:
     def info(self) -> dict[str, Any]:
         """The server's /v1/info (limits, codecs, timeouts), fetched once until :meth:`forget_info`."""
         if self._info is None:
-            info = self.request(Routes.INFO).json()
+            info = read_json(self.request(Routes.INFO))
+            if not isinstance(info, dict) or not all(isinstance(info.get(k), t) for k, t in _INFO_FIELDS.items()):
+                raise MalformedReply(f"The server's /info reply lacks one of {', '.join(_INFO_FIELDS)}.")
             if info.get("protocol_version") != PROTOCOL_VERSION:
                 raise BackendUnavailableError(
                     f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
@@ -254,6 +260,17 @@ class Heartbeat:
             if session_id is not None:
                 self._connection.heartbeat(session_id, pool)
         pool.close()
+
+
+_INFO_FIELDS = {"capabilities": dict, "codecs": list, "limits": dict, "timeouts": dict}
+
+
+def read_json(response: requests.Response) -> Any:
+    """The JSON of a success reply; MalformedReply if it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise MalformedReply(f"The server's reply to {response.request.path_url} is not JSON: {exc}") from exc
 
 
 def _reason(exc: BaseException) -> str:
