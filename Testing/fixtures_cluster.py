@@ -40,11 +40,12 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def alive(pids: set[int], wait_s: float = 60.0) -> set[int]:
-    """Those of ``pids`` still running after up to ``wait_s`` seconds (Ray's workers end a little after it)."""
+def alive(pids: set[int], wait_s: float = 180.0) -> list[str]:
+    """Command lines of those of ``pids`` still running after up to ``wait_s`` seconds: Ray's workers notice
+    that Ray stopped on their own, which took over a minute on a loaded machine."""
     deadline = time.monotonic() + wait_s
     while True:
-        running = pids & {pid for pid, _, _ in _processes()}
+        running = [f"{pid} {args}" for pid, _, args in _processes() if pid in pids]
         if not running or time.monotonic() > deadline:
             return running
         time.sleep(0.5)
@@ -61,7 +62,7 @@ def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
                       log_format="text") as cluster:
         ray_started = descendants(os.getpid())
         yield cluster
-    assert not alive(ray_started), "Ray left processes behind"
+    assert not (left := alive(ray_started)), f"Ray left processes behind: {left}"
 
 
 @pytest.fixture(scope="session")

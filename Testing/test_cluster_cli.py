@@ -26,4 +26,4 @@ def test_replicas_option_serves_on_ray_and_stops_it_on_sigterm(tiny_model_dir, i
         assert started, "the server started no Ray processes"
     finally:
         server.stop(timeout=120)  # SIGTERM: the server stops Serve and Ray before it exits
-    assert not alive(started), server.log_text()[-3000:]
+    assert not (left := alive(started)), f"{left}\n{server.log_text()[-3000:]}"
