@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The widget's timer fires every TIMER_MS; each poll() then waits up to POLL_WAIT_S on the work in
-# flight. Qt needs the GIL for ~10 ms per tick, so the worker gets it ~80% of the time, and the GUI
+# flight. Qt needs the GIL for ~10 ms per tick, so the worker gets it ~75% of the time, and the GUI
 # is never blocked for longer than about POLL_WAIT_S.
 TIMER_MS = 10
-POLL_WAIT_S = 0.04
+POLL_WAIT_S = 0.03
 LOADING_CHECK_S = 0.5
 
 EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices"]

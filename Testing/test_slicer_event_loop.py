@@ -1,0 +1,124 @@
+"""Prompts run as fast inside Slicer's main loop as in plain Python, with the real local and remote backends.
+
+Slicer's main thread holds the GIL between timer callbacks (see slicer_loop.py). The Logic's poll()
+waits on the work in flight for most of each tick, releasing the GIL, so the worker runs. A prompt's
+wall time under the emulated loop is compared with the same kind of prompt run directly (prepare, run
+and apply on the calling thread), interleaved and as medians so a loaded machine affects both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from server_processes import our_server
+from slicer_loop import QT_WORK_S, run_slicer_loop
+from slicer_scene import make_scene
+from synthetic import blob_centre, mr_like_image
+
+from nninteractive_slicer.backends.local import LocalBackend
+from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.interface import Backend
+from SlicerNNInteractiveLib import PromptSession, point_prompt
+from SlicerNNInteractiveLib.logic import TIMER_MS, QueuedPrompt, SlicerNNInteractiveLogic
+
+SHAPE = (64, 128, 128)
+SPACING = np.diag([0.8, 0.9, 1.3, 1.0])
+PAIRS = 3
+MAX_RATIO = 1.2
+# A tick that only waits keeps the GUI for POLL_WAIT_S; writing a result costs a few ms more.
+MAX_WAIT_BLOCK_S = 0.06
+
+
+def test_the_emulated_loop_starves_a_poll_that_only_checks_done():
+    """The emulation is honest: a worker of 30 GIL-free 2 ms steps crawls behind a done()-only poll."""
+
+    def worker() -> None:
+        for _ in range(30):
+            time.sleep(0.002)
+
+    began = time.perf_counter()
+    worker()
+    plain = time.perf_counter() - began
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    run = run_slicer_loop(lambda: None, lambda: not thread.is_alive(), interval_s=0.05)
+    assert run.seconds > 10 * plain
+    assert run.seconds > 30 * QT_WORK_S  # one step per tick at most
+
+
+class PromptTimer:
+    """A volume, a segment and a Logic around one backend; times point prompts both ways."""
+
+    def __init__(self, backend: Backend) -> None:
+        s = make_scene()
+        volume = s.volume(mr_like_image(SHAPE, seed=1), SPACING)
+        editor = s.editor_node(volume, s.segmentation(volume))
+        self.session = PromptSession(s.scene, backend, editor, s.app_logic)
+        self.logic = SlicerNNInteractiveLogic(self.session)
+        self.logic.use_backend(backend)
+        self.count = 0
+        self.session.submit(self.next_point())  # image upload and warm-up, not timed
+
+    def next_point(self) -> Callable:
+        """A different point near the blob's centre each time (a repeated point may be answered from cache)."""
+        self.count += 1
+        kji = np.array(blob_centre(SHAPE)) + [0, self.count % 5 - 2, self.count % 7 - 3]
+        world = (SPACING @ np.r_[kji[::-1].astype(float), 1.0])[:3]
+        return lambda g: point_prompt(world, g, self.count % 2 == 0)
+
+    def plain(self) -> float:
+        began = time.perf_counter()
+        self.session.submit(self.next_point())
+        return time.perf_counter() - began
+
+    def in_slicer_loop(self) -> tuple[float, list[float]]:
+        """Wall time from enqueue to the result in the segment, and every tick's block but the one that wrote it."""
+        finished: list[int] = []
+        blocks: list[float] = []
+        began = time.perf_counter()
+        self.logic.enqueue(QueuedPrompt(self.next_point(), lambda: finished.append(1)))
+
+        def tick() -> None:
+            started = time.perf_counter()
+            events = self.logic.poll()
+            if not finished:
+                blocks.append(time.perf_counter() - started)
+            assert not [e for e in events if e.kind == "status" and "not changed" in e.text], events
+
+        run_slicer_loop(tick, lambda: bool(finished), interval_s=TIMER_MS / 1000)
+        return time.perf_counter() - began, blocks
+
+
+def compare(timer: PromptTimer) -> None:
+    plain, looped, blocks = [], [], []
+    for _ in range(PAIRS):
+        plain.append(timer.plain())
+        seconds, ticks = timer.in_slicer_loop()
+        looped.append(seconds)
+        blocks.extend(ticks)
+    ratio = statistics.median(looped) / statistics.median(plain)
+    print(f"\nplain {plain}, Slicer loop {looped}: ratio {ratio:.2f}, longest wait {max(blocks) * 1000:.0f} ms")
+    assert ratio <= MAX_RATIO, (plain, looped)
+    assert max(blocks) <= MAX_WAIT_BLOCK_S, f"the GUI was blocked for {max(blocks) * 1000:.0f} ms"
+
+
+def test_a_local_prompt_runs_at_full_speed_in_slicers_loop(tiny_model_dir):
+    backend = LocalBackend(model_dir=tiny_model_dir, device="cpu", torch_threads=2)
+    try:
+        compare(PromptTimer(backend))
+    finally:
+        backend.close()
+
+
+def test_a_remote_prompt_runs_at_full_speed_in_slicers_loop(tiny_model_dir):
+    # The server runs in its own process, as it would for a Slicer user: the emulated GIL is only this one's.
+    with our_server(tiny_model_dir, "alice", "alice-key-0123456789") as server:
+        backend = RemoteBackend(server.url, server.api_key, timeout=120.0)
+        try:
+            compare(PromptTimer(backend))
+        finally:
+            backend.close()
