@@ -27,7 +27,7 @@ from nninteractive_slicer.interface import Backend, Capabilities
 
 from .automatic import CHOICES, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
 from .backends import BackendConfig, make_backend, missing_requirements, model_download_bytes
-from .errors import PromptError
+from .errors import ObliqueViewError, PromptError
 from .session import PreparedPrompt, PromptSession
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,14 @@ TIMER_MS = 10
 POLL_WAIT_S = 0.03
 LOADING_CHECK_S = 0.5
 
-EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices"]
+EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices", "align"]
 
 
 @dataclass(frozen=True)
 class Event:
-    """Something for the widget to show. ``data``: Capabilities for "backend", a kind for "install",
-    the device names for "devices"; "loading" with empty text means the model finished loading."""
+    """Something for the widget to show. ``data``: Capabilities (or None) for "backend", a kind for
+    "install", the device names for "devices"; "loading" with empty text means the model finished
+    loading; "align" means a drawing was refused because the views are oblique to the volume."""
 
     kind: EventKind
     text: str = ""
@@ -260,6 +261,8 @@ class SlicerNNInteractiveLogic:
                 prepared = self.session.prepare(item.build)
             except Exception as exc:  # nothing was sent or written
                 self._emit("status", error_text(exc))
+                if isinstance(exc, ObliqueViewError):
+                    self._emit("align", str(exc))
                 item.done()
                 continue
             sending = "uploading the image, " if prepared.image is not None else ""
