@@ -19,6 +19,7 @@ from .backends import KINDS, BackendConfig, missing_requirements
 AUTOMATIC = "automatic"
 CHOICES = {AUTOMATIC: "Automatic (local GPU, else the server)", **KINDS}
 SERVER_KINDS = ("remote", "official")
+DEVICES = ("auto", "cpu", "cuda")  # offered at first; cuda:N are added as torch finds them
 
 
 @dataclass(frozen=True)

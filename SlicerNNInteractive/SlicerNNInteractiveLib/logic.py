@@ -75,6 +75,7 @@ class Built:
     description: str = ""
     error: BaseException | None = None
     devices: tuple[str, ...] = ()
+    reason: str = ""  # why this backend was chosen
 
 
 @dataclass
@@ -117,14 +118,14 @@ def build_backend(choice: BackendChoice) -> Built:
     try:
         backend = make_backend(config)
     except Exception as exc:
-        return Built(config, error=exc)
+        return Built(config, error=exc, reason=reason)
     try:
         description = backend.check_connection()
         devices = tuple(cuda_devices()) if config.kind == "local" else ()
     except Exception as exc:
         backend.close()
-        return Built(config, error=exc)
-    return Built(config, backend, f"{description}. {reason}.", devices=devices)
+        return Built(config, error=exc, reason=reason)
+    return Built(config, backend, f"{description}. {reason}.", devices=devices, reason=reason)
 
 
 def error_text(exc: BaseException) -> str:
@@ -312,7 +313,7 @@ class SlicerNNInteractiveLogic:
         self._emit("loading", "")
         built: Built = building.future.result()
         if built.error is not None:
-            text = error_text(built.error)
+            text = f"{built.reason}: {error_text(built.error)}" if built.reason else error_text(built.error)
             self._emit("connection", text)
             if can_fall_back(self.choice, built.config, built.error):
                 self._offer_fallback(built.error, self.queue)

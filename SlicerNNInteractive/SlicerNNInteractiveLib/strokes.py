@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import vtk
 
-from .prompts import control_points_world
+from .prompts import control_points_world, lasso_prompt, scribble_prompt
 
 EVENTS = ("LeftButtonPressEvent", "MouseMoveEvent", "LeftButtonReleaseEvent")
 
@@ -74,3 +74,15 @@ class StrokeRecorder:
         ras = self._slice_node.GetXYToRAS().MultiplyPoint((xy[0], xy[1], 0.0, 1.0))[:3]
         self.node.AddControlPointWorld(vtk.vtkVector3d(*ras))
         self._last_xy = xy
+
+
+def stroke_builder(tool: str, points: np.ndarray, normal: np.ndarray, positive: bool,
+                   scribble_thickness: Callable[[], tuple[int, int, int]]) -> Callable:
+    """geometry -> the lasso (closed) or scribble prompt of a finished stroke on one slice.
+
+    The scribble's width is the model's preferred thickness, asked for when the prompt is prepared
+    (the backend exists by then).
+    """
+    if tool == "lasso":
+        return lambda geometry: lasso_prompt(points, geometry, positive, normal)
+    return lambda geometry: scribble_prompt(points, geometry, scribble_thickness(), positive, normal)
