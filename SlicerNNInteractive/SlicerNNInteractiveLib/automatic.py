@@ -7,7 +7,6 @@ Probing CUDA imports torch, so :func:`resolve` runs on a worker thread, never in
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -42,14 +41,10 @@ class BackendChoice:
 
 
 def cuda_devices() -> list[str]:
-    """``cuda:N`` for every CUDA device torch sees; empty without torch or a GPU (imports torch)."""
-    if importlib.util.find_spec("torch") is None:
-        return []
-    import torch
+    """``cuda:N`` for each CUDA device torch sees (imports torch, so off the GUI thread)."""
+    from nninteractive_slicer.core.model_loading import cuda_devices as found
 
-    if not torch.cuda.is_available():
-        return []
-    return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return found()
 
 
 def resolve(
