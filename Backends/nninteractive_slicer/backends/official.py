@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices, changed_box
 from .journal import SessionJournal
-from .official_errors import CLIENT_MISSING, server_errors
+from .official_errors import CLIENT_MISSING, client_version, server_errors, version_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class OfficialBackend(Backend):
         self._url = url.rstrip("/")
         self._api_key = api_key if api_key is not None else os.environ.get("NN_INTERACTIVE_API_KEY")
         self._timeout = float(timeout)
-        self._capabilities = _capabilities_from(self._fetch_capabilities(), self._url, device)
+        self._capabilities = _capabilities_from(self._checked_capabilities(), self._url, device)
         self._session: Any = None  # the client session, claimed with the first image
         self._stale = False  # the server's state may differ from the journal: rebuild before the next call
         self._journal = SessionJournal()
@@ -93,7 +93,7 @@ class OfficialBackend(Backend):
 
     def check_connection(self) -> str:
         """Ask the server again (the UI's "Test connection"): version, address and model license."""
-        info = self._fetch_capabilities()
+        info = self._checked_capabilities()
         version = info.get("inference_session_version", "(version not reported)")
         return f"official nnInteractive server {version} at {self._url}: model {_license(info)}"
 
@@ -258,6 +258,14 @@ class OfficialBackend(Backend):
         session, self._session = self._session, None
         if session is not None:
             session.close()
+
+    def _checked_capabilities(self) -> dict[str, Any]:
+        """The server's capabilities, once its nnInteractive version is known to work with this client."""
+        info = self._fetch_capabilities()
+        mismatch = version_mismatch(self._url, info.get("inference_session_version"), client_version())
+        if mismatch is not None:
+            raise mismatch
+        return info
 
     def _fetch_capabilities(self) -> dict[str, Any]:
         """GET /capabilities (needs the key, not a lease): proves the server is there and answers us."""
