@@ -6,6 +6,8 @@ The widget's timer is replaced by a loop calling poll() until the Logic is no lo
 from __future__ import annotations
 
 import time
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_futures
 from dataclasses import replace
 
 import numpy as np
@@ -216,4 +218,20 @@ def test_a_local_backend_without_a_gpu_offers_the_server_and_continues_there(loc
     assert scene.logic.choice.kind == "remote"
     assert type(scene.logic.backend).__name__ == "RemoteBackend"
     assert scene.cleared == ["kept"] and scene.mask().any()
+    scene.logic.close()
+
+
+def test_poll_waits_on_the_work_in_flight_and_never_past_its_budget(local_choice):
+    waits: list[tuple[int, float]] = []
+
+    def wait(futures, timeout: float) -> None:  # the real wait, recorded
+        waits.append((len(futures), timeout))
+        wait_futures(futures, timeout, FIRST_COMPLETED)
+
+    scene = Scene(local_choice, wait=wait, poll_wait=0.02)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    assert scene.mask().any()
+    assert len(waits) > 3, "poll() should have waited on the model load and the prompt"
+    assert all(count == 1 and 0 < timeout <= 0.02 for count, timeout in waits)
     scene.logic.close()

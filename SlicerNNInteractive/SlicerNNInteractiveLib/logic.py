@@ -88,10 +88,9 @@ class _Running:
 
 @dataclass
 class _Build:
-    choice: BackendChoice
     future: Future
+    local: bool  # a model may be loading (and downloading): progress is reported
     last_check: float = 0.0
-    local: bool = False
 
 
 def in_daemon_thread(fn: Callable[..., T], *args: Any, name: str = "nnInteractive") -> Future[T]:
@@ -302,7 +301,7 @@ class SlicerNNInteractiveLogic:
             self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
             return
         future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
-        self._building = _Build(self.choice, future, local=self.choice.kind in ("local", "automatic"))
+        self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
         self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
 
     def _finish_build(self) -> None:
