@@ -7,8 +7,6 @@ backend lifecycle, polling that lets worker threads run under Slicer's GIL), pro
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import qt
 import slicer
 from slicer.i18n import tr as _
@@ -222,7 +220,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def onBackendKindChanged(self, index: int) -> None:
         kind = self.ui.backendCombo.itemData(index)
         if kind in SERVER_KINDS:
-            settings.save(qt.QSettings(), replace(self.choice(), kind=kind))  # remembered as the server
+            settings.remember_server(qt.QSettings(), kind)
         self.showServerSettings(kind)
         self.onConfigEdited()
 

@@ -30,6 +30,11 @@ def server_fields(store: Any, kind: str) -> tuple[str, str]:
     return store.value(f"{PREFIX}/{server}/url") or DEFAULT_URL, store.value(f"{PREFIX}/{server}/apiKey") or ""
 
 
+def remember_server(store: Any, kind: str) -> None:
+    """The user chose this server kind: Automatic and the fallback use it from now on."""
+    store.setValue(f"{PREFIX}/server", kind)
+
+
 def load(store: Any) -> BackendChoice:
     kind = store.value(f"{PREFIX}/backend")
     kind = kind if kind in CHOICES else AUTOMATIC
@@ -42,7 +47,7 @@ def load(store: Any) -> BackendChoice:
 def save(store: Any, choice: BackendChoice) -> None:
     store.setValue(f"{PREFIX}/backend", choice.kind)
     if choice.kind in SERVER_KINDS:
-        store.setValue(f"{PREFIX}/server", choice.kind)
+        remember_server(store, choice.kind)
     store.setValue(f"{PREFIX}/local/device", choice.local.device)
     store.setValue(f"{PREFIX}/local/model", choice.local.model)
     store.setValue(f"{PREFIX}/{choice.server.kind}/url", choice.server.url)
