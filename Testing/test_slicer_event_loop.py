@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 from server_processes import our_server
-from slicer_loop import QT_WORK_S, run_slicer_loop
+from slicer_loop import run_slicer_loop
 from slicer_scene import make_scene
 from synthetic import blob_centre, mr_like_image
 
@@ -50,8 +50,9 @@ def test_the_emulated_loop_starves_a_poll_that_only_checks_done():
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     run = run_slicer_loop(lambda: None, lambda: not thread.is_alive(), interval_s=0.05)
-    assert run.seconds > 10 * plain
-    assert run.seconds > 30 * QT_WORK_S  # one step per tick at most
+    # The worker gets the GIL only between the loop's holds: a step or two per 50 ms tick.
+    assert run.seconds > 5 * plain
+    assert run.seconds > 15 * 0.05
 
 
 class PromptTimer:
