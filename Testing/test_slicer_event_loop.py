@@ -38,21 +38,24 @@ WORST_BLOCK_S = 0.25
 
 
 def test_the_emulated_loop_starves_a_poll_that_only_checks_done():
-    """The emulation is honest: a worker of 30 GIL-free 2 ms steps crawls behind a done()-only poll."""
+    """The emulation is honest: a worker of 30 GIL-free 2 ms steps crawls when the timer callback only
+    peeks, and runs when it waits (releasing the GIL), under the same loop and the same load."""
 
-    def worker() -> None:
-        for _ in range(30):
-            time.sleep(0.002)
+    def run(callback_waits: bool) -> float:
+        done = threading.Event()
 
-    began = time.perf_counter()
-    worker()
-    plain = time.perf_counter() - began
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    run = run_slicer_loop(lambda: None, lambda: not thread.is_alive(), interval_s=0.05)
-    # The worker gets the GIL only between the loop's holds: a step or two per 50 ms tick.
-    assert run.seconds > 5 * plain
-    assert run.seconds > 15 * 0.05
+        def worker() -> None:
+            for _ in range(30):
+                time.sleep(0.002)
+            done.set()
+
+        threading.Thread(target=worker, daemon=True).start()
+        callback = (lambda: done.wait(0.04)) if callback_waits else (lambda: done.is_set())
+        return run_slicer_loop(callback, done.is_set, interval_s=0.05).seconds
+
+    peeking, waiting = run(callback_waits=False), run(callback_waits=True)
+    assert peeking > 3 * waiting, (peeking, waiting)
+    assert peeking > 15 * 0.05  # a step or two per 50 ms tick
 
 
 class PromptTimer:
