@@ -1,9 +1,5 @@
-"""nnInteractive in 3D Slicer: prompts placed in slice views become segments in the Segment Editor.
-
-This file is the Qt layer only: buttons, shortcuts, settings, markups observers and dialogs. The work
-lives in the Qt-free ``SlicerNNInteractiveLib`` (tested on slicer-core): the Logic (prompt queue,
-backend lifecycle, polling that lets worker threads run under Slicer's GIL), prompts, boxes, strokes.
-"""
+"""nnInteractive in 3D Slicer. This file is the Qt layer only (buttons, shortcuts, settings, observers, dialogs);
+the work is in the Qt-free, tested ``SlicerNNInteractiveLib``, driven through its SlicerNNInteractiveLogic."""
 
 from __future__ import annotations
 
@@ -18,7 +14,6 @@ from SlicerNNInteractiveTesting.selftest import SlicerNNInteractiveTest  # noqa:
 from SlicerNNInteractiveLib import (
     UNDO,
     PromptError,
-    PromptSession,
     box_prompt,
     control_points_world,
     nodes,
@@ -27,14 +22,18 @@ from SlicerNNInteractiveLib import (
     settings,
 )
 from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER_KINDS, BackendChoice
-from SlicerNNInteractiveLib.backends import TORCH_REQUIREMENT, BackendConfig, missing_requirements
+from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements
 from SlicerNNInteractiveLib.boxes import BoxPlacement
+from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
 from SlicerNNInteractiveLib.install import install
 from SlicerNNInteractiveLib.logic import TIMER_MS, Event, QueuedPrompt, SlicerNNInteractiveLogic
+from SlicerNNInteractiveLib.place_mode import PlaceMode
+from SlicerNNInteractiveLib.recording import RecordingPromptSession, ReplayRequest
 from SlicerNNInteractiveLib.shortcuts import SHORTCUTS
 from SlicerNNInteractiveLib.strokes import StrokeRecorder, stroke_builder
 from SlicerNNInteractiveLib.views import align_with_volume, slice_to_ras
 
+HISTORY_FILES = "nnInteractive history (*.json)"
 TOOLS = {"point": "pbPoint", "bbox": "pbBBox", "scribble": "pbScribble", "lasso": "pbLasso"}  # tool -> button
 
 
@@ -66,9 +65,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.markups: dict = {}
         self.shortcuts: dict = {}
         self.progress = None  # the model-loading dialog
-        self._switching = False  # the module itself is changing the interaction mode
         self._keep_tool = False  # a box was completed: place mode ends, and the tool restarts it
-        self._persistence: int | None = None  # the place-mode persistence to restore when no tool is active
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -87,6 +84,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.recorder = StrokeRecorder(self.onStrokeFinished)
         planes = lambda: [slice_to_ras(w.mrmlSliceNode()) for w in self.sliceWidgets()]  # noqa: E731
         self.boxes = BoxPlacement(slicer.mrmlScene, self.onBox, planes)
+        self.placeMode = PlaceMode(slicer.app.applicationLogic())
         for kind, label in CHOICES.items():
             self.ui.backendCombo.addItem(label, kind)
         self.ui.deviceCombo.addItems(list(DEVICES))
@@ -100,7 +98,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.connectUi()
         self.setupShortcuts()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        interaction = self.interactionNode()
+        interaction = self.placeMode.interaction
         self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
 
     def connectUi(self) -> None:
@@ -119,6 +117,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.deviceCombo.currentIndexChanged.connect(self.onConfigEdited)
         self.ui.pbTestConnection.clicked.connect(self.testConnection)
         self.ui.pbInstallLocal.clicked.connect(lambda: self.installRequirements("local"))
+        self.ui.pbExportHistory.clicked.connect(self.exportHistory)
+        self.ui.pbReplayHistory.clicked.connect(self.replayHistory)
+        self.ui.autosaveFolderEdit.currentPathChanged.connect(self.onAutosaveChanged)
+        self.ui.autosaveEverySpin.valueChanged.connect(self.onAutosaveChanged)
 
     def setupShortcuts(self) -> None:
         """The scheme of SlicerNNInteractiveLib.shortcuts, enabled only while the module is shown."""
@@ -135,9 +137,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         """The module's Segment Editor node, markups nodes and session; again after the scene is closed."""
         self.editorNode = nodes.editor_node(slicer.mrmlScene)
         self.editorWidget.setMRMLSegmentEditorNode(self.editorNode)
-        # Prompts are undone with the embedded Segment Editor's Undo too.
-        session = PromptSession(slicer.mrmlScene, self.logic.backend if self.logic else None, self.editorNode,
-                                slicer.app.applicationLogic(), save_undo=self.editorWidget.saveStateForUndo)
+        # Prompts are undone with the embedded Segment Editor's Undo too; each segment's history is recorded.
+        session = RecordingPromptSession(slicer.mrmlScene, self.logic.backend if self.logic else None,
+                                         self.editorNode, slicer.app.applicationLogic(),
+                                         save_undo=self.editorWidget.saveStateForUndo, autosave=self.autosave())
         if self.logic is None:
             self.logic = SlicerNNInteractiveLogic(session, self.choice())
         self.logic.session = session
@@ -178,7 +181,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.timer.stop()
         for shortcut in self.shortcuts.values():
             shortcut.setParent(None)
-        self.shortcuts = {}
         self.logic.close()
 
     def onSceneEndClose(self, caller=None, event=None) -> None:
@@ -202,6 +204,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.addDevice(choice.local.device)
         self.ui.deviceCombo.setCurrentText(choice.local.device)
         self.ui.modelEdit.text = choice.local.model
+        self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value = settings.autosave(qt.QSettings())
         self.showServerSettings(choice.kind)
 
     def addDevice(self, device: str) -> None:
@@ -251,17 +254,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             slicer.app.processEvents()
 
         try:
-            self.status(install(missing, self.installTorch, slicer.util.pip_install, step))
+            self.status(install(missing, slicer.util.pip_install, step=step))
         finally:
             progress.close()
-
-    def installTorch(self) -> bool:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            return False
-        logic = PyTorchUtils.PyTorchUtilsLogic()
-        return logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is not None
 
     def ask(self, question: str) -> bool:  # the self-test answers in its place
         return slicer.util.confirmYesNoDisplay(question)
@@ -319,9 +314,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.statusLabel.text = message
 
     # -- tools ------------------------------------------------------------------------------------
-    def interactionNode(self):
-        return slicer.app.applicationLogic().GetInteractionNode()
-
     def sliceWidgets(self) -> list:
         layout = slicer.app.layoutManager()
         return [layout.sliceWidget(name) for name in layout.sliceViewNames()]
@@ -334,17 +326,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.recorder.stop()
         if tool != "bbox":
             self.boxes.stop()
-        interaction = self.interactionNode()
         if tool in ("point", "bbox"):
             self.startPlace(tool)
         else:
-            self._switching = True
-            if interaction.GetCurrentInteractionMode() == interaction.Place:
-                interaction.SwitchToViewTransformMode()
-            if self._persistence is not None:  # as it was before the module placed anything
-                interaction.SetPlaceModePersistence(self._persistence)
-                self._persistence = None
-            self._switching = False
+            self.placeMode.stop()
         if tool in ("scribble", "lasso"):
             views = [(w.sliceView().interactorStyle().GetInteractor(), w.mrmlSliceNode()) for w in self.sliceWidgets()]
             self.recorder.start(self.markups[tool], views)
@@ -352,27 +337,14 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def startPlace(self, tool: str) -> None:
         self._keep_tool = False
-        if self.active_tool != tool:
-            return
-        node = self.boxes.start() if tool == "bbox" else self.markups["point"]  # a fresh ROI: no stale corner
-        self.updateSignColors()
-        selection = slicer.app.applicationLogic().GetSelectionNode()
-        selection.SetReferenceActivePlaceNodeClassName(node.GetClassName())
-        selection.SetActivePlaceNodeID(node.GetID())
-        interaction = self.interactionNode()
-        self._switching = True
-        if self._persistence is None:
-            self._persistence = interaction.GetPlaceModePersistence()
-        interaction.SetPlaceModePersistence(1 if tool == "point" else 0)
-        interaction.SetCurrentInteractionMode(interaction.Place)
-        self._switching = False
+        if self.active_tool == tool:
+            node = self.boxes.start() if tool == "bbox" else self.markups["point"]  # a fresh ROI: no stale corner
+            self.updateSignColors()
+            self.placeMode.start(node, persistent=tool == "point")
 
     def onInteractionModeChanged(self, caller=None, event=None) -> None:
         """The user left place mode (Esc, right-click, another module): deactivate the tool."""
-        interaction = self.interactionNode()
-        if self._switching or self._keep_tool or self.active_tool not in ("point", "bbox"):
-            return
-        if interaction.GetCurrentInteractionMode() != interaction.Place:
+        if self.active_tool in ("point", "bbox") and not self._keep_tool and self.placeMode.left_by_user():
             self.setTool(None)
 
     def setPositive(self, positive: bool) -> None:
@@ -425,10 +397,39 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onStrokeFinished(self, points, normal) -> None:
         """A finished freehand stroke becomes a scribble or (closed) lasso prompt on that slice."""
-        tool = self.active_tool
         thickness = lambda: self.logic.backend.capabilities().scribble_thickness  # noqa: E731
-        build = stroke_builder(tool, points, normal, self.positive, thickness)
-        self.enqueue(QueuedPrompt(build, self.markups[tool].RemoveAllControlPoints))
+        build = stroke_builder(self.active_tool, points, normal, self.positive, thickness)
+        self.enqueue(QueuedPrompt(build, self.markups[self.active_tool].RemoveAllControlPoints))
+
+    # -- segment histories ------------------------------------------------------------------------
+    def autosave(self) -> HistoryAutosave:
+        return HistoryAutosave(self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
+
+    def onAutosaveChanged(self, *args) -> None:
+        settings.save_autosave(qt.QSettings(), self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
+        self.logic.session.autosave = self.autosave()
+
+    def exportHistory(self) -> None:
+        segmentation, segment_id = self.editorNode.GetSegmentationNode(), self.editorNode.GetSelectedSegmentID()
+        if segmentation is None or not segment_id:
+            return self.status(_("Select the segment whose history to export."))
+        name = segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+        path = qt.QFileDialog.getSaveFileName(None, _("Export segment history"), f"{name}.history.json", HISTORY_FILES)
+        try:
+            if path:
+                self.status(_("History written to {path}.").format(path=export_history(segmentation, segment_id, path)))
+        except (PromptError, OSError) as exc:
+            self.status(str(exc))
+
+    def replayHistory(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Replay segment history"), "", HISTORY_FILES)
+        try:
+            history = load_history(path) if path else None
+        except PromptError as exc:
+            return self.status(str(exc))
+        if history is not None:
+            self.changeSegment(self.logic.session.new_segment, _("Replaying the history into a new segment ..."))
+            self.enqueue(QueuedPrompt(ReplayRequest(history)))
 
     def resetSegment(self) -> None:
         self.logic.drop_queue()

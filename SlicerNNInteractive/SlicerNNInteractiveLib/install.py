@@ -10,14 +10,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from .backends import TORCH_REQUIREMENT
+
 log = logging.getLogger(__name__)
 INSTALLED = "Installed. Place the prompt again."
 
 
+def install_torch_through_pytorch_utils() -> bool:
+    """torch from the PyTorch extension's logic, which picks the build matching the GPU driver; it does not ask
+    again (the user said yes once). False when that extension is not installed."""
+    try:
+        import PyTorchUtils  # the PyTorch extension's module: only inside Slicer
+    except ImportError:
+        return False
+    logic = PyTorchUtils.PyTorchUtilsLogic()
+    return logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is not None
+
+
 def install(
     missing: list[str],
-    install_torch: Callable[[], bool],
     pip_install: Callable[[str], object],
+    install_torch: Callable[[], bool] = install_torch_through_pytorch_utils,
     step: Callable[[str, int], None] = lambda requirement, index: None,
 ) -> str:
     """Install ``missing`` in order (torch first); returns the message for the status line."""

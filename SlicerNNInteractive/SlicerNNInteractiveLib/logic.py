@@ -172,6 +172,7 @@ class SlicerNNInteractiveLogic:
         self._running: _Running | None = None
         self._building: _Build | None = None
         self._events: list[Event] = []
+        self._rebuild_shown: tuple[int, int] = (0, 0)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -239,6 +240,7 @@ class SlicerNNInteractiveLogic:
             # then gets its turn between this wait and writing the result.
             self._wait(pending, remaining)
         self._report_loading()
+        self._report_rebuild()
         events, self._events = self._events, []
         return events
 
@@ -339,6 +341,14 @@ class SlicerNNInteractiveLogic:
         building.last_check = self._clock()
         megabytes = model_download_bytes() / 1e6
         self._emit("loading", f"Loading the nnInteractive model ({megabytes:.0f} MB on disk) ...")
+
+    def _report_rebuild(self) -> None:
+        """While a saved history is replayed (once per reopened segment), say how far it got."""
+        running = self._running
+        progress = getattr(running.prepared.history, "progress", (0, 0)) if running else (0, 0)
+        if progress[1] and progress != self._rebuild_shown:
+            self._rebuild_shown = progress
+            self._emit("status", "Rebuilding the model from the segment's history: {}/{} steps ...".format(*progress))
 
     def _offer_fallback(self, error: BaseException, items: list[QueuedPrompt]) -> None:
         self.fallback_queue.extend(items)

@@ -52,3 +52,14 @@ def save(store: Any, choice: BackendChoice) -> None:
     store.setValue(f"{PREFIX}/local/model", choice.local.model)
     store.setValue(f"{PREFIX}/{choice.server.kind}/url", choice.server.url)
     store.setValue(f"{PREFIX}/{choice.server.kind}/apiKey", choice.server.api_key)
+
+
+def autosave(store: Any) -> tuple[str, int]:
+    """(folder, every how many recorded steps) for writing every segment history; ("", 0) is off."""
+    every = int(store.value(f"{PREFIX}/history/autosaveEvery") or 0)
+    return store.value(f"{PREFIX}/history/autosaveFolder") or "", every
+
+
+def save_autosave(store: Any, folder: str, every: int) -> None:
+    store.setValue(f"{PREFIX}/history/autosaveFolder", folder)
+    store.setValue(f"{PREFIX}/history/autosaveEvery", every)
