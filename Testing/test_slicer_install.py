@@ -21,7 +21,7 @@ def test_a_failed_step_is_said_and_nothing_after_it_runs():
 
     message = install(["torch", "a", "b"], pip_install, lambda: done.append("torch") or True)
     assert done == ["torch"] and "Installing a failed: no network" in message
-    assert "PyTorch extension" in install(["torch", "a"], done.append, lambda: False)
+    assert "'PyTorch' extension" in install(["torch", "a"], done.append, lambda: False)
     assert done == ["torch"]  # pip was not reached
 
 
