@@ -46,13 +46,22 @@ def missing_requirements(kind: str) -> list[str]:
     importlib.invalidate_caches()  # packages may have been installed since the last look
     missing = []
     if kind == "local":
-        if importlib.util.find_spec("torch") is None:
+        if not _importable("torch"):
             missing.append("torch")
-        if importlib.util.find_spec("nnInteractive") is None:
+        if not _importable("nnInteractive.inference.inference_session"):
             missing.append(NNINTERACTIVE_REQUIREMENT)
-    elif kind == "official" and importlib.util.find_spec("nnInteractive") is None:
+    elif kind == "official" and not _importable("nnInteractive.inference.remote"):
         missing.append(CLIENT_REQUIREMENT)
     return missing
+
+
+def _importable(name: str) -> bool:
+    """Whether ``name`` can be found, without importing it. nnInteractive is a namespace package that the
+    official client alone also provides, so a module inside it tells the two installs apart."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def make_backend(config: BackendConfig) -> Backend:
