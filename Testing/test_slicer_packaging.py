@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from fixtures_python312 import MISSING, PYTHON312
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "SlicerNNInteractive"
@@ -17,7 +18,6 @@ WIDGET = MODULE / "SlicerNNInteractive.py"
 UI = MODULE / "Resources" / "UI" / "SlicerNNInteractive.ui"
 ICON = MODULE / "Resources" / "Icons" / "SlicerNNInteractive.png"
 BACKENDS = REPO / "Backends" / "nninteractive_slicer"
-PYTHON312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
 
 
 def module_cmake_entries() -> set[str]:
@@ -82,7 +82,7 @@ def test_every_ui_name_the_widget_uses_exists_and_shortcuts_are_underlined():
         assert f"&{key.lower()}" in texts[button].lower(), f"{button} should underline {key}"
 
 
-@pytest.mark.skipif(not PYTHON312.exists(), reason=f"Slicer's Python 3.12 is not installed at {PYTHON312}")
+@pytest.mark.skipif(PYTHON312 is None, reason=MISSING)
 def test_the_widget_compiles_under_python_312(tmp_path):
     script = f"import py_compile; py_compile.compile({str(WIDGET)!r}, cfile={str(tmp_path / 'w.pyc')!r}, doraise=True)"
     done = subprocess.run([str(PYTHON312), "-c", script], capture_output=True, text=True)
