@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..interface import Prompt
+
+# How much of the journal a new server session must hold before the call that needed it: nothing (a new
+# image follows), the image only (a new object follows), or all of it (a prompt, undo or mask read follows).
+Restore = Literal["nothing", "image", "all"]
 
 
 @dataclass
@@ -67,12 +71,16 @@ class SessionJournal:
         set_image: Callable[[Any, tuple[float, float, float]], None],
         set_initial_mask: Callable[[np.ndarray], None],
         prompt: Callable[[Prompt], Any],
+        upto: Restore = "all",
     ) -> int:
-        """Replay into a fresh session through the given calls; returns how many prompts were replayed."""
+        """Replay into a fresh session through the given calls, as far as ``upto``; returns how many prompts
+        were replayed."""
         replay = self.replay()
-        if replay is None:
+        if replay is None or upto == "nothing":
             return 0
         set_image(replay.image, replay.spacing)
+        if upto == "image":
+            return 0
         if replay.initial_mask is not None:
             set_initial_mask(replay.initial_mask)
         for p in replay.prompts:

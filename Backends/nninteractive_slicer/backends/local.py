@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ..core.device_worker import DeviceWorker
-from ..core.engine import InteractiveSession
+from ..core.engine import ModelSession
 from ..core.model_loading import LoadedModel, load_model
 from ..interface import Backend, Capabilities, Prompt, PromptResult
 
@@ -39,7 +39,7 @@ class LocalBackend(Backend):
         self._worker = DeviceWorker()
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
-            self._session = self._worker.call(InteractiveSession, self._model)
+            self._session = self._worker.call(ModelSession, self._model)
         except BaseException:
             self._worker.stop()
             raise

@@ -1,18 +1,21 @@
-"""One nnInteractive session on a shared, loaded model: what the local backend and every server session run.
+"""One nnInteractive-style inference session with changed-region results: what the local backend, every
+server session and the official backend run.
 
-Every method must be called on the device thread (:mod:`.device_worker`). Inputs arrive already
-validated by :mod:`.interface`. What this adds to nnInteractive's own session:
+The inner session is nnInteractive's own (:func:`model_session`, on a shared, loaded model; every call
+on the device thread, :mod:`.device_worker`) or the official client's, which mirrors it method by method.
+Inputs arrive already validated by :mod:`..interface`. What this adds to the inner session:
 
-* changed-region results with the model time of each call. nnInteractive reports the whole box it
-  wrote (up to a patch, or four times one after zooming out); the result is the tight box of the
-  voxels that actually differ from what the caller was last given, so less travels and less is
-  written into the segment;
-* reproducibility: nnInteractive's refinement planning can fall back to numpy's global RNG, so
-  each prompt runs with that RNG seeded from the prompt's index in the current object (and the
-  caller's RNG state restored afterwards). The same prompt sequence gives the same mask in any
-  process, and a replay after a lost session lands on the same state;
-* typed errors: nnInteractive's input errors become InvalidPromptError, CUDA out-of-memory frees
-  the cache and becomes OutOfMemoryError. nnInteractive rolls a failed interaction back itself.
+* changed-region results. nnInteractive reports the whole box it wrote (up to a patch, or four times
+  one after zooming out); the result is the tight box of the voxels that actually differ from what the
+  caller was last given, so less travels and less is written into the segment;
+* reproducibility: nnInteractive's refinement planning can fall back to numpy's global RNG, so each
+  prompt runs with that RNG seeded from the prompt's index in the current object (and the caller's RNG
+  state restored afterwards). The same prompt sequence gives the same mask in any process, and a replay
+  after a lost session lands on the same state;
+* nothing changed on failure: calls that rewrite the whole mask (reset, a starting mask) write a new
+  buffer that replaces the mask only when they succeed; nnInteractive rolls a failed prompt back itself;
+* with nnInteractive's own session (:class:`ModelSession`), typed errors: its input errors become
+  InvalidPromptError, CUDA out-of-memory frees the cache and becomes OutOfMemoryError.
 """
 
 from __future__ import annotations
@@ -46,17 +49,23 @@ def seeded_numpy_rng(seed: int) -> Iterator[None]:
 
 
 class InteractiveSession:
-    """Image, current object's mask and prompt count of one user, on a model shared with others."""
+    """Image, current object's mask and prompt count of one user, over an inner nnInteractive-style session."""
 
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-        self._session = new_inference_session(model.device, model.torch_threads)
-        self._session.initialize_from_loaded_artifacts(model.artifacts)
-        self._mask: np.ndarray | None = None
+    # Whether results carry the call's time as the model's: not when the model runs behind a server.
+    reports_model_time = False
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._mask: np.ndarray | None = None  # the confirmed mask, also the inner session's target buffer
         self._reported: np.ndarray | None = None  # the mask as the caller has it, from our results
         self._prompt_count = 0
         self._last_box: Box | None = None  # what the last prompt wrote; undo reverts exactly that
         self._can_undo = False  # nnInteractive keeps one level of undo
+        self._unreported: Box | None = None  # changed outside any call's box (see :meth:`adopt`)
+
+    @property
+    def inner(self) -> Any:
+        return self._inner
 
     @property
     def prompt_count(self) -> int:
@@ -67,75 +76,97 @@ class InteractiveSession:
     def mask(self) -> np.ndarray | None:
         return self._mask
 
-    def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
-        # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
-        # leaves nothing running in the background that a close (or the interpreter's exit) could strand.
-        self._session.set_image(image[None], {"spacing": list(spacing)})
-        self._guarded(self._session.preprocess_future.result)
-        self._mask = np.zeros(image.shape, dtype=np.uint8)
-        self._reported = np.zeros(image.shape, dtype=np.uint8)
-        self._session.set_target_buffer(self._mask)
-        self._start_object()
-
-    def set_initial_mask(self, mask: np.ndarray) -> None:
-        self._guarded(lambda: self._session.add_initial_seg_interaction(mask, run_prediction=False))
-        self._reported[...] = self._mask
-        self._start_object()
-
-    def reset(self) -> None:
-        self._session.reset_interactions()
-        self._reported.fill(0)
-        self._start_object()
-
-    def prompt(self, prompt: Prompt) -> PromptResult:
-        session = self._session
-        kind, positive = prompt.kind, prompt.positive
-        calls: dict[str, Callable[[], Any]] = {
-            "point": lambda: session.add_point_interaction(prompt.coord, include_interaction=positive),
-            "bbox": lambda: session.add_bbox_interaction([list(r) for r in prompt.box], include_interaction=positive),
-            "scribble": lambda: session.add_scribble_interaction(
-                prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box]
-            ),
-            "lasso": lambda: session.add_lasso_interaction(
-                prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box]
-            ),
-        }
-        started = time.perf_counter()
-        with seeded_numpy_rng(self._prompt_count):
-            changed = self._guarded(calls[kind])
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        self._prompt_count += 1
-        self._last_box = _as_box(changed)
-        self._can_undo = True
-        return self._result(self._last_box, elapsed_ms)
-
-    def undo(self) -> PromptResult:
-        if not self._can_undo:
-            return PromptResult()
-        started = time.perf_counter()
-        if not self._session.undo():
-            return PromptResult()
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        box, self._last_box, self._can_undo = self._last_box, None, False
-        self._prompt_count -= 1
-        return self._result(box, elapsed_ms)
-
     @property
     def can_undo(self) -> bool:
         return self._can_undo
 
+    def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self._run(lambda: self._inner.set_image(image[None], {"spacing": list(spacing)}))
+        self._image_sent()
+        mask = np.zeros(image.shape, dtype=np.uint8)
+        self._run(lambda: self._inner.set_target_buffer(mask))
+        self._mask, self._reported = mask, np.zeros(image.shape, dtype=np.uint8)
+        self._start_object()
+
+    def set_initial_mask(self, mask: np.ndarray) -> None:
+        self._on_new_buffer(lambda: self._inner.add_initial_seg_interaction(mask, run_prediction=False))
+
+    def reset(self) -> None:
+        self._on_new_buffer(self._inner.reset_interactions)
+
+    def prompt(self, prompt: Prompt) -> PromptResult:
+        started = time.perf_counter()
+        with seeded_numpy_rng(self._prompt_count):
+            written = _as_box(self._run(lambda: _add_interaction(self._inner, prompt)))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._prompt_count += 1
+        self._last_box, self._can_undo = written, True
+        return self._result(written, elapsed_ms)
+
+    def undo(self) -> PromptResult:
+        """Revert the last prompt. Undo restores exactly what that prompt wrote, so its box covers every voxel
+        that changes back (the official client reports only whether something was undone)."""
+        if not self._can_undo:
+            return self._result(None, None)
+        started = time.perf_counter()
+        undone = self._run(self._inner.undo)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        box, self._last_box, self._can_undo = self._last_box, None, False
+        if not undone:  # the inner session keeps no undo (an official server started with --no-undo)
+            return self._result(None, elapsed_ms)
+        self._prompt_count -= 1
+        return self._result(box, elapsed_ms)
+
+    def adopt(self, rebuilt: InteractiveSession) -> Box | None:
+        """Go on with ``rebuilt``, a new inner session replayed from a journal after the old one was lost: its
+        mask becomes ours. Returns where it differs from what the caller has (a server that does not seed its
+        refinement may not replay bit for bit); the next result includes that region."""
+        differs = None
+        if self._reported is not None and rebuilt._mask is not None:
+            differs = changed_box(self._reported, rebuilt._mask)
+            self._unreported = _union(self._unreported, differs)
+        self._inner, self._mask, self._prompt_count = rebuilt._inner, rebuilt._mask, rebuilt._prompt_count
+        if rebuilt._last_box is not None:  # the new session can undo the last replayed prompt
+            self._last_box = rebuilt._last_box
+        return differs
+
+    def rebind(self, inner: Any) -> None:
+        """Go on with another inner session that holds no mask of ours yet (the next call sets one)."""
+        self._inner = inner
+
     def close(self) -> None:
-        self._session.executor.shutdown(wait=True)
-        self._session = None
+        self._inner = None
         self._mask = None
+
+    # -- what differs between inner sessions -----------------------------------------------------------
+    def _image_sent(self) -> None:
+        """Runs after the image was sent, before the target buffer is."""
+
+    def _run(self, call: Callable[[], Any]) -> Any:
+        """One call into the inner session."""
+        return call()
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def _on_new_buffer(self, call: Callable[[], Any]) -> None:
+        """Run a call that rewrites the whole mask (reset, starting mask) on a new buffer, ours once it succeeded.
+
+        The official client writes its buffer before it sends the request, so a failed call would otherwise
+        change the confirmed mask."""
+        fresh = np.zeros_like(self._mask)
+        self._inner.target_buffer = fresh
+        self._run(call)
+        self._mask = fresh
+        self._reported[...] = fresh
+        self._start_object()
 
     def _start_object(self) -> None:
         self._prompt_count = 0
-        self._last_box = None
-        self._can_undo = False
+        self._last_box, self._can_undo, self._unreported = None, False, None
 
-    def _result(self, written: Box | None, backend_ms: float) -> PromptResult:
+    def _result(self, written: Box | None, elapsed_ms: float | None) -> PromptResult:
         """The voxels inside the written box that differ from what the caller has, as a tight box."""
+        backend_ms = elapsed_ms if self.reports_model_time else None
+        written, self._unreported = _union(self._unreported, written), None
         if written is None:
             return PromptResult(backend_ms=backend_ms)
         region = box_slices(written)
@@ -146,7 +177,24 @@ class InteractiveSession:
         self._reported[box_slices(box)] = patch
         return PromptResult(box, patch, backend_ms)
 
-    def _guarded(self, call: Callable[[], Any]) -> Any:
+
+class ModelSession(InteractiveSession):
+    """Over nnInteractive's own session, on the device thread: model time, typed errors, a clean close."""
+
+    reports_model_time = True
+
+    def __init__(self, model: LoadedModel) -> None:
+        inner = new_inference_session(model.device, model.torch_threads)
+        inner.initialize_from_loaded_artifacts(model.artifacts)
+        super().__init__(inner)
+        self.model = model
+
+    def _image_sent(self) -> None:
+        # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
+        # leaves nothing running in the background that a close (or the interpreter's exit) could strand.
+        self._run(self._inner.preprocess_future.result)
+
+    def _run(self, call: Callable[[], Any]) -> Any:
         import torch
 
         try:
@@ -162,9 +210,30 @@ class InteractiveSession:
         except RuntimeError as exc:
             raise BackendError(f"nnInteractive failed on this prompt: {exc}") from exc
 
+    def close(self) -> None:
+        self._inner.executor.shutdown(wait=True)
+        super().close()
+
+
+def _add_interaction(inner: Any, prompt: Prompt) -> Any:
+    """One prompt through the inner session; returns the box it wrote, as the session reports it."""
+    positive = prompt.positive
+    if prompt.kind == "point":
+        return inner.add_point_interaction(list(prompt.coord), include_interaction=positive)
+    if prompt.kind == "bbox":
+        return inner.add_bbox_interaction([list(r) for r in prompt.box], include_interaction=positive)
+    add = inner.add_scribble_interaction if prompt.kind == "scribble" else inner.add_lasso_interaction
+    return add(prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box])
+
 
 def _as_box(changed: Any) -> Box | None:
     if changed is None:
         return None
     box = tuple((int(lo), int(hi)) for lo, hi in changed)
     return None if any(hi <= lo for lo, hi in box) else box  # type: ignore[return-value]
+
+
+def _union(a: Box | None, b: Box | None) -> Box | None:
+    if a is None or b is None:
+        return a or b
+    return tuple((min(x[0], y[0]), max(x[1], y[1])) for x, y in zip(a, b))  # type: ignore[return-value]

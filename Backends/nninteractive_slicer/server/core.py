@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..core.device_worker import DeviceWorker
-from ..core.engine import InteractiveSession
+from ..core.engine import InteractiveSession, ModelSession
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
 from .auth import Authenticator
@@ -86,7 +86,7 @@ class ServerCore:
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
-            engine = await self.on_device(InteractiveSession, self.model)
+            engine = await self.on_device(ModelSession, self.model)
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
         log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],
