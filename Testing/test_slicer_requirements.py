@@ -13,9 +13,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-import slicer_scene  # noqa: F401 (puts the module folder on sys.path)
 
-from SlicerNNInteractiveLib.backends import CLIENT_REQUIREMENT, NNINTERACTIVE_REQUIREMENT
+NNINTERACTIVE_REQUIREMENT = "nninteractive>=2.6,<3"
+CLIENT_REQUIREMENT = "nninteractive-client>=2.6,<3"
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = Path(sysconfig.get_paths()["purelib"])

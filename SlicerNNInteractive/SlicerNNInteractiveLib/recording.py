@@ -205,7 +205,7 @@ class RecordingPromptSession(PromptSession):
             elif plan.identity is not None and plan.model is not None and prepared.backend is not None:
                 segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)
                 name = segmentation.GetSegmentation().GetSegment(prepared.segment_id).GetName()
-                recorder = HistoryRecorder(plan.identity, plan.model, prepared.backend.name, prepared.mask, name)
+                recorder = HistoryRecorder(plan.identity, plan.model, prepared.backend.kind, prepared.mask, name)
             else:
                 recorder = None
             if recorder is None:

@@ -32,6 +32,7 @@ from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult
 from .journal import Restore
 from .official_errors import CLIENT_MISSING, server_errors
+from .registry import BackendConfig, Requirement, register_backend
 from .server_backend import CONNECT_TIMEOUT_S, ServerBackend
 
 # The server's names for our prompt kinds, in its capability list.
@@ -47,6 +48,7 @@ def _client_session_class() -> type:
     return nnInteractiveRemoteInferenceSession
 
 
+@register_backend
 class OfficialBackend(ServerBackend):
     """One image and object on an official nninteractive-server at ``url`` (``http(s)://host:port``).
 
@@ -59,7 +61,9 @@ class OfficialBackend(ServerBackend):
     again when the server lost the session: change it only through :meth:`set_image`.
     """
 
-    name = "official"
+    kind = "official"
+    label = "Official nnInteractive server"
+    requirements = (Requirement("nnInteractive.inference.remote", "nninteractive-client>=2.6,<3"),)
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0, device: str = "unknown") -> None:
         super().__init__()
@@ -73,6 +77,10 @@ class OfficialBackend(ServerBackend):
         self._capabilities: Capabilities | None = None  # asked for on first use: constructing does no I/O
         self._client: Any = None  # the client's session: our lease on the server, claimed with the first image
         self._engine: InteractiveSession | None = None  # over the client; its mask is the confirmed one
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> OfficialBackend:
+        return cls(config.url, config.api_key or None, timeout=config.timeout)
 
     # -- queries ---------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:

@@ -40,6 +40,7 @@ from ..core.wire import (
 from ..errors import BackendError, BackendUnavailableError
 from ..interface import Capabilities, Prompt, PromptResult
 from .journal import Restore
+from .registry import BackendConfig, register_backend
 from .remote_http import Heartbeat, ImageMissing, MalformedReply, ServerConnection, SessionLost, Unreachable, read_json
 from .server_backend import RecoveryStats, ServerBackend
 
@@ -63,6 +64,7 @@ class RemoteStats(RecoveryStats):
     upload_bytes: int = 0  # frame bytes of image chunks sent
 
 
+@register_backend
 class RemoteBackend(ServerBackend):
     """A session on an nnInteractive-Slicer server.
 
@@ -72,7 +74,8 @@ class RemoteBackend(ServerBackend):
     path for a self-signed certificate. Constructing does no I/O; :meth:`check_connection` tests it.
     """
 
-    name = "remote"
+    kind = "remote"
+    label = "nnInteractive-Slicer server"
     # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
     # the server may have applied what a malformed reply should have described.
     failures_losing_session = (MalformedReply,)
@@ -87,6 +90,10 @@ class RemoteBackend(ServerBackend):
         self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
         self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
         self.stats = RemoteStats()
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> RemoteBackend:
+        return cls(config.url, config.api_key or None, timeout=config.timeout)
 
     # -- queries -------------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
