@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import slicer_scene  # noqa: F401 (puts the module folder on sys.path)
+from fixtures_python312 import MISSING, PYTHON312
 
 from SlicerNNInteractiveLib.shortcuts import SHORTCUTS
 
@@ -20,7 +21,6 @@ WIDGET = MODULE / "SlicerNNInteractive.py"
 UI = MODULE / "Resources" / "UI" / "SlicerNNInteractive.ui"
 ICON = MODULE / "Resources" / "Icons" / "SlicerNNInteractive.png"
 BACKENDS = REPO / "Backends" / "nninteractive_slicer"
-PYTHON312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
 
 
 def module_cmake_entries() -> set[str]:
@@ -93,7 +93,7 @@ def test_the_widget_stays_qt_bindings_only():
     assert len(lines) < 450, f"the widget has {len(lines)} lines: move logic into SlicerNNInteractiveLib"
 
 
-@pytest.mark.skipif(not PYTHON312.exists(), reason=f"Slicer's Python 3.12 is not installed at {PYTHON312}")
+@pytest.mark.skipif(PYTHON312 is None, reason=MISSING)
 def test_the_widget_compiles_under_python_312(tmp_path):
     script = f"import py_compile; py_compile.compile({str(WIDGET)!r}, cfile={str(tmp_path / 'w.pyc')!r}, doraise=True)"
     done = subprocess.run([str(PYTHON312), "-c", script], capture_output=True, text=True)
