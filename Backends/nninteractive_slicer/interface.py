@@ -191,7 +191,7 @@ def validate_prompt(prompt: Prompt, shape: tuple[int, ...] | None, capabilities:
             raise InvalidPromptError(f"The point must be three whole voxel indices, got {prompt.coord!r}.") from exc
         if len(coord) != 3 or not all(0 <= c < s for c, s in zip(coord, shape)):
             raise InvalidPromptError(f"The point {coord} lies outside the image {tuple(shape)}.")
-        return Point(coord, positive)  # type: ignore[arg-type]
+        return Point(coord, positive)
     box = normalize_box(prompt.box, shape, kind)
     if isinstance(prompt, BBox):
         if min(box_shape(box)) != 1 and not capabilities.supports_3d_bbox:
@@ -226,7 +226,7 @@ def validate_image(image: Any, spacing: Any) -> tuple[np.ndarray, tuple[float, f
         raise InvalidPromptError(f"Spacing must be three numbers, got {spacing!r}.") from exc
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise InvalidPromptError(f"Spacing must be three positive numbers, got {spacing!r}.")
-    return image, spacing  # type: ignore[return-value]
+    return image, spacing
 
 
 def validate_mask(mask: Any, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -287,7 +287,7 @@ class Backend(ABC):
         """Send a new image; the mask and all prompts start empty. The backend keeps it until the next call."""
         image, spacing = validate_image(image, spacing)
         self._set_image(image, spacing)
-        self._shape = tuple(image.shape)  # type: ignore[assignment]
+        self._shape = tuple(image.shape)
 
     def set_initial_mask(self, mask: np.ndarray | None) -> None:
         """Start a new object from ``mask`` (an existing segment), or from empty with None."""

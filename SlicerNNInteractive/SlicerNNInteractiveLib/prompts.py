@@ -92,6 +92,7 @@ def box_prompt(
     ranges = [_covered(lo[a], hi[a], centre[a]) for a in range(3)]
     if not three_d:
         normal_axis = index_axes[flat]
+        assert normal_axis is not None
         slice_index = int(np.rint(centre[normal_axis]))
         ranges[normal_axis] = (slice_index, slice_index + 1)
     return BBox(_clip_box(ranges, geometry.shape, "box"), positive)

@@ -82,7 +82,7 @@ class LocalBackend(Backend):
         self._worker.call(self._session.reset)
 
     def _get_mask(self) -> np.ndarray:
-        return self._worker.call(lambda: self._session.mask.copy())
+        return self._worker.call(self._session.mask_copy)
 
     def _close(self) -> None:
         self._worker.call(self._session.close)

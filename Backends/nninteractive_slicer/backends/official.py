@@ -124,7 +124,7 @@ class OfficialBackend(ServerBackend):
         return result
 
     def _get_mask(self) -> np.ndarray:
-        return self._ready_engine().mask.copy()
+        return self._ready_engine().mask_copy()
 
     def _close(self) -> None:
         self._drop_session()
