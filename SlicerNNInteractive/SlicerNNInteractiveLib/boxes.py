@@ -14,6 +14,7 @@ Slicer's ROI are not what a 2D box prompt needs, so this class works around them
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class BoxPlacement:
         self.scene = scene
         self.on_box = on_box
         self.slices_to_ras = slices_to_ras
-        self.roi = None
+        self.roi: Any = None  # the vtkMRMLMarkupsROINode being placed
         self.corner: np.ndarray | None = None
         self._tag: int | None = None
 

@@ -180,7 +180,7 @@ class RecordingPromptSession(PromptSession):
         """Same image, model and backend: the object restarting from the segment goes on in the same history."""
         return (plan.identity is not None and plan.model is not None and prepared.backend is not None
                 and history.image.digest == plan.identity.digest and history.model.id == plan.model.id
-                and history.backend == prepared.backend.name)
+                and history.backend == prepared.backend.kind)
 
     @staticmethod
     def _continues(plan: HistoryPlan) -> bool:

@@ -26,10 +26,10 @@ class StrokeRecorder:
 
     def __init__(self, on_finished: Callable[[np.ndarray, np.ndarray], None]) -> None:
         self.on_finished = on_finished
-        self.node = None
+        self.node: Any = None  # the markups curve the stroke is drawn into
         self._tags: dict[tuple[Any, str], int] = {}
-        self._slice_node = None
-        self._last_xy: tuple[int, int] | None = None
+        self._slice_node: Any = None  # the slice view a stroke is being drawn in
+        self._last_xy: tuple[int, int] = (0, 0)  # set by the press that starts a stroke
 
     def start(self, node, views: Iterable[tuple[Any, Any]]) -> None:
         """Record into ``node`` from ``views``: (interactor, slice node) of each slice view."""
