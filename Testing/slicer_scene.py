@@ -112,7 +112,7 @@ def rigid_transform(angle: float = 0.4, shift=(5.0, -7.0, 3.0)) -> np.ndarray:
 class CountingBackend(Backend):
     """Delegates to a real backend, counting uploads; ``fail_on`` names calls that raise instead."""
 
-    name = "counting"
+    kind = "counting"
 
     def __init__(self, inner: Backend) -> None:
         super().__init__()
@@ -166,7 +166,7 @@ class CountingBackend(Backend):
 class InstantBackend(Backend):
     """Answers every point with a ball of voxels around it, at once: times the client side alone."""
 
-    name = "instant"
+    kind = "instant"
 
     def __init__(self, radius: int = 14) -> None:
         super().__init__()

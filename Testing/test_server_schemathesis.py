@@ -21,7 +21,8 @@ def fuzz(url: str, cwd: Path, *headers: str) -> None:
          # inside this session's image, nor what bytes make a valid frame; those get 4xx by design.
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
          "--max-examples", "40", "--workers", "1", "--no-color"],
-        capture_output=True, text=True, timeout=240, cwd=cwd,  # its cache dir goes there
+        # It prints symbols: decode them whatever this host's locale, so a finding reads as one.
+        capture_output=True, encoding="utf-8", errors="replace", timeout=240, cwd=cwd,  # its cache dir
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "passed" in run.stdout

@@ -6,4 +6,5 @@ start=$(date +%s)
 bash scripts/setup-env.sh test
 echo "test environment ready in $(( $(date +%s) - start )) s"
 .venv/bin/ruff check .
+.venv/bin/mypy
 .venv/bin/python -m pytest "$@"

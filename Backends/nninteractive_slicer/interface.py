@@ -28,11 +28,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
 from .errors import InvalidPromptError, NoImageError
+
+if TYPE_CHECKING:
+    from .backends.registry import BackendConfig, Requirement
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 PromptKind = Literal["point", "bbox", "scribble", "lasso"]
@@ -188,7 +191,7 @@ def validate_prompt(prompt: Prompt, shape: tuple[int, ...] | None, capabilities:
             raise InvalidPromptError(f"The point must be three whole voxel indices, got {prompt.coord!r}.") from exc
         if len(coord) != 3 or not all(0 <= c < s for c, s in zip(coord, shape)):
             raise InvalidPromptError(f"The point {coord} lies outside the image {tuple(shape)}.")
-        return Point(coord, positive)  # type: ignore[arg-type]
+        return Point(coord, positive)
     box = normalize_box(prompt.box, shape, kind)
     if isinstance(prompt, BBox):
         if min(box_shape(box)) != 1 and not capabilities.supports_3d_bbox:
@@ -223,7 +226,7 @@ def validate_image(image: Any, spacing: Any) -> tuple[np.ndarray, tuple[float, f
         raise InvalidPromptError(f"Spacing must be three numbers, got {spacing!r}.") from exc
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise InvalidPromptError(f"Spacing must be three positive numbers, got {spacing!r}.")
-    return image, spacing  # type: ignore[return-value]
+    return image, spacing
 
 
 def validate_mask(mask: Any, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -243,15 +246,25 @@ class Backend(ABC):
     Subclasses implement the ``_``-prefixed hooks; the public methods validate input first, so
     every backend rejects the same bad input with the same typed error and changes nothing.
     Calls block; :meth:`start` runs any of them off the caller's thread (for a GUI).
+
+    A backend offered to users declares its ``kind`` (the value stored in settings), ``label``, pip
+    ``requirements`` and :meth:`from_config`, and registers with :func:`.backends.registry.register_backend`.
     """
 
-    name: str = "backend"
+    kind: ClassVar[str] = "backend"
+    label: ClassVar[str] = ""
+    requirements: ClassVar[tuple[Requirement, ...]] = ()
 
     def __init__(self) -> None:
         self._shape: tuple[int, int, int] | None = None
         self._runner: ThreadPoolExecutor | None = None
         self._runner_lock = threading.Lock()
         self._closed = False
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> Backend:
+        """Build this backend from a user's configuration (blocking: it may load a model)."""
+        raise NotImplementedError(f"{cls.__name__} is not built from a configuration.")
 
     # -- queries ---------------------------------------------------------------------------
     @abstractmethod
@@ -274,7 +287,7 @@ class Backend(ABC):
         """Send a new image; the mask and all prompts start empty. The backend keeps it until the next call."""
         image, spacing = validate_image(image, spacing)
         self._set_image(image, spacing)
-        self._shape = tuple(image.shape)  # type: ignore[assignment]
+        self._shape = tuple(image.shape)
 
     def set_initial_mask(self, mask: np.ndarray | None) -> None:
         """Start a new object from ``mask`` (an existing segment), or from empty with None."""
@@ -325,7 +338,7 @@ class Backend(ABC):
         Calls started this way run one at a time, in order."""
         with self._runner_lock:
             if self._runner is None:
-                self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-requests")
+                self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.kind}-requests")
             return self._runner.submit(fn, *args, **kwargs)
 
     def __enter__(self) -> Backend:

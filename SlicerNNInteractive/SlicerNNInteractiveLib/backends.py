@@ -1,79 +1,33 @@
-"""Which backend the user configured, what it still needs installed, and how to build it.
+"""Which backend the user configured, what it still needs installed, and how to build it: look-ups in the
+package's backend registry (:mod:`nninteractive_slicer.backends.registry`).
 
-Backends are imported by name only when built, so the module loads without torch, nnInteractive
-or nninteractive-client. Building a backend may do I/O (official server) or load a model (local),
-so the widget calls :func:`make_backend` off the main thread.
+Backends are registered without importing torch, nnInteractive or nninteractive-client, so the module loads
+without them. Building a backend may load a model (local), so the widget calls :func:`make_backend` off the
+main thread.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass, field
-from pathlib import Path
-
+from nninteractive_slicer.backends.registry import BackendConfig, backend_classes, build_backend
+from nninteractive_slicer.backends.registry import missing_requirements as _missing_requirements
 from nninteractive_slicer.interface import Backend
 
-KINDS = {
-    "local": "Local GPU (this computer)",
-    "remote": "nnInteractive-Slicer server",
-    "official": "Official nnInteractive server",
-}
-NNINTERACTIVE_REQUIREMENT = "nninteractive>=2.6,<3"
-CLIENT_REQUIREMENT = "nninteractive-client>=2.6,<3"
-TORCH_REQUIREMENT = ">=2.3"
+__all__ = ["KINDS", "TORCH_REQUIREMENT", "BackendConfig", "make_backend", "missing_requirements",
+           "model_download_bytes"]
 
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """The Configuration tab's choices. ``api_key`` stays out of repr() and describe(), so out of logs."""
-
-    kind: str = "local"
-    url: str = ""
-    api_key: str = field(default="", repr=False)
-    device: str = "auto"
-    model: str = ""  # an official model id, a model folder, or "" for the recommended model
-    timeout: float = 30.0
-
-    def describe(self) -> str:
-        if self.kind == "local":
-            return f"local nnInteractive, model {self.model or 'recommended'}, device {self.device}"
-        key = "with an API key" if self.api_key else "without an API key"
-        return f"{KINDS.get(self.kind, self.kind)} at {self.url or '(no URL)'} {key}"
+# Kind (the value stored in the module's settings) -> label, in the order the Configuration tab lists them.
+KINDS = {kind: cls.label for kind, cls in backend_classes().items()}
+TORCH_REQUIREMENT = ">=2.3"  # what Slicer's PyTorch extension installs when "torch" is missing
 
 
 def missing_requirements(kind: str) -> list[str]:
     """The pip requirements this kind of backend still lacks ("torch" is installed via PyTorchUtils)."""
-    importlib.invalidate_caches()  # packages may have been installed since the last look
-    missing = []
-    if kind == "local":
-        if importlib.util.find_spec("torch") is None:
-            missing.append("torch")
-        if importlib.util.find_spec("nnInteractive") is None:
-            missing.append(NNINTERACTIVE_REQUIREMENT)
-    elif kind == "official" and importlib.util.find_spec("nnInteractive") is None:
-        missing.append(CLIENT_REQUIREMENT)
-    return missing
+    return _missing_requirements(kind)
 
 
 def make_backend(config: BackendConfig) -> Backend:
-    """Build the configured backend (blocking: may download or load a model, or contact a server)."""
-    api_key = config.api_key or None
-    if config.kind == "remote":
-        from nninteractive_slicer.backends.remote import RemoteBackend
-
-        return RemoteBackend(config.url, api_key, timeout=config.timeout)
-    if config.kind == "official":
-        from nninteractive_slicer.backends.official import OfficialBackend
-
-        return OfficialBackend(config.url, api_key, timeout=config.timeout)
-    if config.kind == "local":
-        from nninteractive_slicer.backends.local import LocalBackend
-
-        model = config.model.strip()
-        if model and Path(model).expanduser().is_dir():
-            return LocalBackend(model_dir=model, device=config.device)
-        return LocalBackend(model_id=model or None, device=config.device)
-    raise ValueError(f"Unknown backend kind {config.kind!r}; expected one of {', '.join(KINDS)}.")
+    """Build the configured backend (blocking: a local one downloads or loads its model)."""
+    return build_backend(config)
 
 
 def model_download_bytes() -> int:

@@ -26,7 +26,7 @@ from nninteractive_slicer.history import (
     mask_digest,
     replay,
 )
-from nninteractive_slicer.interface import PromptResult, changed_box
+from nninteractive_slicer.interface import Backend, PromptResult, changed_box
 
 from .errors import PromptError
 from .history_store import HistoryAutosave, read_history, write_history
@@ -131,7 +131,7 @@ class RecordingPromptSession(PromptSession):
             return
         self._replay(prepared, plan, saved)
         if plan.rebuilt is None:
-            prepared.backend.set_initial_mask(prepared.mask)
+            _backend(prepared).set_initial_mask(prepared.mask)
             plan.notice = ("The model did not reproduce the segment's saved history on this backend; the segment "
                            "stays as saved and the model starts from it.")
 
@@ -146,7 +146,7 @@ class RecordingPromptSession(PromptSession):
         return ""
 
     def _replay(self, prepared: PreparedPrompt, plan: HistoryPlan, saved: History) -> None:
-        backend = prepared.backend
+        backend = _backend(prepared)
         if prepared.image is not None:
             backend.set_image(prepared.image, prepared.spacing)
             prepared.image, prepared.image_sent = None, True
@@ -172,7 +172,7 @@ class RecordingPromptSession(PromptSession):
 
     @staticmethod
     def _backend_mask(prepared: PreparedPrompt) -> np.ndarray:
-        return prepared.backend.get_mask()
+        return _backend(prepared).get_mask()
 
     # -- recording -------------------------------------------------------------------------------
     @staticmethod
@@ -180,7 +180,7 @@ class RecordingPromptSession(PromptSession):
         """Same image, model and backend: the object restarting from the segment goes on in the same history."""
         return (plan.identity is not None and plan.model is not None and prepared.backend is not None
                 and history.image.digest == plan.identity.digest and history.model.id == plan.model.id
-                and history.backend == prepared.backend.name)
+                and history.backend == prepared.backend.kind)
 
     @staticmethod
     def _continues(plan: HistoryPlan) -> bool:
@@ -197,7 +197,7 @@ class RecordingPromptSession(PromptSession):
         if prepared.mask_sent:
             if plan.rebuilt is not None and plan.saved is not None:
                 recorder = HistoryRecorder.resume(plan.saved, plan.rebuilt)
-            elif self._continues(plan):  # same image and model, but not resumable: the history goes on from here
+            elif self._continues(plan) and plan.saved is not None:  # same image and model, not resumable: go on
                 recorder = HistoryRecorder.resume(plan.saved, plan.saved.start_mask())
                 recorder.mask_set(prepared.mask)
             elif recorder is not None and self._same_source(recorder.history, plan, prepared):
@@ -205,7 +205,7 @@ class RecordingPromptSession(PromptSession):
             elif plan.identity is not None and plan.model is not None and prepared.backend is not None:
                 segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)
                 name = segmentation.GetSegmentation().GetSegment(prepared.segment_id).GetName()
-                recorder = HistoryRecorder(plan.identity, plan.model, prepared.backend.name, prepared.mask, name)
+                recorder = HistoryRecorder(plan.identity, plan.model, prepared.backend.kind, prepared.mask, name)
             else:
                 recorder = None
             if recorder is None:
@@ -225,3 +225,9 @@ class RecordingPromptSession(PromptSession):
             return  # nothing happened to the object
         write_history(self.scene.GetNodeByID(prepared.segmentation_node_id), prepared.segment_id, recorder.history)
         self.autosave.stepped(self.scene)
+
+
+def _backend(prepared: PreparedPrompt) -> Backend:
+    """The backend a prompt was prepared for (set before any backend call)."""
+    assert prepared.backend is not None
+    return prepared.backend

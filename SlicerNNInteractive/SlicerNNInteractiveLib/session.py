@@ -50,7 +50,7 @@ class PreparedPrompt:
     geometry: VolumeGeometry
     index_to_seg: np.ndarray
     image_stamp: ImageStamp
-    segment_stamp: SegmentStamp
+    segment_stamp: SegmentStamp | None
     image: np.ndarray | None = None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     send_mask: bool = False
@@ -216,6 +216,7 @@ class PromptSession:
             self._sent_segment = prepared.segment_stamp
         if not result.changed:
             return Outcome(False, "The prompt changed nothing.", prepared.segment_id)
+        assert result.box is not None and result.patch is not None
         outcome = self.writer.write(segmentation, prepared.segment_id, prepared.index_to_seg, result.box, result.patch)
         if outcome.complete:
             if same_backend:

@@ -8,6 +8,7 @@ happens on the device thread.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -15,8 +16,10 @@ from ..core.device_worker import DeviceWorker
 from ..core.engine import ModelSession
 from ..core.model_loading import LoadedModel, load_model
 from ..interface import Backend, Capabilities, Prompt, PromptResult
+from .registry import BackendConfig, Requirement, register_backend
 
 
+@register_backend
 class LocalBackend(Backend):
     """nnInteractive in the calling process.
 
@@ -26,7 +29,10 @@ class LocalBackend(Backend):
     a warning), ``cuda``, ``cuda:N`` or ``cpu``.
     """
 
-    name = "local"
+    kind = "local"
+    label = "Local GPU (this computer)"
+    requirements = (Requirement("torch", "torch"),
+                    Requirement("nnInteractive.inference.inference_session", "nninteractive>=2.6,<3"))
 
     def __init__(
         self,
@@ -43,6 +49,14 @@ class LocalBackend(Backend):
         except BaseException:
             self._worker.stop()
             raise
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> LocalBackend:
+        """``config.model`` is a model folder if one exists at that path, else an official model id."""
+        model = config.model.strip()
+        if model and Path(model).expanduser().is_dir():
+            return cls(model_dir=model, device=config.device)
+        return cls(model_id=model or None, device=config.device)
 
     def capabilities(self) -> Capabilities:
         return self._model.capabilities
@@ -68,7 +82,7 @@ class LocalBackend(Backend):
         self._worker.call(self._session.reset)
 
     def _get_mask(self) -> np.ndarray:
-        return self._worker.call(lambda: self._session.mask.copy())
+        return self._worker.call(self._session.mask_copy)
 
     def _close(self) -> None:
         self._worker.call(self._session.close)

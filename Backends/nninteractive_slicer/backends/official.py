@@ -31,7 +31,8 @@ from ..core.engine import InteractiveSession
 from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult
 from .journal import Restore
-from .official_errors import CLIENT_MISSING, server_errors
+from .official_errors import CLIENT_MISSING, client_version, server_errors, version_mismatch
+from .registry import BackendConfig, Requirement, register_backend
 from .server_backend import CONNECT_TIMEOUT_S, ServerBackend
 
 # The server's names for our prompt kinds, in its capability list.
@@ -47,6 +48,7 @@ def _client_session_class() -> type:
     return nnInteractiveRemoteInferenceSession
 
 
+@register_backend
 class OfficialBackend(ServerBackend):
     """One image and object on an official nninteractive-server at ``url`` (``http(s)://host:port``).
 
@@ -59,7 +61,9 @@ class OfficialBackend(ServerBackend):
     again when the server lost the session: change it only through :meth:`set_image`.
     """
 
-    name = "official"
+    kind = "official"
+    label = "Official nnInteractive server"
+    requirements = (Requirement("nnInteractive.inference.remote", "nninteractive-client>=2.6,<3"),)
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0, device: str = "unknown") -> None:
         super().__init__()
@@ -74,15 +78,19 @@ class OfficialBackend(ServerBackend):
         self._client: Any = None  # the client's session: our lease on the server, claimed with the first image
         self._engine: InteractiveSession | None = None  # over the client; its mask is the confirmed one
 
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> OfficialBackend:
+        return cls(config.url, config.api_key or None, timeout=config.timeout)
+
     # -- queries ---------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
         if self._capabilities is None:
-            self._capabilities = _capabilities_from(self._fetch_capabilities(), self.url, self._device)
+            self._capabilities = _capabilities_from(self._checked_capabilities(), self.url, self._device)
         return self._capabilities
 
     def check_connection(self) -> str:
         """Ask the server again (the UI's "Test connection"): version, address and model license."""
-        info = self._fetch_capabilities()
+        info = self._checked_capabilities()
         self._capabilities = _capabilities_from(info, self.url, self._device)
         version = info.get("inference_session_version", "(version not reported)")
         return f"official nnInteractive server {version} at {self.url}: model {_license(info)}"
@@ -116,7 +124,7 @@ class OfficialBackend(ServerBackend):
         return result
 
     def _get_mask(self) -> np.ndarray:
-        return self._ready_engine().mask.copy()
+        return self._ready_engine().mask_copy()
 
     def _close(self) -> None:
         self._drop_session()
@@ -158,6 +166,14 @@ class OfficialBackend(ServerBackend):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def _checked_capabilities(self) -> dict[str, Any]:
+        """The server's capabilities, once its nnInteractive version is known to work with this client."""
+        info = self._fetch_capabilities()
+        mismatch = version_mismatch(self.url, info.get("inference_session_version"), client_version())
+        if mismatch is not None:
+            raise mismatch
+        return info
 
     def _fetch_capabilities(self) -> dict[str, Any]:
         """GET /capabilities (needs the key, not a lease): proves the server is there and answers us."""

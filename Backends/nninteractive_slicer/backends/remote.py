@@ -40,8 +40,9 @@ from ..core.wire import (
     unpack_mask,
 )
 from ..errors import BackendError, BackendUnavailableError
-from ..interface import Capabilities, Prompt, PromptResult
+from ..interface import BBox, Capabilities, Point, Prompt, PromptResult
 from .journal import Restore
+from .registry import BackendConfig, register_backend
 from .remote_http import (
     Heartbeat,
     ImageMissing,
@@ -78,6 +79,7 @@ class RemoteStats(RecoveryStats):
     replicas: Counter[str] = field(default_factory=Counter)  # answers per replica of a replicated server
 
 
+@register_backend
 class RemoteBackend(ServerBackend):
     """A session on an nnInteractive-Slicer server.
 
@@ -89,10 +91,12 @@ class RemoteBackend(ServerBackend):
     :meth:`check_connection` tests it.
     """
 
-    name = "remote"
+    kind = "remote"
+    label = "nnInteractive-Slicer server"
     # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
     # the server may have applied what a malformed reply should have described.
     failures_losing_session = (MalformedReply,)
+    stats: RemoteStats
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  verify: bool | str = True, affinity_key: str | None = None) -> None:
@@ -105,6 +109,10 @@ class RemoteBackend(ServerBackend):
         self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
         self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
         self.stats = RemoteStats(replicas=self._server.replicas)
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> RemoteBackend:
+        return cls(config.url, config.api_key or None, timeout=config.timeout)
 
     # -- queries -------------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -155,11 +163,12 @@ class RemoteBackend(ServerBackend):
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
             reply = self._server.request(Routes.GET_MASK, session_id=self._session_id)
+            shape = self._image_shape()
             try:
                 header, payload = decode_frame(reply.content)
-                if header.get("shape") != list(self._shape) or not isinstance(header.get("codec"), str):
-                    raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
-                return unpack_mask(payload, self._shape, header["codec"])
+                if header.get("shape") != list(shape) or not isinstance(header.get("codec"), str):
+                    raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {shape}")
+                return unpack_mask(payload, shape, header["codec"])
             except WireError as exc:
                 raise MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
@@ -198,6 +207,10 @@ class RemoteBackend(ServerBackend):
         except Unreachable as exc:
             log.info("Connection dropped (%s); retrying once.", exc)
             return op()
+
+    def _image_shape(self) -> tuple[int, int, int]:
+        assert self._shape is not None, "calls in a session come after an image"
+        return self._shape
 
     def _discard_session(self) -> None:
         """Close our server session, best effort and quickly (the server reaps what this misses)."""
@@ -258,10 +271,10 @@ class RemoteBackend(ServerBackend):
         self._state(self._post(Routes.SET_INITIAL_MASK, frame))
 
     def _send_prompt(self, prompt: Prompt) -> PromptResult:
-        if prompt.kind == "point":
+        if isinstance(prompt, Point):
             return self._result(self._post(Routes.PROMPT, {"kind": "point", "coord": list(prompt.coord),
                                                         "positive": prompt.positive}))
-        if prompt.kind == "bbox":
+        if isinstance(prompt, BBox):
             return self._result(self._post(Routes.PROMPT, {"kind": "bbox", "box": [list(r) for r in prompt.box],
                                                         "positive": prompt.positive}))
         codec = choose_codec(self._server.info()["codecs"])
@@ -289,7 +302,7 @@ class RemoteBackend(ServerBackend):
         """The reply of a prompt or undo, checked against the image before anything is applied."""
         try:
             header, payload = decode_frame(response.content)
-            region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
+            region = read_changed_region(header, payload, self._image_shape())
         except WireError as exc:
             raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._revision = header["revision"]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, InvalidPromptError, OutOfMemoryError
-from ..interface import Box, Prompt, PromptResult, box_slices, changed_box
+from ..interface import BBox, Box, Point, Prompt, PromptResult, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
 
 OOM_MESSAGE = (
@@ -75,6 +75,15 @@ class InteractiveSession:
     @property
     def mask(self) -> np.ndarray | None:
         return self._mask
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        return None if self._mask is None else (self._mask.shape[0], self._mask.shape[1], self._mask.shape[2])
+
+    def mask_copy(self) -> np.ndarray:
+        """A copy of the whole mask (an image must have been set)."""
+        mask, _ = self._buffers()
+        return mask.copy()
 
     @property
     def can_undo(self) -> bool:
@@ -152,11 +161,12 @@ class InteractiveSession:
 
         The official client writes its buffer before it sends the request, so a failed call would otherwise
         change the confirmed mask."""
-        fresh = np.zeros_like(self._mask)
+        mask, reported = self._buffers()
+        fresh = np.zeros_like(mask)
         self._inner.target_buffer = fresh
         self._run(call)
         self._mask = fresh
-        self._reported[...] = fresh
+        reported[...] = fresh
         self._start_object()
 
     def _start_object(self) -> None:
@@ -169,13 +179,19 @@ class InteractiveSession:
         written, self._unreported = _union(self._unreported, written), None
         if written is None:
             return PromptResult(backend_ms=backend_ms)
+        mask, reported = self._buffers()
         region = box_slices(written)
-        box = changed_box(self._reported[region], self._mask[region], offset=written)
+        box = changed_box(reported[region], mask[region], offset=written)
         if box is None:
             return PromptResult(backend_ms=backend_ms)
-        patch = self._mask[box_slices(box)].copy()
-        self._reported[box_slices(box)] = patch
+        patch = mask[box_slices(box)].copy()
+        reported[box_slices(box)] = patch
         return PromptResult(box, patch, backend_ms)
+
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mask and what the caller has of it; they exist once an image was set (the interface checks)."""
+        assert self._mask is not None and self._reported is not None, "no image was set"
+        return self._mask, self._reported
 
 
 class ModelSession(InteractiveSession):
@@ -218,9 +234,9 @@ class ModelSession(InteractiveSession):
 def _add_interaction(inner: Any, prompt: Prompt) -> Any:
     """One prompt through the inner session; returns the box it wrote, as the session reports it."""
     positive = prompt.positive
-    if prompt.kind == "point":
+    if isinstance(prompt, Point):
         return inner.add_point_interaction(list(prompt.coord), include_interaction=positive)
-    if prompt.kind == "bbox":
+    if isinstance(prompt, BBox):
         return inner.add_bbox_interaction([list(r) for r in prompt.box], include_interaction=positive)
     add = inner.add_scribble_interaction if prompt.kind == "scribble" else inner.add_lasso_interaction
     return add(prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box])

@@ -62,6 +62,15 @@ def choose_device(requested: str = "auto") -> Any:
     return device
 
 
+def cuda_devices() -> list[str]:
+    """``cuda:N`` for every CUDA device torch sees; empty without torch or a GPU (the UI offers these)."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [f"cuda:{index}" for index in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
 def resolve_model_folder(model_id: str | None = None, model_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     """Return (folder, model id): a given folder as is, else the official model (downloaded on first use)."""
     if model_dir is not None:

@@ -34,14 +34,14 @@ import math
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
 try:
     import zstandard
 except ImportError:  # optional on the client
-    zstandard = None
+    zstandard = None  # type: ignore[assignment]
 try:
     import lz4.frame as lz4_frame
 except ImportError:  # optional on the client
@@ -189,7 +189,7 @@ def read_changed_region(header: dict[str, Any], payload: bytes, shape: tuple[int
     return region, unpack_mask(payload, tuple(hi - lo for lo, hi in region), codec)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

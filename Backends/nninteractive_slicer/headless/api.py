@@ -49,7 +49,7 @@ def segment(volume: Volume, objects: list[ObjectPrompts], backend: Backend,
     for number, obj in enumerate(objects):
         if number:
             backend.reset()
-        recorder = HistoryRecorder(identity, model, backend.name, name=obj.name)
+        recorder = HistoryRecorder(identity, model, backend.kind, name=obj.name)
         for prompt in obj.prompts:
             recorder.prompted(prompt, backend.prompt(prompt))
             done += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..backends.registry import BackendConfig, build_backend
 from ..interface import Backend
 
 API_KEY_VARIABLE = "NNINTERACTIVE_API_KEY"
@@ -29,19 +30,8 @@ def check_spec(spec: str) -> str:
 
 
 def make_backend(spec: str, model: str | None = None, device: str = "auto", timeout: float = 120.0) -> Backend:
-    """Build the backend; loads a model (local) or contacts the server (remote, official)."""
+    """Build the backend through the registry (a local one loads its model)."""
     kind = check_spec(spec)
-    api_key = os.environ.get(API_KEY_VARIABLE) or None
-    if kind == "local":
-        from ..backends.local import LocalBackend
-
-        if model and os.path.isdir(model):
-            return LocalBackend(model_dir=model, device=device)
-        return LocalBackend(model_id=model or None, device=device)
-    if kind == "official":
-        from ..backends.official import OfficialBackend
-
-        return OfficialBackend(spec[len(OFFICIAL_PREFIX):], api_key, timeout=timeout)
-    from ..backends.remote import RemoteBackend
-
-    return RemoteBackend(spec, api_key, timeout=timeout)
+    url = "" if kind == "local" else spec.removeprefix(OFFICIAL_PREFIX)
+    api_key = os.environ.get(API_KEY_VARIABLE, "")
+    return build_backend(BackendConfig(kind, url, api_key, device, model or "", timeout))

@@ -26,7 +26,7 @@ def write_preview(volume: Volume, labels: np.ndarray, prompts: list[Prompt], pat
     pixel_mm = min(min(spacing), max(np.array(volume.array.shape) * spacing) / MIN_PANEL_PIXELS)
     panels = []
     for axis in range(3):
-        take = [slice(None)] * 3
+        take: list[slice | int] = [slice(None)] * 3
         take[axis] = centre[axis]
         rgb = _overlay(grey[tuple(take)], labels[tuple(take)])
         _mark(rgb, prompts, axis, centre[axis])

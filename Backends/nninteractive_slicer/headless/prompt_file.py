@@ -59,7 +59,7 @@ def parse_json_with_lines(text: str) -> Any:
     """``json.loads`` whose objects remember their line (the pure-Python scanner hands us positions)."""
     starts = [0] + [n + 1 for n, c in enumerate(text) if c == "\n"]
     decoder = json.JSONDecoder()
-    parse_object = decoder.parse_object
+    parse_object = decoder.parse_object  # type: ignore[attr-defined]  # the pure-Python scanner's hook
 
     def located(s_and_end: tuple[str, int], *args: Any) -> tuple[_Located, int]:
         obj, end = parse_object(s_and_end, *args)
@@ -67,8 +67,8 @@ def parse_json_with_lines(text: str) -> Any:
         out.line = bisect.bisect_right(starts, s_and_end[1] - 1)
         return out, end
 
-    decoder.parse_object = located  # type: ignore[method-assign]
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    decoder.parse_object = located  # type: ignore[attr-defined]
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     return decoder.decode(text)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import weakref
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,8 @@ class _Reader:
         matrix = np.array([self.numbers(r, f"image.ijk_to_ras[{n}]", 4) for n, r in enumerate(rows)])
         if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
             raise self.fail("image.ijk_to_ras", "is singular: it does not place voxels in space.")
-        return ImageIdentity(self.digest(data["digest"], "image.digest"), tuple(size[::-1]), data["dtype"],
-                             tuple(spacing[::-1]), matrix @ _REVERSE)
+        return ImageIdentity(self.digest(data["digest"], "image.digest"), (size[2], size[1], size[0]), data["dtype"],
+                             (spacing[2], spacing[1], spacing[0]), matrix @ _REVERSE)
 
     def step(self, value: Any, where: str, shape: tuple[int, int, int]) -> Step:
         data = self.obj(value, where)
@@ -259,7 +260,8 @@ class _Reader:
             raise self.fail(where, f"must be an object, got {type(value).__name__}.")
         return value
 
-    def keys(self, data: dict[str, Any], where: str, required: set[str], optional: set[str] = frozenset()) -> None:
+    def keys(self, data: dict[str, Any], where: str, required: set[str],
+             optional: AbstractSet[str] = frozenset()) -> None:
         missing = sorted(required - data.keys())
         if missing:
             raise self.fail(where, f"lacks {', '.join(missing)}.")

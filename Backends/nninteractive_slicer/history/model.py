@@ -35,7 +35,8 @@ class ImageIdentity:
         """Identify an image array; spacing defaults to the matrix's column lengths."""
         matrix = np.asarray(index_to_ras, dtype=float)
         if spacing is None:
-            spacing = tuple(float(s) for s in np.linalg.norm(matrix[:3, :3], axis=0))  # type: ignore[assignment]
+            columns = np.linalg.norm(matrix[:3, :3], axis=0)
+            spacing = (float(columns[0]), float(columns[1]), float(columns[2]))
         return cls(digest or image_digest(image), tuple(int(n) for n in image.shape),  # type: ignore[arg-type]
                    image.dtype.name, tuple(float(s) for s in spacing), matrix)  # type: ignore[arg-type]
 

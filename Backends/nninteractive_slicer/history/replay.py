@@ -88,7 +88,7 @@ def _run(step: Step, backend: Backend, mask: np.ndarray) -> None:
     elif step.op == "redo":
         redo: Callable[[], PromptResult] | None = getattr(backend, "redo", None)
         if redo is None:
-            raise HistoryMismatchError(f"The {backend.name} backend cannot redo, and the history has a redo step.")
+            raise HistoryMismatchError(f"The {backend.kind} backend cannot redo, and the history has a redo step.")
         redo().apply_to(mask)
     elif step.op == "reset":
         backend.reset()

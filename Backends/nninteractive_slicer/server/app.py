@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -25,7 +26,9 @@ from .routes import images, meta, session_calls, sessions
 from .schemas import ErrorBody
 from .size_checks import BodyLimitMiddleware
 
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 500, 503, 507)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 500, 503, 507)
+}
 
 
 def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:

@@ -13,7 +13,7 @@ import base64
 import binascii
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -48,10 +48,10 @@ def parse_entries(entries: Iterable[str]) -> dict[str, str]:
 
 
 def load_keys(options: Iterable[str] = (), file: str | os.PathLike | None = None,
-              environ: dict[str, str] | None = None) -> dict[str, str]:
+              environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """All keys from the option values, the environment variable and the file together."""
-    environ = os.environ if environ is None else environ
-    entries = list(options) + environ.get(ENV_VAR, "").replace(",", " ").split()
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    entries = list(options) + env.get(ENV_VAR, "").replace(",", " ").split()
     if file is not None:
         entries += Path(file).read_text().splitlines()
     return parse_entries(entries)
@@ -126,7 +126,7 @@ class AuthMiddleware:
             declared = headers.get(b"content-length", b"0")
             small = declared.isdigit() and int(declared) <= self.max_body_bytes
             await send_json(send, error.status, {"error": error.code, "detail": error.detail},
-                            {**error.headers, **({} if small else {"Connection": "close"})})
+                            {**(error.headers or {}), **({} if small else {"Connection": "close"})})
             return
         scope.setdefault("state", {})["user"] = user
         await self.app(scope, receive, send)

@@ -28,7 +28,16 @@ def current_user(request: Request, _: Annotated[Any, Depends(_BEARER)]) -> str:
 
 User = Annotated[str, Depends(current_user)]
 SessionId = Annotated[str, PathParam(min_length=1, max_length=64)]
-# Typed int (not int | None), so the schema does not invite a literal "null" header; absent means "don't check".
-Revision = Annotated[int, Header(alias=REVISION_HEADER, ge=0, description="the revision the client expects")]
+
+
+def expected_revision(
+    revision: Annotated[int, Header(alias=REVISION_HEADER, ge=0, description="the revision the client expects")]
+    = None,  # type: ignore[assignment]  # typed int, so the schema does not invite a literal "null" header
+) -> int | None:
+    """The revision the client expects its session at; None (absent) means "don't check"."""
+    return revision
+
+
+Revision = Annotated[int | None, Depends(expected_revision)]
 AcceptCodecs = Annotated[str | None, Header(alias=ACCEPT_CODECS_HEADER, max_length=200,
                                             description="codecs the client decodes, best first")]

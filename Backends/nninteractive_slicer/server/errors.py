@@ -141,7 +141,8 @@ class CatchAllMiddleware:
             if error.status >= 500:
                 log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
             if not started:
-                await send_json(send, error.status, {"error": error.code, "detail": error.detail}, error.headers)
+                await send_json(send, error.status, {"error": error.code, "detail": error.detail},
+                                dict(error.headers or {}))
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:

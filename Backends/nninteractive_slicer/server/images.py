@@ -122,7 +122,8 @@ class ImageCache:
 
     # -- disk --------------------------------------------------------------------------------------
     def _save(self, image: CachedImage, owners_changed: bool) -> None:
-        npy, meta = self._disk / f"{image.digest}.npy", self._disk / f"{image.digest}.json"
+        disk = self._disk_folder()
+        npy, meta = disk / f"{image.digest}.npy", disk / f"{image.digest}.json"
         exists = npy.is_file()
         try:
             if not exists or owners_changed:
@@ -145,7 +146,8 @@ class ImageCache:
             return None
         try:
             info = json.loads(meta.read_text())
-            spacing = tuple(float(s) for s in info["spacing"])
+            sk, sj, si = (float(s) for s in info["spacing"])
+            spacing = (sk, sj, si)
             owners = {str(o) for o in info.get("owners", [])}
             array = _read_npy(npy)
             if image_digest(array, spacing) != digest:
@@ -156,13 +158,17 @@ class ImageCache:
             npy.unlink(missing_ok=True)
             meta.unlink(missing_ok=True)
             return None
-        return CachedImage(digest, array, spacing, owners)  # type: ignore[arg-type]
+        return CachedImage(digest, array, spacing, owners)
+
+    def _disk_folder(self) -> Path:
+        assert self._disk is not None, "only with a disk cache"
+        return self._disk
 
     def _remove_leftovers(self) -> None:
         """Saves that a crash or a full disk interrupted leave ``*.tmp`` files and lone halves of entries."""
         removed = size = 0
         now = time.time()
-        for path in list(self._disk.iterdir()):
+        for path in list(self._disk_folder().iterdir()):
             try:
                 stat = path.stat()
                 if path.suffix == ".tmp":
@@ -183,7 +189,7 @@ class ImageCache:
 
     def _trim_disk(self) -> None:
         """Keep the whole folder (leftovers and metadata included) within the budget, oldest images first."""
-        files = [(p, p.stat()) for p in self._disk.iterdir() if p.is_file()]
+        files = [(p, p.stat()) for p in self._disk_folder().iterdir() if p.is_file()]
         total = sum(st.st_size for _, st in files)
         images = sorted((st.st_mtime, p, st.st_size) for p, st in files if p.suffix == ".npy")
         for _, path, nbytes in images[:-1]:  # never the newest
@@ -202,7 +208,7 @@ def _write_atomically(path: Path, data: bytes | None, array: np.ndarray | None =
         with open(tmp, "wb") as f:
             if array is not None:
                 np.save(f, array, allow_pickle=False)
-            else:
+            elif data is not None:
                 f.write(data)
         os.replace(tmp, path)
     finally:

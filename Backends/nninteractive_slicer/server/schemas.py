@@ -114,6 +114,6 @@ class Info(BaseModel):
     codecs: list[str]
     limits: dict[str, int]
     timeouts: dict[str, float]
-    sessions: dict[str, int]
+    sessions: dict[str, int | None]
     versions: dict[str, str]
     auth: bool

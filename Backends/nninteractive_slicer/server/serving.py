@@ -25,10 +25,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded head and a request timeout (see the module's docstring)."""
 
     request_timeout_s = REQUEST_TIMEOUT_S
+    _too_big: bool
+    _timer: asyncio.TimerHandle | None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = None
         self._start_head()  # a connection that never sends a request is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -91,9 +93,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._timer = self.loop.call_later(self.request_timeout_s, self._timed_out)
 
     def _disarm(self) -> None:
-        if getattr(self, "_timer", None) is not None:
-            self._timer.cancel()
-            self._timer = None
+        timer, self._timer = getattr(self, "_timer", None), None
+        if timer is not None:
+            timer.cancel()
 
     def _timed_out(self) -> None:
         self._timer = None

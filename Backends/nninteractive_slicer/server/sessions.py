@@ -42,8 +42,7 @@ class ServerSession:
 
     @property
     def shape(self) -> tuple[int, int, int] | None:
-        mask = self.engine.mask if not self.closed else None
-        return None if mask is None else tuple(mask.shape)  # type: ignore[return-value]
+        return None if self.closed else self.engine.image_shape
 
     def state(self) -> dict[str, Any]:
         """What a client sees of the session (exact when read on the device thread)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
@@ -16,6 +16,7 @@ from ..schemas import ChunkHeader, Digest, ImageStatus, UploadStatus
 from . import FRAME_BODY, endpoint
 
 router = APIRouter(tags=["images"])
+T = TypeVar("T")
 
 
 @endpoint(router, Routes.IMAGE_STATUS, response_model=ImageStatus)
@@ -33,8 +34,13 @@ async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[
     def work() -> UploadStatus:
         raw, payload = decode_frame(body)
         head = ChunkHeader.model_validate(raw)
-        progress = core.uploads.add_chunk(user, digest, index, tuple(head.shape), head.dtype,
-                                          tuple(head.spacing), head.codec, head.chunk_elements, payload)
+        progress = core.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
+                                          _triple(head.spacing), head.codec, head.chunk_elements, payload)
         return UploadStatus(**asdict(progress))
 
     return await run_in_threadpool(work)
+
+
+def _triple(values: list[T]) -> tuple[T, T, T]:
+    """A validated three-element list (schemas check the length) as a tuple."""
+    return values[0], values[1], values[2]

@@ -32,7 +32,7 @@ router = APIRouter(tags=["session calls"])
 
 
 @endpoint(router, Routes.SET_IMAGE, response_model=SessionState)
-async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user: User, revision: Revision = None
+async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user: User, revision: Revision
                     ) -> SessionState:
     with core.sessions.use(session_id, user) as session:
         image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
@@ -52,7 +52,7 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
 
 @endpoint(router, Routes.SET_INITIAL_MASK, response_model=SessionState, openapi_extra=FRAME_BODY)
 async def set_initial_mask(session_id: SessionId, request: Request, core: Core, user: User,
-                           revision: Revision = None) -> SessionState:
+                           revision: Revision) -> SessionState:
     with core.sessions.use(session_id, user) as session:
         body = await request.body()
         shape = _require_image(session)
@@ -67,12 +67,12 @@ async def set_initial_mask(session_id: SessionId, request: Request, core: Core, 
 
         mask = await run_in_threadpool(decode)
         _, state = await core.in_session(
-            session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.mask.shape)))
+            session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.image_shape)))
         return SessionState(**state)
 
 
 @endpoint(router, Routes.RESET, response_model=SessionState)
-async def reset(session_id: SessionId, core: Core, user: User, revision: Revision = None) -> SessionState:
+async def reset(session_id: SessionId, core: Core, user: User, revision: Revision) -> SessionState:
     with core.sessions.use(session_id, user) as session:
         _require_image(session)
         _, state = await core.in_session(session, revision, lambda engine: engine.reset())
@@ -81,7 +81,7 @@ async def reset(session_id: SessionId, core: Core, user: User, revision: Revisio
 
 @endpoint(router, Routes.PROMPT, response_class=Response, responses=FRAME_REPLY)
 async def prompt(session_id: SessionId, body: Annotated[JsonPrompt, Body()], core: Core, user: User,
-                 revision: Revision = None, accept: AcceptCodecs = None) -> Response:
+                 revision: Revision, accept: AcceptCodecs = None) -> Response:
     if body.kind == "point":
         parsed: Prompt = Point(tuple(body.coord), body.positive)  # type: ignore[arg-type]
     else:
@@ -90,7 +90,7 @@ async def prompt(session_id: SessionId, body: Annotated[JsonPrompt, Body()], cor
 
 
 @endpoint(router, Routes.CROP_PROMPT, response_class=Response, responses=FRAME_REPLY, openapi_extra=FRAME_BODY)
-async def crop_prompt(session_id: SessionId, request: Request, core: Core, user: User, revision: Revision = None,
+async def crop_prompt(session_id: SessionId, request: Request, core: Core, user: User, revision: Revision,
                       accept: AcceptCodecs = None) -> Response:
     body = await request.body()
 
@@ -106,7 +106,7 @@ async def crop_prompt(session_id: SessionId, request: Request, core: Core, user:
 
 
 @endpoint(router, Routes.UNDO, response_class=Response, responses=FRAME_REPLY)
-async def undo(session_id: SessionId, core: Core, user: User, revision: Revision = None,
+async def undo(session_id: SessionId, core: Core, user: User, revision: Revision,
                accept: AcceptCodecs = None) -> Response:
     with core.sessions.use(session_id, user) as session:
         _require_image(session)
@@ -125,7 +125,7 @@ async def undo(session_id: SessionId, core: Core, user: User, revision: Revision
 async def get_mask(session_id: SessionId, core: Core, user: User, accept: AcceptCodecs = None) -> Response:
     with core.sessions.use(session_id, user, active=False) as session:
         _require_image(session)
-        mask, state = await core.in_session(session, None, lambda engine: engine.mask.copy(), mutates=False)
+        mask, state = await core.in_session(session, None, lambda engine: engine.mask_copy(), mutates=False)
         codec = choose_codec(accept)
         payload = await run_in_threadpool(pack_mask, mask, codec)
         return Response(encode_frame({"shape": list(mask.shape), "codec": codec, "revision": state["revision"]},
@@ -140,7 +140,7 @@ async def _run_prompt(core: ServerCore, session_id: str, user: str, revision: in
         prompt = await run_in_threadpool(decode, shape)
 
         def run(engine: InteractiveSession) -> PromptResult:
-            valid = validate_prompt(prompt, engine.mask.shape, core.model.capabilities)
+            valid = validate_prompt(prompt, engine.image_shape, core.model.capabilities)
             return engine.prompt(valid)
 
         result, state = await core.in_session(session, revision, run)
@@ -152,10 +152,11 @@ async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, 
     if result.backend_ms is not None:
         core.metrics.prediction.labels(kind).observe(result.backend_ms / 1000)
     codec = choose_codec(accept)
-    header = {"changed": result.changed, "box": [list(r) for r in result.box] if result.changed else None,
+    box, patch = result.box, result.patch
+    header = {"changed": result.changed, "box": [list(r) for r in box] if box is not None else None,
               "backend_ms": result.backend_ms, "revision": state["revision"],
               "prompt_count": state["prompt_count"], "codec": codec}
-    payload = await run_in_threadpool(pack_mask, result.patch, codec) if result.changed else b""
+    payload = await run_in_threadpool(pack_mask, patch, codec) if patch is not None else b""
     return Response(encode_frame(header, payload), media_type=FRAME_CONTENT_TYPE)
 
 
