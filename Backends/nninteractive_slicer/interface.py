@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from .errors import InvalidPromptError, NoImageError
+from .errors import HistoryError, InvalidPromptError, NoImageError
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 PromptKind = Literal["point", "bbox", "scribble", "lasso"]
@@ -54,7 +54,8 @@ class Capabilities:
     supports_3d_bbox: bool = False
     supports_initial_mask: bool = True
     scribble_thickness: tuple[int, int, int] = (2, 2, 2)
-    undo_depth: int = 1
+    undo_depth: int = 1  # the most steps undo can go back (fewer once the backend's memory budget is reached)
+    supports_redo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,6 +101,14 @@ class Lasso(_CropPrompt):
 
 
 Prompt = Point | BBox | Scribble | Lasso
+
+
+@dataclass(frozen=True)
+class History:
+    """How many steps can be undone and redone right now (the UI enables its buttons from this)."""
+
+    undo: int = 0
+    redo: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,6 +246,19 @@ def validate_mask(mask: Any, shape: tuple[int, ...] | None) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
+def validate_steps(steps: Any, depth: int | None, action: str) -> int:
+    """A number of undo or redo steps: a whole number from 1 to ``depth`` (None: no upper bound)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InvalidPromptError(f"The number of steps to {action} must be a whole number of at least 1, "
+                                 f"got {steps!r}.")
+    if depth == 0:
+        raise HistoryError(f"This backend cannot {action}.")
+    if depth is not None and steps > depth:
+        raise HistoryError(f"This backend can {action} at most {depth} step{'s' if depth != 1 else ''}, "
+                           f"not {steps}.")
+    return int(steps)
+
+
 class Backend(ABC):
     """One interactive segmentation session: one image, one object (mask) at a time.
 
@@ -287,22 +309,36 @@ class Backend(ABC):
         """Apply one prompt to the current object; returns the changed region."""
         return self._prompt(validate_prompt(prompt, self._shape, self.capabilities()))
 
-    def undo(self) -> PromptResult:
-        """Revert the last prompt; returns the changed region (nothing changed if there was nothing to undo)."""
-        if self._shape is None:
-            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
-        return self._undo()
+    def undo(self, steps: int = 1) -> PromptResult:
+        """Go back ``steps`` steps (each prompt, starting mask and reset is one); returns the changed region.
+
+        Asking for more steps than the backend keeps raises HistoryError and changes nothing."""
+        self._require_image()
+        return self._undo(validate_steps(steps, self.capabilities().undo_depth, "undo"))
+
+    def redo(self, steps: int = 1) -> PromptResult:
+        """Go forward ``steps`` undone steps; a new prompt, mask or reset drops what could be redone.
+
+        Backends without redo (``Capabilities.supports_redo``) and steps that cannot be redone raise
+        HistoryError and change nothing."""
+        self._require_image()
+        caps = self.capabilities()
+        if not caps.supports_redo:
+            raise HistoryError(f"The {caps.backend} backend cannot redo.")
+        return self._redo(validate_steps(steps, None, "redo"))
+
+    def history(self) -> History:
+        """How many steps can be undone and redone now (no image: none)."""
+        return self._history() if self._shape is not None else History()
 
     def reset(self) -> None:
-        """Drop all prompts and the mask of the current object; the image stays."""
-        if self._shape is None:
-            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
+        """Drop all prompts and the mask of the current object; the image stays. Undo brings them back."""
+        self._require_image()
         self._reset()
 
     def get_mask(self) -> np.ndarray:
         """The backend's full current mask (uint8 0/1). Meant for scripts and tests, not for every prompt."""
-        if self._shape is None:
-            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
+        self._require_image()
         return self._get_mask()
 
     def close(self) -> None:
@@ -332,6 +368,10 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _require_image(self) -> None:
+        if self._shape is None:
+            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
+
     # -- hooks -------------------------------------------------------------------------------
     @abstractmethod
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None: ...
@@ -343,7 +383,13 @@ class Backend(ABC):
     def _prompt(self, prompt: Prompt) -> PromptResult: ...
 
     @abstractmethod
-    def _undo(self) -> PromptResult: ...
+    def _undo(self, steps: int) -> PromptResult: ...
+
+    def _redo(self, steps: int) -> PromptResult:
+        raise HistoryError(f"The {self.name} backend cannot redo.")
+
+    @abstractmethod
+    def _history(self) -> History: ...
 
     @abstractmethod
     def _reset(self) -> None: ...

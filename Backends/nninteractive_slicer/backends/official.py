@@ -29,8 +29,18 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
-from ..interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices, changed_box
+from ..errors import BackendUnavailableError, HistoryError
+from ..interface import (
+    PROMPT_KINDS,
+    Backend,
+    Box,
+    Capabilities,
+    History,
+    Prompt,
+    PromptResult,
+    box_slices,
+    changed_box,
+)
 from .journal import SessionJournal
 from .official_errors import CLIENT_MISSING, server_errors
 
@@ -133,9 +143,10 @@ class OfficialBackend(Backend):
         self._last_box, self._can_undo = box, True
         return self._result(box)
 
-    def _undo(self) -> PromptResult:
+    def _undo(self, steps: int) -> PromptResult:
         if not self._can_undo:
-            return self._result(None)
+            raise HistoryError("There is nothing to undo: the official server keeps only the last prompt, "
+                               "until a new object starts.")
         # The client reports only whether something was undone. Undo restores exactly what the last
         # prompt wrote, so the box that prompt returned covers every voxel it changes back.
         undone = self._call(lambda session: session.undo(), "all")
@@ -144,6 +155,9 @@ class OfficialBackend(Backend):
             return self._result(None)
         self._journal.undone()
         return self._result(box)
+
+    def _history(self) -> History:
+        return History(undo=int(self._can_undo))
 
     def _get_mask(self) -> np.ndarray:
         return self._mask.copy()

@@ -12,7 +12,10 @@ validated by :mod:`.interface`. What this adds to nnInteractive's own session:
   caller's RNG state restored afterwards). The same prompt sequence gives the same mask in any
   process, and a replay after a lost session lands on the same state;
 * typed errors: nnInteractive's input errors become InvalidPromptError, CUDA out-of-memory frees
-  the cache and becomes OutOfMemoryError. nnInteractive rolls a failed interaction back itself.
+  the cache and becomes OutOfMemoryError. nnInteractive rolls a failed interaction back itself;
+* multi-step undo and redo (:mod:`.undo_history`): every step (prompt, starting mask, reset) leaves a
+  compressed snapshot of nnInteractive's state, the mask and the prompt count, and undo/redo restore one
+  exactly, never by replaying prompts.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from ..errors import BackendError, InvalidPromptError, OutOfMemoryError
 from ..interface import Box, Prompt, PromptResult, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
+from .undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS, Step, UndoHistory, restore_snapshot, take_snapshot
 
 OOM_MESSAGE = (
     "The GPU ran out of memory for this prompt; nothing was changed. Close other programs using the GPU, "
@@ -48,15 +52,15 @@ def seeded_numpy_rng(seed: int) -> Iterator[None]:
 class InteractiveSession:
     """Image, current object's mask and prompt count of one user, on a model shared with others."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 undo_steps: int = DEFAULT_MAX_STEPS) -> None:
         self.model = model
         self._session = new_inference_session(model.device, model.torch_threads)
         self._session.initialize_from_loaded_artifacts(model.artifacts)
         self._mask: np.ndarray | None = None
         self._reported: np.ndarray | None = None  # the mask as the caller has it, from our results
         self._prompt_count = 0
-        self._last_box: Box | None = None  # what the last prompt wrote; undo reverts exactly that
-        self._can_undo = False  # nnInteractive keeps one level of undo
+        self._history = UndoHistory(undo_budget_bytes, undo_steps)
 
     @property
     def prompt_count(self) -> int:
@@ -67,25 +71,33 @@ class InteractiveSession:
     def mask(self) -> np.ndarray | None:
         return self._mask
 
+    @property
+    def history(self) -> UndoHistory:
+        return self._history
+
     def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
         # leaves nothing running in the background that a close (or the interpreter's exit) could strand.
+        self._history.clear()
         self._session.set_image(image[None], {"spacing": list(spacing)})
         self._guarded(self._session.preprocess_future.result)
         self._mask = np.zeros(image.shape, dtype=np.uint8)
         self._reported = np.zeros(image.shape, dtype=np.uint8)
         self._session.set_target_buffer(self._mask)
-        self._start_object()
+        self._prompt_count = 0
+        self._history.start(self._step(None))
 
     def set_initial_mask(self, mask: np.ndarray) -> None:
         self._guarded(lambda: self._session.add_initial_seg_interaction(mask, run_prediction=False))
+        self._prompt_count = 0
+        self._record(self._whole())
         self._reported[...] = self._mask
-        self._start_object()
 
     def reset(self) -> None:
         self._session.reset_interactions()
+        self._prompt_count = 0
+        self._record(self._whole())
         self._reported.fill(0)
-        self._start_object()
 
     def prompt(self, prompt: Prompt) -> PromptResult:
         session = self._session
@@ -103,36 +115,59 @@ class InteractiveSession:
         started = time.perf_counter()
         with seeded_numpy_rng(self._prompt_count):
             changed = self._guarded(calls[kind])
-        elapsed_ms = (time.perf_counter() - started) * 1000
         self._prompt_count += 1
-        self._last_box = _as_box(changed)
-        self._can_undo = True
-        return self._result(self._last_box, elapsed_ms)
+        written = _as_box(changed)
+        self._record(written)
+        return self._result(written, (time.perf_counter() - started) * 1000)
 
-    def undo(self) -> PromptResult:
-        if not self._can_undo:
-            return PromptResult()
-        started = time.perf_counter()
-        if not self._session.undo():
-            return PromptResult()
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        box, self._last_box, self._can_undo = self._last_box, None, False
-        self._prompt_count -= 1
-        return self._result(box, elapsed_ms)
+    def undo(self, steps: int = 1) -> PromptResult:
+        """Go back ``steps`` steps; HistoryError (nothing changed) when the history holds fewer."""
+        return self._move(-steps)
+
+    def redo(self, steps: int = 1) -> PromptResult:
+        """Go forward ``steps`` undone steps; HistoryError (nothing changed) when fewer can be redone."""
+        return self._move(steps)
 
     @property
     def can_undo(self) -> bool:
-        return self._can_undo
+        return self._history.undo_available > 0
 
     def close(self) -> None:
         self._session.executor.shutdown(wait=True)
         self._session = None
         self._mask = None
+        self._history.clear()
 
-    def _start_object(self) -> None:
-        self._prompt_count = 0
-        self._last_box = None
-        self._can_undo = False
+    def _step(self, written: Box | None) -> Step:
+        return Step(take_snapshot(self._session), self._prompt_count, written)
+
+    def _whole(self) -> Box:
+        return tuple((0, n) for n in self._mask.shape)  # type: ignore[return-value]
+
+    def _record(self, written: Box | None) -> None:
+        """Snapshot the step just taken; if that fails, put the session back to the step before and re-raise."""
+        try:
+            self._history.add(self._step(written))
+        except BaseException:
+            self._restore(self._history.current)
+            raise
+
+    def _restore(self, step: Step | None) -> None:
+        if step is not None:
+            restore_snapshot(self._session, step.state)
+            self._prompt_count = step.prompt_count
+
+    def _move(self, delta: int) -> PromptResult:
+        started = time.perf_counter()
+        before = self._history.current
+        step, region = self._history.move(delta)
+        try:
+            self._restore(step)
+        except BaseException:
+            self._history.move(-delta)
+            self._restore(before)
+            raise
+        return self._result(region, (time.perf_counter() - started) * 1000)
 
     def _result(self, written: Box | None, backend_ms: float) -> PromptResult:
         """The voxels inside the written box that differ from what the caller has, as a tight box."""
