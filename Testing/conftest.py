@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import history_schema
 import numpy as np
 import pytest
 from synthetic import mr_like_image
@@ -20,6 +21,8 @@ from nninteractive_slicer.interface import Backend
 pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312"]
 
 BACKEND_KINDS = ["local", "remote", "official"]
+
+history_schema.install()
 
 BackendFactory = Callable[[], Backend]
 

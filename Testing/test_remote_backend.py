@@ -49,7 +49,7 @@ def test_masks_are_bit_identical_to_the_local_backend(remote_backend_factory, lo
 def test_an_image_the_server_holds_is_never_sent_again(remote_server, image64):
     image = mr_like_image((40, 48, 56), seed=21)  # an image no other test sends
     first = RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
-    second = RemoteBackend(remote_server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S)  # another user, same image
+    second = RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)  # another client, same image
     with first, second:
         first.set_image(image)
         assert first.stats.image_uploads == 1

@@ -22,7 +22,7 @@ PYTHON312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
 
 def module_cmake_entries() -> set[str]:
     text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SlicerNNInteractive")
-    return set(re.findall(r"^\s+([\w./]+\.(?:py|png|ui))\s*$", text, re.MULTILINE))
+    return set(re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json))\s*$", text, re.MULTILINE))
 
 
 def test_module_cmake_lists_every_script_and_resource():
@@ -37,8 +37,9 @@ def test_module_cmake_lists_every_script_and_resource():
 
 def test_module_cmake_ships_the_backend_client_package():
     listed = {e.removeprefix("nninteractive_slicer/") for e in module_cmake_entries() if e.startswith("nninteractive_")}
-    present = {p.name for p in BACKENDS.glob("*.py")}
-    assert listed == present, "Backends/nninteractive_slicer/*.py and the module's CMakeLists.txt disagree"
+    present = {p.relative_to(BACKENDS).as_posix() for p in BACKENDS.rglob("*") if p.suffix in (".py", ".json")
+               and p.relative_to(BACKENDS).parts[0] != "server" and "__pycache__" not in p.parts}
+    assert listed == present, "Backends/nninteractive_slicer (less server/) and the module's CMakeLists.txt disagree"
 
 
 def test_extension_metadata():

@@ -24,7 +24,15 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from .. import PROTOCOL_VERSION
+from ..core.protocol import (
+    ACCEPT_CODECS_HEADER,
+    PROTOCOL_VERSION,
+    REVISION_HEADER,
+    SERVER_NAME,
+    ErrorCode,
+    Route,
+    Routes,
+)
 from ..core.wire import (
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
@@ -53,7 +61,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5.0
-SERVER_NAME = "nninteractive-slicer"
 
 
 class _Unreachable(BackendUnavailableError):
@@ -66,6 +73,25 @@ class _SessionLost(Exception):
 
 class _ImageMissing(Exception):
     """The server does not hold the image (any more)."""
+
+
+# The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
+# HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
+ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
+    ErrorCode.SESSION_UNKNOWN: _SessionLost, ErrorCode.REVISION_MISMATCH: _SessionLost,
+    ErrorCode.IMAGE_UNKNOWN: _ImageMissing, ErrorCode.NO_IMAGE: NoImageError,
+    ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
+    ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
+    ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
+    ErrorCode.BAD_BODY: InvalidPromptError, ErrorCode.BAD_REQUEST: InvalidPromptError,
+    ErrorCode.TOO_LARGE: InvalidPromptError, ErrorCode.NOT_FOUND: BackendUnavailableError,
+    ErrorCode.METHOD_NOT_ALLOWED: BackendError, ErrorCode.BACKEND_FAILED: BackendError,
+    ErrorCode.INTERNAL: BackendError,
+}.items()}
+ERROR_OF_STATUS: dict[int, type[Exception]] = {
+    400: InvalidPromptError, 401: AuthenticationError, 404: BackendUnavailableError, 413: InvalidPromptError,
+    422: InvalidPromptError, 503: ServerBusyError, 507: OutOfMemoryError,
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +150,7 @@ class RemoteBackend(Backend):
 
     def check_connection(self) -> str:
         """Reach the server, check protocol version and key; raises a typed error that says what failed."""
-        health = self._request("GET", "/healthz").json()
+        health = self._request(Routes.HEALTH).json()
         if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
             raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
         if health.get("protocol_version") != PROTOCOL_VERSION:
@@ -158,19 +184,19 @@ class RemoteBackend(Backend):
     def _undo(self) -> PromptResult:
         if not self._can_undo:
             return PromptResult()
-        result = self._call(lambda: self._result(self._post("/undo", None)))
+        result = self._call(lambda: self._result(self._post(Routes.UNDO, None)))
         self._journal.undone()
         self._can_undo = False
         return result
 
     def _reset(self) -> None:
-        self._call(lambda: self._state(self._post("/reset", None)))
+        self._call(lambda: self._state(self._post(Routes.RESET, None)))
         self._journal.object_started(None)
         self._can_undo = False
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
-            header, payload = decode_frame(self._request("GET", f"/v1/sessions/{self._session_id}/mask").content)
+            header, payload = decode_frame(self._request(Routes.GET_MASK, session_id=self._session_id).content)
             return unpack_mask(payload, tuple(header["shape"]), header["codec"])
 
         return self._call(fetch)
@@ -181,7 +207,9 @@ class RemoteBackend(Backend):
             session_id, self._session_id = self._session_id, None
             if session_id is not None:
                 try:
-                    self._http.delete(f"{self.url}/v1/sessions/{session_id}", timeout=(1.0, 2.0), verify=self._verify)
+                    route = Routes.CLOSE_SESSION
+                    self._http.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
+                                       verify=self._verify)
                 except requests.RequestException:
                     pass  # the server reaps it
             self._http.close()
@@ -222,7 +250,7 @@ class RemoteBackend(Backend):
     def _open_session(self, restore: bool) -> int:
         """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed."""
         self._session_id = None
-        state = self._request("POST", "/v1/sessions").json()
+        state = self._request(Routes.CREATE_SESSION).json()
         self._session_id, self._revision = state["session_id"], state["revision"]
         self._start_heartbeat()
         if not restore:
@@ -232,12 +260,12 @@ class RemoteBackend(Backend):
         )
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
-        present = self._request("GET", f"/v1/images/{sent.digest}").json()["present"]
+        present = self._request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, check)
             try:
-                self._state(self._post("/image", {"digest": sent.digest}))
+                self._state(self._post(Routes.SET_IMAGE, {"digest": sent.digest}))
                 return
             except _ImageMissing:
                 present = False
@@ -257,7 +285,7 @@ class RemoteBackend(Backend):
                   "codec": codec, "chunk_elements": chunk_elements}
         for index, (start, stop) in enumerate(chunk_ranges(flat.size, chunk_elements)):
             body = encode_frame(header, encode_image_chunk(flat[start:stop], codec))
-            self._request("PUT", f"/v1/images/{sent.digest}/chunks/{index}", data=body,
+            self._request(Routes.UPLOAD_CHUNK, digest=sent.digest, index=index, data=body,
                           headers={"Content-Type": FRAME_CONTENT_TYPE})
             self.stats.upload_bytes += len(body)
         self.stats.image_uploads += 1
@@ -265,27 +293,27 @@ class RemoteBackend(Backend):
     def _send_mask(self, mask: np.ndarray) -> None:
         codec = choose_codec(self._server_info()["codecs"])
         frame = encode_frame({"codec": codec, "shape": list(mask.shape)}, pack_mask(mask, codec))
-        self._state(self._post("/mask", frame))
+        self._state(self._post(Routes.SET_INITIAL_MASK, frame))
 
     def _send_prompt(self, prompt: Prompt) -> PromptResult:
         if prompt.kind == "point":
-            return self._result(self._post("/prompts", {"kind": "point", "coord": list(prompt.coord),
+            return self._result(self._post(Routes.PROMPT, {"kind": "point", "coord": list(prompt.coord),
                                                         "positive": prompt.positive}))
         if prompt.kind == "bbox":
-            return self._result(self._post("/prompts", {"kind": "bbox", "box": [list(r) for r in prompt.box],
+            return self._result(self._post(Routes.PROMPT, {"kind": "bbox", "box": [list(r) for r in prompt.box],
                                                         "positive": prompt.positive}))
         codec = choose_codec(self._server_info()["codecs"])
         header = {"kind": prompt.kind, "box": [list(r) for r in prompt.box], "positive": prompt.positive,
                   "codec": codec}
-        return self._result(self._post("/prompts/crop", encode_frame(header, pack_mask(prompt.mask, codec))))
+        return self._result(self._post(Routes.CROP_PROMPT, encode_frame(header, pack_mask(prompt.mask, codec))))
 
-    def _post(self, path: str, body: dict[str, Any] | bytes | None) -> requests.Response:
+    def _post(self, route: Route, body: dict[str, Any] | bytes | None) -> requests.Response:
         """A mutating call in our session, stating the revision we expect it to be at."""
-        headers = {"X-Revision": str(self._revision)}
+        headers = {REVISION_HEADER: str(self._revision)}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._request("POST", f"/v1/sessions/{self._session_id}{path}", data=body, headers=headers)
-        return self._request("POST", f"/v1/sessions/{self._session_id}{path}", json=body, headers=headers)
+            return self._request(route, session_id=self._session_id, data=body, headers=headers)
+        return self._request(route, session_id=self._session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
         state = response.json()
@@ -304,14 +332,14 @@ class RemoteBackend(Backend):
     # -- HTTP ----------------------------------------------------------------------------------------
     def _new_http(self) -> requests.Session:
         http = requests.Session()  # verify goes with each request: REQUESTS_CA_BUNDLE would override a session's
-        http.headers["X-Accept-Codecs"] = ",".join(AVAILABLE_CODECS)
+        http.headers[ACCEPT_CODECS_HEADER] = ",".join(AVAILABLE_CODECS)
         if self._api_key:
             http.headers["Authorization"] = f"Bearer {self._api_key}"
         return http
 
     def _server_info(self) -> dict[str, Any]:
         if self._info is None:
-            info = self._request("GET", "/v1/info").json()
+            info = self._request(Routes.INFO).json()
             if info.get("protocol_version") != PROTOCOL_VERSION:
                 raise BackendUnavailableError(
                     f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
@@ -319,10 +347,13 @@ class RemoteBackend(Backend):
             self._info = info
         return self._info
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(self, route: Route, *, data: bytes | None = None, json: Any = None,
+                 headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
+        """One call of the contract: ``route`` with its path parameters filled in from ``params``."""
+        method, path = route.method, route.url(**params)
         try:
-            response = self._http.request(method, self.url + path, timeout=self._timeout, verify=self._verify,
-                                          **kwargs)
+            response = self._http.request(method, self.url + path, data=data, json=json, headers=headers,
+                                          timeout=self._timeout, verify=self._verify)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(
                 f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
@@ -344,35 +375,28 @@ class RemoteBackend(Backend):
         return response
 
     def _error(self, response: requests.Response) -> Exception:
-        """The typed error for an error reply, from its JSON ``error`` code."""
+        """The typed error for an error reply: by its JSON ``error`` code, else (a proxy, not our server) its status."""
         try:
             body = response.json()
             code, detail = str(body["error"]), str(body["detail"])
         except (ValueError, KeyError, TypeError):
-            code, detail = "http_error", (response.text[:200] or response.reason or "no detail")
+            code, detail = ErrorCode.HTTP_ERROR.value, (response.text[:200] or response.reason or "no detail")
         status = response.status_code
-        if code in ("session_unknown", "revision_mismatch"):
-            return _SessionLost(detail)
-        if code == "image_unknown":
-            return _ImageMissing(detail)
-        if status == 401:
+        error = ERROR_OF_CODE.get(code) or ERROR_OF_STATUS.get(status, BackendError)
+        if error is AuthenticationError:
             return AuthenticationError(f"The server at {self.url} refused the API key: {detail}")
-        if status == 503:
+        if error is ServerBusyError:
             try:
                 retry = float(response.headers.get("Retry-After", 5))
             except ValueError:
                 retry = 5.0
             return ServerBusyError(detail, retry_after=retry)
-        if code == "no_image":
-            return NoImageError(detail)
-        if status in (400, 413, 422):
-            return InvalidPromptError(detail)
-        if status == 507:
-            return OutOfMemoryError(detail)
-        if status == 404:
+        if error is BackendUnavailableError:
             return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
                                            "nnInteractive-Slicer server?")
-        return BackendError(f"The server failed on this request ({status}): {detail}")
+        if error is BackendError:
+            return BackendError(f"The server failed on this request ({status}): {detail}")
+        return error(detail)
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None:
@@ -389,8 +413,8 @@ class RemoteBackend(Backend):
             if session_id is None:
                 continue
             try:
-                http.post(f"{self.url}/v1/sessions/{session_id}/heartbeat", timeout=self._timeout,
-                          verify=self._verify)
+                http.request(Routes.HEARTBEAT.method, self.url + Routes.HEARTBEAT.url(session_id=session_id),
+                             timeout=self._timeout, verify=self._verify)
             except requests.RequestException as exc:
                 log.debug("heartbeat failed: %s", exc)
         http.close()

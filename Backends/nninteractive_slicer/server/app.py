@@ -13,11 +13,11 @@ import asyncio
 import logging
 import platform
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Body, Depends, FastAPI, Header, Request, Response
@@ -28,8 +28,17 @@ from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import PROTOCOL_VERSION, __version__
+from .. import __version__
 from ..core.engine import InteractiveSession
+from ..core.protocol import (
+    ACCEPT_CODECS_HEADER,
+    PROTOCOL_VERSION,
+    REVISION_HEADER,
+    SERVER_NAME,
+    ErrorCode,
+    Route,
+    Routes,
+)
 from ..core.wire import (
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
@@ -41,6 +50,7 @@ from ..core.wire import (
 )
 from ..interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
 from ..interface import validate_mask as validate_full_mask
+from .auth import AuthMiddleware
 from .config import ServerConfig
 from .core import ServerCore
 from .errors import ApiError, CatchAllMiddleware, install_handlers
@@ -63,8 +73,8 @@ from .schemas import (
 from .sessions import ServerSession
 
 log = logging.getLogger("nninteractive_slicer.server")
+F = TypeVar("F", bound=Callable[..., Any])
 
-SERVER_NAME = "nninteractive-slicer"
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 500, 503, 507)}
 _FRAME_BODY = {"requestBody": {"required": True, "content": {FRAME_CONTENT_TYPE: {"schema": {
     "type": "string", "format": "binary"}}}}}
@@ -80,8 +90,8 @@ _SESSION_LINKS = {
 }
 SessionId = Annotated[str, PathParam(min_length=1, max_length=64)]
 # Typed int (not int | None), so the schema does not invite a literal "null" header; absent means "don't check".
-Revision = Annotated[int, Header(alias="X-Revision", ge=0, description="the revision the client expects")]
-AcceptCodecs = Annotated[str | None, Header(alias="X-Accept-Codecs", max_length=200,
+Revision = Annotated[int, Header(alias=REVISION_HEADER, ge=0, description="the revision the client expects")]
+AcceptCodecs = Annotated[str | None, Header(alias=ACCEPT_CODECS_HEADER, max_length=200,
                                             description="codecs the client decodes, best first")]
 
 
@@ -89,17 +99,16 @@ _BEARER = HTTPBearer(auto_error=False, description="An API key of this server")
 
 
 def current_user(request: Request, _: Annotated[Any, Depends(_BEARER)]) -> str:
-    """The user whose key the request carries (401 otherwise); the access log names them."""
-    request.state.user = request.app.state.core.auth.user(request.headers.get("authorization"))
+    """The user whose key :class:`.auth.AuthMiddleware` accepted (the bearer scheme documents it)."""
     return request.state.user
 
 
-def docs_user(request: Request) -> None:
-    """Like :func:`current_user`, but challenges a browser for Basic auth (the key as password)."""
-    request.state.user = request.app.state.core.auth.user(request.headers.get("authorization"), basic_realm=True)
-
-
 User = Annotated[str, Depends(current_user)]
+
+
+def endpoint(app: FastAPI, route: Route, **options: Any) -> Callable[[F], F]:
+    """Register a handler for one route of the contract (:mod:`..core.protocol`), with its method."""
+    return app.api_route(route.path, methods=[route.method], **options)
 
 
 def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
@@ -124,57 +133,59 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(AccessLogMiddleware, core=core)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(AuthMiddleware, authenticator=core.auth, max_body_bytes=config.limits.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)  # added last: outermost
 
     # -- open and meta routes ------------------------------------------------------------------------
-    @app.get("/healthz", response_model=Health, tags=["meta"])
+    @endpoint(app, Routes.HEALTH, response_model=Health, tags=["meta"])
     def healthz() -> Health:
         return Health(status="ok", server=SERVER_NAME, version=__version__, protocol_version=PROTOCOL_VERSION)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(docs_user)])
+    @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", include_in_schema=False, dependencies=[Depends(docs_user)])
+    @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
 
-    @app.get("/v1/info", response_model=Info, tags=["meta"])
+    @endpoint(app, Routes.INFO, response_model=Info, tags=["meta"])
     def info(_: User) -> Info:
         return _info(core)
 
-    @app.get("/metrics", tags=["meta"], response_class=Response,
+    @endpoint(app, Routes.METRICS, tags=["meta"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics(_: User) -> Response:
         return Response(core.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # -- sessions -------------------------------------------------------------------------------------
-    @app.post("/v1/sessions", status_code=201, response_model=SessionState, tags=["sessions"],
+    @endpoint(app, Routes.CREATE_SESSION, status_code=201, response_model=SessionState, tags=["sessions"],
               responses={201: {"links": _SESSION_LINKS}})
     async def create_session(user: User) -> SessionState:
         return _state(await core.create_session(user))
 
-    @app.get("/v1/sessions/{session_id}", response_model=SessionState, tags=["sessions"])
+    @endpoint(app, Routes.SESSION_STATE, response_model=SessionState, tags=["sessions"])
     def session_state(session_id: SessionId, user: User) -> SessionState:
         with core.sessions.use(session_id, user, active=False) as session:
             return _state(session)
 
-    @app.post("/v1/sessions/{session_id}/heartbeat", response_model=SessionState, tags=["sessions"])
+    @endpoint(app, Routes.HEARTBEAT, response_model=SessionState, tags=["sessions"])
     def heartbeat(session_id: SessionId, user: User) -> SessionState:
         with core.sessions.use(session_id, user, active=False) as session:
             return _state(session)
 
-    @app.delete("/v1/sessions/{session_id}", response_model=Closed, tags=["sessions"])
+    @endpoint(app, Routes.CLOSE_SESSION, response_model=Closed, tags=["sessions"])
     def close_session(session_id: SessionId, user: User) -> Closed:
         core.close_session(core.sessions.remove(session_id, user), "client")
         return Closed(closed=True)
 
     # -- images ---------------------------------------------------------------------------------------
-    @app.get("/v1/images/{digest}", response_model=ImageStatus, tags=["images"])
-    async def image_status(digest: Annotated[Digest, PathParam()], _: User) -> ImageStatus:
-        return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest))
+    @endpoint(app, Routes.IMAGE_STATUS, response_model=ImageStatus, tags=["images"])
+    async def image_status(digest: Annotated[Digest, PathParam()], user: User) -> ImageStatus:
+        return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest,
+                                                                           core.image_owner(user)))
 
-    @app.put("/v1/images/{digest}/chunks/{index}", response_model=UploadStatus, tags=["images"],
+    @endpoint(app, Routes.UPLOAD_CHUNK, response_model=UploadStatus, tags=["images"],
              openapi_extra=_FRAME_BODY)
     async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[int, PathParam(ge=0)],
                            request: Request, user: User) -> UploadStatus:
@@ -190,13 +201,13 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
 
         return await run_in_threadpool(work)
 
-    @app.post("/v1/sessions/{session_id}/image", response_model=SessionState, tags=["session calls"])
+    @endpoint(app, Routes.SET_IMAGE, response_model=SessionState, tags=["session calls"])
     async def set_image(session_id: SessionId, body: SetImageBody, user: User, revision: Revision = None
                         ) -> SessionState:
         with core.sessions.use(session_id, user) as session:
-            image = await run_in_threadpool(core.cache.get, body.digest)
+            image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
             if image is None:
-                raise ApiError(404, "image_unknown", "The server does not hold this image; upload it first.")
+                raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
 
             def run(engine: InteractiveSession) -> None:
                 engine.set_image(image.array, image.spacing)
@@ -207,7 +218,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
                                          "digest": body.digest[:12], "shape": list(image.array.shape)})
             return SessionState(**state)
 
-    @app.post("/v1/sessions/{session_id}/mask", response_model=SessionState, tags=["session calls"],
+    @endpoint(app, Routes.SET_INITIAL_MASK, response_model=SessionState, tags=["session calls"],
               openapi_extra=_FRAME_BODY)
     async def set_initial_mask(session_id: SessionId, request: Request, user: User, revision: Revision = None
                                ) -> SessionState:
@@ -219,7 +230,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
                 raw, payload = decode_frame(body)
                 head = MaskHeader.model_validate(raw)
                 if tuple(head.shape) != shape:
-                    raise ApiError(422, "invalid_input", f"The starting mask has shape {head.shape}, the image "
+                    raise ApiError(422, ErrorCode.INVALID_INPUT, f"The starting mask has shape {head.shape}, the image "
                                                          f"has {list(shape)}.")
                 return unpack_mask(payload, shape, head.codec)
 
@@ -228,14 +239,14 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
                 session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.mask.shape)))
             return SessionState(**state)
 
-    @app.post("/v1/sessions/{session_id}/reset", response_model=SessionState, tags=["session calls"])
+    @endpoint(app, Routes.RESET, response_model=SessionState, tags=["session calls"])
     async def reset(session_id: SessionId, user: User, revision: Revision = None) -> SessionState:
         with core.sessions.use(session_id, user) as session:
             _require_image(session)
             _, state = await core.in_session(session, revision, lambda engine: engine.reset())
             return SessionState(**state)
 
-    @app.post("/v1/sessions/{session_id}/prompts", tags=["session calls"], response_class=Response,
+    @endpoint(app, Routes.PROMPT, tags=["session calls"], response_class=Response,
               responses=_FRAME_REPLY)
     async def prompt(session_id: SessionId, body: Annotated[JsonPrompt, Body()], user: User,
                      revision: Revision = None, accept: AcceptCodecs = None) -> Response:
@@ -245,7 +256,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
             parsed = BBox(tuple(tuple(r) for r in body.box), body.positive)  # type: ignore[arg-type]
         return await _run_prompt(core, session_id, user, revision, accept, lambda _: parsed)
 
-    @app.post("/v1/sessions/{session_id}/prompts/crop", tags=["session calls"], response_class=Response,
+    @endpoint(app, Routes.CROP_PROMPT, tags=["session calls"], response_class=Response,
               responses=_FRAME_REPLY, openapi_extra=_FRAME_BODY)
     async def crop_prompt(session_id: SessionId, request: Request, user: User, revision: Revision = None,
                           accept: AcceptCodecs = None) -> Response:
@@ -260,7 +271,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
 
         return await _run_prompt(core, session_id, user, revision, accept, decode)
 
-    @app.post("/v1/sessions/{session_id}/undo", tags=["session calls"], response_class=Response,
+    @endpoint(app, Routes.UNDO, tags=["session calls"], response_class=Response,
               responses=_FRAME_REPLY)
     async def undo(session_id: SessionId, user: User, revision: Revision = None, accept: AcceptCodecs = None
                    ) -> Response:
@@ -276,7 +287,7 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
             result, state = await core.in_session(session, revision, run, mutates=False)
             return await _frame_reply(core, result, state, accept, "undo")
 
-    @app.get("/v1/sessions/{session_id}/mask", tags=["session calls"], response_class=Response,
+    @endpoint(app, Routes.GET_MASK, tags=["session calls"], response_class=Response,
              responses=_FRAME_REPLY)
     async def get_mask(session_id: SessionId, user: User, accept: AcceptCodecs = None) -> Response:
         with core.sessions.use(session_id, user, active=False) as session:
@@ -320,7 +331,7 @@ async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, 
 def _require_image(session: ServerSession) -> tuple[int, int, int]:
     shape = session.shape
     if shape is None:
-        raise ApiError(409, "no_image", "No image has been sent to this session yet: select a volume first.")
+        raise ApiError(409, ErrorCode.NO_IMAGE, "No image has been sent to this session yet: select a volume first.")
     return shape
 
 

@@ -16,9 +16,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ApiError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..core.protocol import ErrorCode
+from .errors import ApiError, send_json
 
 ENV_VAR = "NNINTERACTIVE_SLICER_API_KEYS"
+OPEN_PATHS = frozenset({"/healthz"})  # for load balancers
+BROWSER_PATHS = frozenset({"/docs", "/openapi.json"})  # challenge for Basic auth, so a browser asks for the key
 ANONYMOUS = "anonymous"
 MIN_KEY_LENGTH = 16
 
@@ -73,14 +78,14 @@ class Authenticator:
         challenge = {"WWW-Authenticate": 'Basic realm="nninteractive-slicer"' if basic_realm else "Bearer"}
         key = _key_from_header(authorization)
         if key is None:
-            raise ApiError(401, "unauthorized", "This server needs an API key: send 'Authorization: Bearer KEY'.",
-                           challenge)
+            raise ApiError(401, ErrorCode.UNAUTHORIZED,
+                           "This server needs an API key: send 'Authorization: Bearer KEY'.", challenge)
         user = None
         for known, name in self._keys:  # compare with every key, in constant time each
             if hmac.compare_digest(known, key):
                 user = name
         if user is None:
-            raise ApiError(401, "unauthorized", "The API key was not accepted.", challenge)
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "The API key was not accepted.", challenge)
         return user
 
 
@@ -96,3 +101,32 @@ def _key_from_header(authorization: str | None) -> bytes | None:
             return None
         return password.encode() or None
     return None
+
+
+class AuthMiddleware:
+    """Authenticates every request (but :data:`OPEN_PATHS`) before anything reads or parses its body.
+
+    FastAPI parses a JSON body before it runs a route's dependencies, so a key checked there would come
+    after the work a caller without a key can make the server do. The user goes to ``request.state.user``.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, max_body_bytes: int) -> None:
+        self.app, self.auth, self.max_body_bytes = app, authenticator, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        try:
+            user = self.auth.user(authorization or None, basic_realm=scope["path"] in BROWSER_PATHS)
+        except ApiError as error:
+            # The body stays unread; a big (or unsized) one would keep the connection busy: close it.
+            declared = headers.get(b"content-length", b"0")
+            small = declared.isdigit() and int(declared) <= self.max_body_bytes
+            await send_json(send, error.status, {"error": error.code, "detail": error.detail},
+                            {**error.headers, **({} if small else {"Connection": "close"})})
+            return
+        scope.setdefault("state", {})["user"] = user
+        await self.app(scope, receive, send)

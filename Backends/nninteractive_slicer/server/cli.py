@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-gib", type=float, default=4.0, help="memory for cached images (LRU)")
     s.add_argument("--cache-dir", type=Path, default=None, help="also keep images on disk here, across restarts")
     s.add_argument("--cache-dir-gib", type=float, default=20.0, help="disk budget of --cache-dir")
+    s.add_argument("--share-images", action="store_true",
+                   help="let every user bind every cached image, so nobody sends an image twice; but any key holder "
+                        "can then tell whether an image was uploaded (default: each user sees their own uploads)")
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
@@ -76,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
         api_keys=keys, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
-        cache_dir_bytes=int(args.cache_dir_gib * GIB), limits=limits,
+        cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
     )
 
 

@@ -36,4 +36,5 @@ class ServerConfig:
     cache_bytes: int = 4 * GIB  # images held in memory
     cache_dir: Path | None = None  # optional on-disk image cache that survives restarts
     cache_dir_bytes: int = 20 * GIB
+    share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
     limits: Limits = field(default_factory=Limits)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from ..core.device_worker import DeviceWorker
 from ..core.engine import InteractiveSession
 from ..core.model_loading import load_model
+from ..core.protocol import ErrorCode
 from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
@@ -39,7 +40,7 @@ class ServerCore:
         self.auth = Authenticator(config.api_keys)
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s)
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
-        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes)
+        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.share_images)
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
@@ -48,6 +49,10 @@ class ServerCore:
             "nninteractive_upload_pending_bytes": ("Bytes of uploads in progress.", lambda: self.uploads.nbytes),
             "nninteractive_device_queue_length": ("Device calls queued or running.", lambda: self.worker.queue_length),
         })
+
+    def image_owner(self, user: str) -> str | None:
+        """Whose images ``user`` may see: their own, or everyone's on a server that shares images."""
+        return None if self.config.share_images else user
 
     # -- the device thread ---------------------------------------------------------------------------
     async def on_device(self, fn: Callable[..., T], *args: Any) -> T:
@@ -64,7 +69,7 @@ class ServerCore:
             if session.closed:
                 raise session_unknown(session.id)
             if expected_revision is not None and expected_revision != session.revision:
-                raise ApiError(409, "revision_mismatch",
+                raise ApiError(409, ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "
                                f"{expected_revision}: a call was lost; rebuild the session.")
             result = fn(session.engine)

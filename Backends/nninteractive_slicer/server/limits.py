@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.protocol import ErrorCode
 from ..interface import IMAGE_DTYPES
 from .config import Limits
 from .errors import ApiError, send_json
 
 
 def too_large(what: str, size: int, limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"The {what} ({size} bytes) is larger than this server accepts ({limit} bytes).")
+    return ApiError(413, ErrorCode.TOO_LARGE,
+                    f"The {what} ({size} bytes) is larger than this server accepts ({limit} bytes).")
 
 
 # JSON bodies are small prompts and ids; parsed, a big one would cost many times its size in Python objects.
 MAX_JSON_BYTES = 64 * 1024
+# The routes that take binary frames (image chunks, masks, crops); every other body is small JSON (or none),
+# whatever Content-Type the client declares.
+FRAME_ROUTES = (("PUT", re.compile(r"/v1/images/[^/]+/chunks/[^/]+")),
+                ("POST", re.compile(r"/v1/sessions/[^/]+/(mask|prompts/crop)")))
+
+
+def body_limit(method: str, path: str, max_body_bytes: int) -> int:
+    """The largest body the route takes: frames up to ``max_body_bytes``, anything else :data:`MAX_JSON_BYTES`."""
+    frames = any(method == m and pattern.fullmatch(path) for m, pattern in FRAME_ROUTES)
+    return max_body_bytes if frames else MAX_JSON_BYTES
 
 
 class BodyLimitMiddleware:
-    """Refuses a body whose Content-Length is over the limit unread, and stops a streamed one at the limit."""
+    """Refuses a body whose Content-Length is over its route's limit unread, and stops a streamed one at the
+    limit. Two Content-Type headers are refused: parsers disagree on which one counts."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -31,23 +45,24 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if sum(name == b"content-type" for name, _ in scope["headers"]) > 1:
+            await send_json(send, 400, {"error": ErrorCode.BAD_REQUEST.value,
+                                        "detail": "The request has two Content-Type headers; send one."},
+                            {"Connection": "close"})
+            return
         headers = dict(scope["headers"])
-        is_json = headers.get(b"content-type", b"").lower().startswith(b"application/json")
-        limit = MAX_JSON_BYTES if is_json else self.max_body_bytes
+        limit = body_limit(scope["method"], scope["path"], self.max_body_bytes)
         declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await send_json(send, 400, {"error": "bad_request", "detail": "Content-Length is not a number."},
-                                {"Connection": "close"})
+                await send_json(send, 400, {"error": ErrorCode.BAD_REQUEST.value,
+                                            "detail": "Content-Length is not a number."}, {"Connection": "close"})
                 return
             if int(declared) > limit:
                 error = too_large("request body", int(declared), limit)
-                # A body we would have read anyway is drained, keeping the connection; a bigger one stays
-                # unread, and then the connection cannot carry another request.
+                # Answered at once, the body unread: uvicorn discards what follows the answer, so the
+                # connection carries the next request, unless the body is too big to be worth waiting for.
                 keep = int(declared) <= self.max_body_bytes
-                if keep:
-                    while (await receive()).get("more_body", False):
-                        pass
                 await send_json(send, 413, {"error": error.code, "detail": error.detail},
                                 None if keep else {"Connection": "close"})
                 return
@@ -68,15 +83,16 @@ class BodyLimitMiddleware:
 def check_image_geometry(shape: tuple[int, ...], dtype: str, limits: Limits) -> int:
     """Validate a declared image shape and dtype against the limits; returns its size in bytes."""
     if dtype not in IMAGE_DTYPES:
-        raise ApiError(422, "invalid_input", f"Image type {dtype!r} is not supported; use one of "
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"Image type {dtype!r} is not supported; use one of "
                                              f"{', '.join(IMAGE_DTYPES)}.")
     if len(shape) != 3 or any(n < 1 for n in shape):
-        raise ApiError(422, "invalid_input", f"The image shape {list(shape)} must be three positive sizes.")
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"The image shape {list(shape)} must be three positive sizes.")
     if max(shape) > limits.max_dim:
-        raise ApiError(413, "too_large", f"The image shape {list(shape)} exceeds {limits.max_dim} voxels on an axis.")
+        raise ApiError(413, ErrorCode.TOO_LARGE,
+                       f"The image shape {list(shape)} exceeds {limits.max_dim} voxels on an axis.")
     voxels = math.prod(shape)
     if voxels > limits.max_image_voxels:
-        raise ApiError(413, "too_large", f"The image has {voxels} voxels; this server accepts at most "
+        raise ApiError(413, ErrorCode.TOO_LARGE, f"The image has {voxels} voxels; this server accepts at most "
                                          f"{limits.max_image_voxels}.")
     nbytes = voxels * np.dtype(dtype).itemsize
     if nbytes > limits.max_image_bytes:

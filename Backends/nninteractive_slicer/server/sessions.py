@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.engine import InteractiveSession
+from ..core.protocol import ErrorCode
 from ..errors import ServerBusyError
 from .errors import ApiError
 
 
 def session_unknown(session_id: str) -> ApiError:
-    return ApiError(404, "session_unknown", f"Session {session_id[:8]}... does not exist (expired, closed or "
+    return ApiError(404, ErrorCode.SESSION_UNKNOWN, f"Session {session_id[:8]}... does not exist (expired, closed or "
                                             "another user's); start a new one.")
 
 

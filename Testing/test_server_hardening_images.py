@@ -1,0 +1,183 @@
+"""Images under attack and faults: a verified image never changes, images are private unless shared, and a
+damaged or half-written disk cache heals itself instead of failing requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from synthetic import blob_centre, mr_like_image
+
+from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
+from nninteractive_slicer.interface import Point
+from nninteractive_slicer.server import images
+
+ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
+BOB = {"Authorization": f"Bearer {BOB_KEY}"}
+FRAME = {"Content-Type": "application/octet-stream"}
+
+
+def chunk_body(image: np.ndarray, start: int, stop: int, chunk_elements: int, codec: str = "none",
+               values: np.ndarray | None = None) -> bytes:
+    header = {"shape": list(image.shape), "dtype": image.dtype.name, "spacing": [1, 1, 1], "codec": codec,
+              "chunk_elements": chunk_elements}
+    flat = image.reshape(-1)[start:stop] if values is None else values
+    return encode_frame(header, encode_image_chunk(flat, codec))
+
+
+def put_chunk(url: str, digest: str, index: int, body: bytes, auth: dict[str, str] = ALICE) -> requests.Response:
+    return requests.put(f"{url}/v1/images/{digest}/chunks/{index}", data=body, headers={**auth, **FRAME},
+                        timeout=CLIENT_TIMEOUT_S)
+
+
+def bind(url: str, auth: dict[str, str], digest: str) -> requests.Response:
+    session = requests.post(f"{url}/v1/sessions", headers=auth, timeout=10).json()["session_id"]
+    try:
+        return requests.post(f"{url}/v1/sessions/{session}/image", json={"digest": digest}, headers=auth,
+                             timeout=CLIENT_TIMEOUT_S)
+    finally:
+        requests.delete(f"{url}/v1/sessions/{session}", headers=auth, timeout=10)
+
+
+def test_a_chunk_racing_the_completion_cannot_change_the_verified_image(remote_server, monkeypatch):
+    """Issue 13.1: a duplicate chunk decoded slowly while the last chunk completes the upload."""
+    image = mr_like_image((16, 16, 16), seed=131)
+    digest, half = image_digest(image, (1, 1, 1)), image.size // 2
+    url = remote_server.url
+    assert not put_chunk(url, digest, 0, chunk_body(image, 0, half, half)).json()["complete"]
+
+    # The test hook: decoding a zlib chunk waits until the test lets it go on.
+    decoding, go_on = threading.Event(), threading.Event()
+    decode = images.decode_image_chunk
+
+    def paused_decode(payload: bytes, count: int, dtype: str, codec: str) -> np.ndarray:
+        values = decode(payload, count, dtype, codec)
+        if codec == "zlib":
+            decoding.set()
+            go_on.wait(60)
+        return values
+
+    monkeypatch.setattr(images, "decode_image_chunk", paused_decode)
+    poison = image.reshape(-1)[:half] + 1000.0
+    with ThreadPoolExecutor(1) as pool:
+        duplicate = pool.submit(put_chunk, url, digest, 0, chunk_body(image, 0, half, half, "zlib", poison))
+        assert decoding.wait(60)
+        last = put_chunk(url, digest, 1, chunk_body(image, half, image.size, half))
+        assert last.status_code == 200 and last.json()["complete"]
+        go_on.set()
+        late = duplicate.result()
+    assert late.status_code == 422, late.text  # refused: it does not match the image
+    np.testing.assert_array_equal(remote_server.core.cache.get(digest).array, image)
+    # A client binding the image uses the verified voxels: its prediction matches the local backend's.
+    with RemoteBackend(url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+        backend.set_image(image)
+        assert backend.stats.image_uploads == 0
+        backend.prompt(Point(blob_centre(image.shape)))
+        np.testing.assert_array_equal(remote_server.core.cache.get(digest).array, image)
+
+
+def test_images_are_private_to_their_uploader_unless_the_server_shares_them(tiny_model_dir):
+    """Issue 13.6: another key holder cannot learn of, nor bind, an image without uploading its voxels."""
+    image = mr_like_image((16, 16, 24), seed=136)
+    digest = image_digest(image, (1, 1, 1))
+    garbage = chunk_body(image, 0, image.size, image.size, values=np.full(image.size, 7.0, np.float32))
+    with ThreadedServer(server_config(tiny_model_dir)) as server:
+        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+            alice.set_image(image)
+        status = requests.get(f"{server.url}/v1/images/{digest}", headers=BOB, timeout=10).json()
+        assert status["present"] is False
+        assert bind(server.url, BOB, digest).json()["error"] == "image_unknown"
+        # A chunk sent to a complete image is read and checked, never accepted unread.
+        refused = put_chunk(server.url, digest, 0, garbage)
+        assert refused.status_code == 422 and refused.json()["error"] == "digest_mismatch"
+        assert put_chunk(server.url, digest, 0, chunk_body(image, 0, image.size, image.size)).json()["complete"]
+        with RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+            bob.set_image(image)
+            assert bob.stats.image_uploads == 1  # Bob proved he has the voxels by sending them
+        assert len(server.core.cache) == 1  # held once for both
+    with ThreadedServer(server_config(tiny_model_dir, share_images=True)) as server:
+        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+            alice.set_image(image)
+        assert requests.get(f"{server.url}/v1/images/{digest}", headers=BOB, timeout=10).json()["present"]
+        assert put_chunk(server.url, digest, 0, garbage, BOB).status_code == 422
+        with RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+            bob.set_image(image)
+            assert bob.stats.image_uploads == 0
+
+
+def write_corrupt_entry(cache_dir, digest: str) -> None:
+    """A .npy whose header declares a 99999^3 image, with a valid .json beside it."""
+    with open(cache_dir / f"{digest}.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (99999,) * 3})
+        f.write(b"\0" * 4096)
+    (cache_dir / f"{digest}.json").write_text(json.dumps({"spacing": [1, 1, 1], "owners": ["alice"]}))
+
+
+def test_a_corrupt_disk_cache_entry_is_dropped_and_uploaded_again(tiny_model_dir, tmp_path, caplog):
+    """Issue 13.7: a damaged .npy header made every bind of its digest a 500, forever."""
+    image = mr_like_image((16, 16, 16), seed=137)
+    digest = image_digest(image, (1, 1, 1))
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    write_corrupt_entry(cache_dir, digest)
+    caplog.set_level(logging.WARNING, "nninteractive_slicer.server")
+    with ThreadedServer(server_config(tiny_model_dir, cache_dir=cache_dir)) as server:
+        refused = bind(server.url, ALICE, digest)
+        assert refused.status_code == 404 and refused.json()["error"] == "image_unknown", refused.text
+        assert "unreadable disk-cache entry" in caplog.text
+        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+            alice.set_image(image)
+            assert alice.stats.image_uploads == 1
+            assert alice.prompt(Point(blob_centre(image.shape))).changed
+        np.testing.assert_array_equal(np.load(cache_dir / f"{digest}.npy"), image)  # replaced by the upload
+
+
+def dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_leftovers_in_the_disk_cache_are_cleaned_at_start_and_counted(tiny_model_dir, tmp_path, caplog):
+    """Issue 13.10: a kill -9 during a save leaves *.tmp and orphan .json files that nothing cleaned."""
+    cache_dir = tmp_path / "cache"
+    kept = mr_like_image((16, 16, 16), seed=1310)
+    image = images.CachedImage(image_digest(kept, (1, 1, 1)), kept, (1.0, 1.0, 1.0))
+    images.ImageCache(10**9, cache_dir, 10**9).put(image, "alice")
+    valid = sorted(p.name for p in cache_dir.iterdir())
+    leftover_tmp = cache_dir / f"{'ab' * 32}.{dead_pid()}.140000.tmp"  # a save killed half-way
+    leftover_tmp.write_bytes(b"\0" * 100_000)
+    orphan = cache_dir / f"{'cd' * 32}.json"  # its .npy never appeared
+    orphan.write_text(json.dumps({"spacing": [1, 1, 1]}))
+    os.utime(orphan, (1, 1))
+    caplog.set_level(logging.INFO, "nninteractive_slicer.server")
+    with ThreadedServer(server_config(tiny_model_dir, cache_dir=cache_dir)) as server:
+        assert sorted(p.name for p in cache_dir.iterdir()) == valid
+        assert "removed 2 leftover files" in caplog.text
+        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+            alice.set_image(kept)  # the valid entry is still served
+            assert alice.stats.image_uploads == 0
+
+
+@pytest.mark.parametrize("share", [False, True], ids=["private", "shared"])
+def test_a_complete_image_checks_every_chunk_sent_to_it(tiny_model_dir, share):
+    """Issue 13.6: the right voxels are accepted, any other are refused, for the image's own uploader too."""
+    image = mr_like_image((8, 16, 16), seed=1361)
+    digest, half = image_digest(image, (1, 1, 1)), image.size // 2
+    with ThreadedServer(server_config(tiny_model_dir, share_images=share)) as server:
+        for index, (start, stop) in enumerate([(0, half), (half, image.size)]):
+            put_chunk(server.url, digest, index, chunk_body(image, start, stop, half))
+        assert put_chunk(server.url, digest, 1, chunk_body(image, half, image.size, half)).json()["complete"]
+        wrong = chunk_body(image, half, image.size, half, values=image.reshape(-1)[half:] + 1)
+        assert put_chunk(server.url, digest, 1, wrong).status_code == 422
+        other_split = chunk_body(image, 0, image.size, image.size)  # the same voxels in one chunk
+        assert put_chunk(server.url, digest, 0, other_split).json()["complete"]
