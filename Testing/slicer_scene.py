@@ -23,7 +23,7 @@ from slicer import util  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 
 from nninteractive_slicer.errors import BackendUnavailableError  # noqa: E402
-from nninteractive_slicer.interface import Backend, Capabilities, History, Prompt, PromptResult  # noqa: E402
+from nninteractive_slicer.interface import Backend, Capabilities, Prompt, PromptResult, UndoState  # noqa: E402
 
 # Name -> class of the module logics the Segment Editor logic needs under slicer-core (facts.md).
 MODULE_LOGICS = {
@@ -155,8 +155,8 @@ class CountingBackend(Backend):
         self._check("redo")
         return self.inner.redo(steps)
 
-    def _history(self) -> History:
-        return self.inner.history()
+    def _undo_state(self) -> UndoState:
+        return self.inner.undo_state()
 
     def _get_mask(self) -> np.ndarray:
         return self.inner.get_mask()
@@ -202,8 +202,8 @@ class InstantBackend(Backend):
     def _undo(self, steps: int) -> PromptResult:
         return PromptResult()
 
-    def _history(self) -> History:
-        return History()
+    def _undo_state(self) -> UndoState:
+        return UndoState()
 
     def _reset(self) -> None:
         pass

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from synthetic import blob_centre, disk_crop, prompt_script
 
-from nninteractive_slicer.errors import HistoryError, InvalidPromptError, NoImageError
+from nninteractive_slicer.errors import InvalidPromptError, NoImageError, UndoError
 from nninteractive_slicer.interface import (
     PROMPT_KINDS,
     BBox,
-    History,
     Lasso,
     Point,
     PromptResult,
     Scribble,
+    UndoState,
     box_slices,
 )
 
@@ -128,10 +128,10 @@ def test_undo_and_redo_many_steps_are_exact(make_backend, image64):
         backend.prompt(one_prompt("bbox", shape))
         before = backend.get_mask()
         for call in (lambda: backend.undo(2), backend.redo):
-            with pytest.raises(HistoryError):
+            with pytest.raises(UndoError):
                 call()
             np.testing.assert_array_equal(backend.get_mask(), before)
-        assert backend.history() == History(undo=1, redo=0)
+        assert backend.undo_state() == UndoState(undo=1, redo=0)
         return
     start = np.zeros(shape, np.uint8)
     start[24:30, 24:30, 24:30] = 1
@@ -145,11 +145,11 @@ def test_undo_and_redo_many_steps_are_exact(make_backend, image64):
         masks.append(mirror.copy())
     n = len(steps)
     assert len({m.tobytes() for m in masks}) >= 5  # the steps really differ
-    assert backend.history() == History(undo=n, redo=0)
+    assert backend.undo_state() == UndoState(undo=n, redo=0)
     for k in range(1, n + 1):
         check_patch(backend.undo(k), mirror, backend)
         np.testing.assert_array_equal(mirror, masks[n - k])
-        assert backend.history() == History(undo=n - k, redo=k)
+        assert backend.undo_state() == UndoState(undo=n - k, redo=k)
         check_patch(backend.redo(k), mirror, backend)
         np.testing.assert_array_equal(mirror, masks[n])
     for k in range(1, n + 1):
@@ -177,8 +177,8 @@ def test_undo_and_redo_many_steps_are_exact(make_backend, image64):
         check_patch(expected, fresh_mirror, fresh)
         np.testing.assert_array_equal(mirror, fresh_mirror)
         # The new prompt dropped what could have been redone.
-        assert backend.history().redo == 0
-        with pytest.raises(HistoryError):
+        assert backend.undo_state().redo == 0
+        with pytest.raises(UndoError):
             backend.redo()
         np.testing.assert_array_equal(backend.get_mask(), mirror)
         check_patch(backend.undo(), mirror, backend)  # the probe
@@ -191,30 +191,30 @@ def test_bad_undo_and_redo_steps_are_errors_that_change_nothing(make_backend, im
         backend.undo()
     backend.set_image(image64)
     backend.prompt(one_prompt("point", image64.shape))
-    before, history = backend.get_mask(), backend.history()
+    before, history = backend.get_mask(), backend.undo_state()
     for call in (backend.undo, backend.redo):
         with pytest.raises(InvalidPromptError):
             call(bad)
         np.testing.assert_array_equal(backend.get_mask(), before)
-        assert backend.history() == history
+        assert backend.undo_state() == history
 
 
 def test_undo_past_the_history_is_an_error_that_changes_nothing(make_backend, image64):
     backend = make_backend()
     backend.set_image(image64)
-    assert backend.history() == History(undo=0, redo=0)
+    assert backend.undo_state() == UndoState(undo=0, redo=0)
     backend.prompt(one_prompt("point", image64.shape))
     backend.prompt(one_prompt("bbox", image64.shape))
-    before, history = backend.get_mask(), backend.history()
+    before, history = backend.get_mask(), backend.undo_state()
     assert history.undo >= 1
     for steps in (history.undo + 1, backend.capabilities().undo_depth + 1):
-        with pytest.raises(HistoryError, match="undo"):
+        with pytest.raises(UndoError, match="undo"):
             backend.undo(steps)
         np.testing.assert_array_equal(backend.get_mask(), before)
-        assert backend.history() == history
-    with pytest.raises(HistoryError, match="redo"):
+        assert backend.undo_state() == history
+    with pytest.raises(UndoError, match="redo"):
         backend.redo()
-    assert backend.history() == history
+    assert backend.undo_state() == history
     mirror = before.copy()
     check_patch(backend.undo(history.undo), mirror, backend)  # what is there can still be undone
 

@@ -14,8 +14,8 @@ from synthetic import blob_centre, prompt_script
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.core.model_loading import choose_device
-from nninteractive_slicer.errors import BackendUnavailableError, HistoryError, OutOfMemoryError
-from nninteractive_slicer.interface import History, Point, changed_box
+from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError, UndoError
+from nninteractive_slicer.interface import Point, UndoState, changed_box
 
 SESSION_METHODS = ("set_image", "add_point_interaction", "add_initial_seg_interaction", "reset_interactions")
 
@@ -132,24 +132,24 @@ def test_history_keeps_the_newest_steps_within_steps_and_memory(tiny_model_dir, 
         for prompt in [point, *prompt_script(image64.shape, seed=1, count=2)]:
             backend.prompt(prompt)
             masks.append(backend.get_mask())
-        assert backend.history() == History(undo=2, redo=0)
-        with pytest.raises(HistoryError, match="at most 2"):
+        assert backend.undo_state() == UndoState(undo=2, redo=0)
+        with pytest.raises(UndoError, match="at most 2"):
             backend.undo(3)
         backend.undo(2)
         np.testing.assert_array_equal(backend.get_mask(), masks[1])
-        with pytest.raises(HistoryError, match="nothing to undo.*memory budget"):
+        with pytest.raises(UndoError, match="nothing to undo.*memory budget"):
             backend.undo()  # the first step was evicted
     with LocalBackend(model_dir=tiny_model_dir, device="cpu", torch_threads=2, undo_budget_bytes=1) as backend:
         backend.set_image(image64)
         backend.prompt(point)
-        assert backend.history() == History(undo=0, redo=0)  # not even one snapshot fits: no undo, no error
+        assert backend.undo_state() == UndoState(undo=0, redo=0)  # not even one snapshot fits: no undo, no error
         assert backend.prompt(point).backend_ms > 0
 
 
 def test_a_step_whose_snapshot_fails_changes_nothing(backend, image64, monkeypatch):
     backend.set_image(image64)
     backend.prompt(Point(blob_centre(image64.shape)))
-    before, history = model_state(backend), backend.history()
+    before, history = model_state(backend), backend.undo_state()
 
     def fail(session):
         raise MemoryError("no RAM for the snapshot")
@@ -157,7 +157,7 @@ def test_a_step_whose_snapshot_fails_changes_nothing(backend, image64, monkeypat
     monkeypatch.setattr("nninteractive_slicer.core.engine.take_snapshot", fail)
     with pytest.raises(MemoryError):
         backend.prompt(prompt_script(image64.shape, seed=3, count=1)[0])
-    assert model_state(backend) == before and backend.history() == history
+    assert model_state(backend) == before and backend.undo_state() == history
 
 
 def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64, monkeypatch):

@@ -21,12 +21,12 @@ from nninteractive_slicer.core.model_loading import load_model, new_inference_se
 from nninteractive_slicer.core.undo_history import (
     SNAPSHOT_ATTRIBUTES,
     UNCHANGED_BY_STEPS,
-    Step,
     UndoHistory,
+    UndoStep,
     restore_snapshot,
     take_snapshot,
 )
-from nninteractive_slicer.errors import HistoryError
+from nninteractive_slicer.errors import UndoError
 from nninteractive_slicer.interface import Lasso, Point, Prompt
 
 # Attributes a step may change that the next step does not read (see UNCHANGED_BY_STEPS); the first
@@ -138,7 +138,7 @@ def test_history_evicts_the_oldest_steps_within_its_budget(model, image64):
     steps = []
     for i, prompt in enumerate(prompt_script(image64.shape, seed=2, count=5)):
         apply(session, prompt, i)
-        steps.append(Step(take_snapshot(session), i + 1, None))
+        steps.append(UndoStep(take_snapshot(session), i + 1, None))
     budget = sum(step.nbytes for step in steps[-3:])
     history = UndoHistory(budget_bytes=budget, max_steps=10)
     history.start(steps[0])
@@ -146,14 +146,14 @@ def test_history_evicts_the_oldest_steps_within_its_budget(model, image64):
         history.add(step)
     assert (history.undo_available, history.redo_available, history.evicted) == (2, 0, 2)
     assert history.nbytes <= budget
-    with pytest.raises(HistoryError, match="Only 2 steps can be undone.*memory budget"):
+    with pytest.raises(UndoError, match="Only 2 steps can be undone.*memory budget"):
         history.move(-3)
     assert history.current is steps[-1]  # the failed undo changed nothing
     assert history.move(-2)[0] is steps[-3]
     assert history.move(1)[0] is steps[-2]
     history.add(steps[0])  # a new step drops what could have been redone
     assert history.redo_available == 0
-    with pytest.raises(HistoryError, match="nothing to redo"):
+    with pytest.raises(UndoError, match="nothing to redo"):
         history.move(1)
 
     tiny = UndoHistory(budget_bytes=1, max_steps=10)  # not even one step fits: the current one stays

@@ -16,7 +16,7 @@ class InvalidPromptError(BackendError, ValueError):
     """The prompt cannot be applied: outside the image, wrong shape or dtype, unsupported type."""
 
 
-class HistoryError(InvalidPromptError):
+class UndoError(InvalidPromptError):
     """An undo or redo of more steps than the backend keeps; nothing was changed."""
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from .errors import HistoryError, InvalidPromptError, NoImageError
+from .errors import InvalidPromptError, NoImageError, UndoError
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 PromptKind = Literal["point", "bbox", "scribble", "lasso"]
@@ -104,7 +104,7 @@ Prompt = Point | BBox | Scribble | Lasso
 
 
 @dataclass(frozen=True)
-class History:
+class UndoState:
     """How many steps can be undone and redone right now (the UI enables its buttons from this)."""
 
     undo: int = 0
@@ -252,9 +252,9 @@ def validate_steps(steps: Any, depth: int | None, action: str) -> int:
         raise InvalidPromptError(f"The number of steps to {action} must be a whole number of at least 1, "
                                  f"got {steps!r}.")
     if depth == 0:
-        raise HistoryError(f"This backend cannot {action}.")
+        raise UndoError(f"This backend cannot {action}.")
     if depth is not None and steps > depth:
-        raise HistoryError(f"This backend can {action} at most {depth} step{'s' if depth != 1 else ''}, "
+        raise UndoError(f"This backend can {action} at most {depth} step{'s' if depth != 1 else ''}, "
                            f"not {steps}.")
     return int(steps)
 
@@ -312,7 +312,7 @@ class Backend(ABC):
     def undo(self, steps: int = 1) -> PromptResult:
         """Go back ``steps`` steps (each prompt, starting mask and reset is one); returns the changed region.
 
-        Asking for more steps than the backend keeps raises HistoryError and changes nothing."""
+        Asking for more steps than the backend keeps raises UndoError and changes nothing."""
         self._require_image()
         return self._undo(validate_steps(steps, self.capabilities().undo_depth, "undo"))
 
@@ -320,16 +320,16 @@ class Backend(ABC):
         """Go forward ``steps`` undone steps; a new prompt, mask or reset drops what could be redone.
 
         Backends without redo (``Capabilities.supports_redo``) and steps that cannot be redone raise
-        HistoryError and change nothing."""
+        UndoError and change nothing."""
         self._require_image()
         caps = self.capabilities()
         if not caps.supports_redo:
-            raise HistoryError(f"The {caps.backend} backend cannot redo.")
+            raise UndoError(f"The {caps.backend} backend cannot redo.")
         return self._redo(validate_steps(steps, None, "redo"))
 
-    def history(self) -> History:
+    def undo_state(self) -> UndoState:
         """How many steps can be undone and redone now (no image: none)."""
-        return self._history() if self._shape is not None else History()
+        return self._undo_state() if self._shape is not None else UndoState()
 
     def reset(self) -> None:
         """Drop all prompts and the mask of the current object; the image stays. Undo brings them back."""
@@ -386,10 +386,10 @@ class Backend(ABC):
     def _undo(self, steps: int) -> PromptResult: ...
 
     def _redo(self, steps: int) -> PromptResult:
-        raise HistoryError(f"The {self.name} backend cannot redo.")
+        raise UndoError(f"The {self.name} backend cannot redo.")
 
     @abstractmethod
-    def _history(self) -> History: ...
+    def _undo_state(self) -> UndoState: ...
 
     @abstractmethod
     def _reset(self) -> None: ...

@@ -16,7 +16,7 @@ from ..core.device_worker import DeviceWorker
 from ..core.engine import InteractiveSession
 from ..core.model_loading import LoadedModel, load_model
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
-from ..interface import Backend, Capabilities, History, Prompt, PromptResult
+from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
 
 
 class LocalBackend(Backend):
@@ -73,9 +73,9 @@ class LocalBackend(Backend):
     def _redo(self, steps: int) -> PromptResult:
         return self._worker.call(self._session.redo, steps)
 
-    def _history(self) -> History:
+    def _undo_state(self) -> UndoState:
         history = self._session.history
-        return self._worker.call(lambda: History(history.undo_available, history.redo_available))
+        return self._worker.call(lambda: UndoState(history.undo_available, history.redo_available))
 
     def _reset(self) -> None:
         self._worker.call(self._session.reset)

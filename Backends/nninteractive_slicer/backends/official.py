@@ -29,15 +29,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, HistoryError
+from ..errors import BackendUnavailableError, UndoError
 from ..interface import (
     PROMPT_KINDS,
     Backend,
     Box,
     Capabilities,
-    History,
     Prompt,
     PromptResult,
+    UndoState,
     box_slices,
     changed_box,
 )
@@ -145,7 +145,7 @@ class OfficialBackend(Backend):
 
     def _undo(self, steps: int) -> PromptResult:
         if not self._can_undo:
-            raise HistoryError("There is nothing to undo: the official server keeps only the last prompt, "
+            raise UndoError("There is nothing to undo: the official server keeps only the last prompt, "
                                "until a new object starts.")
         # The client reports only whether something was undone. Undo restores exactly what the last
         # prompt wrote, so the box that prompt returned covers every voxel it changes back.
@@ -156,8 +156,8 @@ class OfficialBackend(Backend):
         self._journal.undone()
         return self._result(box)
 
-    def _history(self) -> History:
-        return History(undo=int(self._can_undo))
+    def _undo_state(self) -> UndoState:
+        return UndoState(undo=int(self._can_undo))
 
     def _get_mask(self) -> np.ndarray:
         return self._mask.copy()

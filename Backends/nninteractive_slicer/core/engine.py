@@ -30,7 +30,14 @@ import numpy as np
 from ..errors import BackendError, InvalidPromptError, OutOfMemoryError
 from ..interface import Box, Prompt, PromptResult, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
-from .undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS, Step, UndoHistory, restore_snapshot, take_snapshot
+from .undo_history import (
+    DEFAULT_BUDGET_BYTES,
+    DEFAULT_MAX_STEPS,
+    UndoHistory,
+    UndoStep,
+    restore_snapshot,
+    take_snapshot,
+)
 
 OOM_MESSAGE = (
     "The GPU ran out of memory for this prompt; nothing was changed. Close other programs using the GPU, "
@@ -121,11 +128,11 @@ class InteractiveSession:
         return self._result(written, (time.perf_counter() - started) * 1000)
 
     def undo(self, steps: int = 1) -> PromptResult:
-        """Go back ``steps`` steps; HistoryError (nothing changed) when the history holds fewer."""
+        """Go back ``steps`` steps; UndoError (nothing changed) when the history holds fewer."""
         return self._move(-steps)
 
     def redo(self, steps: int = 1) -> PromptResult:
-        """Go forward ``steps`` undone steps; HistoryError (nothing changed) when fewer can be redone."""
+        """Go forward ``steps`` undone steps; UndoError (nothing changed) when fewer can be redone."""
         return self._move(steps)
 
     @property
@@ -138,8 +145,8 @@ class InteractiveSession:
         self._mask = None
         self._history.clear()
 
-    def _step(self, written: Box | None) -> Step:
-        return Step(take_snapshot(self._session), self._prompt_count, written)
+    def _step(self, written: Box | None) -> UndoStep:
+        return UndoStep(take_snapshot(self._session), self._prompt_count, written)
 
     def _whole(self) -> Box:
         return tuple((0, n) for n in self._mask.shape)  # type: ignore[return-value]
@@ -152,7 +159,7 @@ class InteractiveSession:
             self._restore(self._history.current)
             raise
 
-    def _restore(self, step: Step | None) -> None:
+    def _restore(self, step: UndoStep | None) -> None:
         if step is not None:
             restore_snapshot(self._session, step.state)
             self._prompt_count = step.prompt_count

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, HistoryError
+from ..errors import BackendError, UndoError
 from ..interface import Box
 
 # Read and written on every snapshot/restore. The first five are public attributes.
@@ -150,7 +150,7 @@ def restore_snapshot(session: Any, snapshot: SessionSnapshot) -> None:
 
 
 @dataclass(frozen=True, eq=False)
-class Step:
+class UndoStep:
     """A snapshot after one step, what the engine adds to it, and where the step may have changed the mask."""
 
     state: SessionSnapshot
@@ -183,12 +183,12 @@ class UndoHistory:
             raise ValueError("The undo budget and the number of steps cannot be negative.")
         self.budget_bytes = budget_bytes
         self.max_steps = max_steps
-        self._steps: list[Step] = []
+        self._steps: list[UndoStep] = []
         self._current = -1
         self.evicted = 0  # steps dropped to stay within the limits since the last start
 
     @property
-    def current(self) -> Step | None:
+    def current(self) -> UndoStep | None:
         return self._steps[self._current] if self._steps else None
 
     @property
@@ -203,14 +203,14 @@ class UndoHistory:
     def nbytes(self) -> int:
         return sum(step.nbytes for step in self._steps)
 
-    def start(self, step: Step) -> None:
+    def start(self, step: UndoStep) -> None:
         """A new image: ``step`` is the only state."""
         self._steps, self._current, self.evicted = [step], 0, 0
 
     def clear(self) -> None:
         self._steps, self._current = [], -1
 
-    def add(self, step: Step) -> None:
+    def add(self, step: UndoStep) -> None:
         """A new step after the current one; drops what could have been redone, then evicts the oldest."""
         del self._steps[self._current + 1:]
         self._steps.append(step)
@@ -220,13 +220,13 @@ class UndoHistory:
             self._current -= 1
             self.evicted += 1
 
-    def move(self, delta: int) -> tuple[Step, Box | None]:
+    def move(self, delta: int) -> tuple[UndoStep, Box | None]:
         """Make the step ``delta`` away current (negative: undo); returns it and the hull of the mask regions the
-        steps passed over may have changed. Raises HistoryError, changing nothing, when that step is not kept."""
+        steps passed over may have changed. Raises UndoError, changing nothing, when that step is not kept."""
         if delta < 0 and -delta > self.undo_available:
-            raise HistoryError(_beyond("undo", -delta, self.undo_available, self.evicted))
+            raise UndoError(_beyond("undo", -delta, self.undo_available, self.evicted))
         if delta > 0 and delta > self.redo_available:
-            raise HistoryError(_beyond("redo", delta, self.redo_available, 0))
+            raise UndoError(_beyond("redo", delta, self.redo_available, 0))
         target = self._current + delta
         crossed = self._steps[target + 1:self._current + 1] if delta < 0 else self._steps[self._current + 1:target + 1]
         self._current = target
