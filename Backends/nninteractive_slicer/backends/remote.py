@@ -204,14 +204,7 @@ class RemoteBackend(Backend):
     def _close(self) -> None:
         self._stop.set()
         with self._lock:
-            session_id, self._session_id = self._session_id, None
-            if session_id is not None:
-                try:
-                    route = Routes.CLOSE_SESSION
-                    self._http.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
-                                       verify=self._verify)
-                except requests.RequestException:
-                    pass  # the server reaps it
+            self._discard_session()
             self._http.close()
 
     # -- calls and recovery --------------------------------------------------------------------------
@@ -234,7 +227,7 @@ class RemoteBackend(Backend):
                                 replayed)
                 return self._once_more_if_dropped(op)
             except _SessionLost as again:
-                self._session_id = None
+                self._discard_session()
                 raise BackendUnavailableError(f"The server lost the session again while it was restored: "
                                               f"{again}") from again
 
@@ -248,16 +241,34 @@ class RemoteBackend(Backend):
             return op()
 
     def _open_session(self, restore: bool) -> int:
-        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed."""
-        self._session_id = None
-        state = self._request(Routes.CREATE_SESSION).json()
-        self._session_id, self._revision = state["session_id"], state["revision"]
+        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed.
+
+        The old session is closed first: a backend holds at most one session on the server, so its own
+        recoveries never fill the server (nor keep other users out)."""
+        self._discard_session()
+        state = self._state(self._request(Routes.CREATE_SESSION))
+        self._session_id = state["session_id"]
         self._start_heartbeat()
         if not restore:
             return 0
-        return self._journal.restore_into(
-            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
-        )
+        try:
+            return self._journal.restore_into(
+                lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
+            )
+        except BaseException:
+            self._discard_session()  # half restored: the next call starts over, never uses it as if whole
+            raise
+
+    def _discard_session(self) -> None:
+        """Close our server session, best effort and quickly (the server reaps what this misses)."""
+        session_id, self._session_id = self._session_id, None
+        if session_id is not None:
+            try:
+                route = Routes.CLOSE_SESSION
+                self._http.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
+                                   verify=self._verify)
+            except requests.RequestException as exc:
+                log.debug("could not close session %s...: %s", session_id[:8], exc)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
         present = self._request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]

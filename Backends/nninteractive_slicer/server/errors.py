@@ -14,9 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.protocol import ErrorCode
+from ..core.protocol import ErrorCode, Routes
 from ..core.wire import WireError
 from ..errors import (
     AuthenticationError,
@@ -111,12 +112,8 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> set[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(request.url.path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return methods
+    """The methods the contract serves on this path."""
+    return {route.method for route in Routes.all().values() if compile_path(route.path)[0].match(request.url.path)}
 
 
 class CatchAllMiddleware:

@@ -27,7 +27,7 @@ from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import IMAGE_DTYPES, validate_image
 from .config import Limits
 from .errors import ApiError
-from .limits import check_image_geometry, too_large
+from .size_checks import check_image_geometry, too_large
 
 log = logging.getLogger("nninteractive_slicer.server")
 
