@@ -259,6 +259,17 @@ def validate_steps(steps: Any, depth: int | None, action: str) -> int:
     return int(steps)
 
 
+def undo_limit_message(action: str, asked: int, available: int, evicted: bool = False) -> str:
+    """Why an undo or redo of ``asked`` steps cannot be done when ``available`` can."""
+    if available == 0:
+        message = f"There is nothing to {action}."
+    else:
+        message = f"Only {available} step{'s' if available != 1 else ''} can be {action}ne, not {asked}."
+    if evicted:
+        message += " Older steps were dropped to keep the undo history within its memory budget."
+    return message
+
+
 class Backend(ABC):
     """One interactive segmentation session: one image, one object (mask) at a time.
 

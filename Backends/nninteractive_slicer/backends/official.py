@@ -141,12 +141,13 @@ class OfficialBackend(Backend):
         box = self._call(lambda session: _send_prompt(session, prompt), "all")
         self._journal.prompted(prompt)
         self._last_box, self._can_undo = box, True
+        self._journal.confirmed(1)
         return self._result(box)
 
     def _undo(self, steps: int) -> PromptResult:
         if not self._can_undo:
             raise UndoError("There is nothing to undo: the official server keeps only the last prompt, "
-                               "until a new object starts.")
+                            "until a new object starts.")
         # The client reports only whether something was undone. Undo restores exactly what the last
         # prompt wrote, so the box that prompt returned covers every voxel it changes back.
         undone = self._call(lambda session: session.undo(), "all")
@@ -154,6 +155,7 @@ class OfficialBackend(Backend):
         if not undone:  # the server keeps no undo (started with --no-undo)
             return self._result(None)
         self._journal.undone()
+        self._journal.confirmed(0)
         return self._result(box)
 
     def _undo_state(self) -> UndoState:
@@ -203,15 +205,13 @@ class OfficialBackend(Backend):
         self._session = session
         if rebuild != "nothing" and self._journal.image is not None:
             journal = self._journal if rebuild == "all" else SessionJournal(self._journal.image, self._journal.spacing)
-            rebuilt: list[np.ndarray] = []
-            boxes: list[Box | None] = []
-            journal.restore_into(
-                lambda image, spacing: rebuilt.append(self._send_image(session, image, spacing)),
-                lambda mask: session.add_initial_seg_interaction(mask, run_prediction=False),
-                lambda prompt: boxes.append(_send_prompt(session, prompt)),
-            )
+            replay = journal.replay()  # the current object only: the server cannot undo into an earlier one
+            rebuilt = self._send_image(session, replay.image, replay.spacing)
+            if replay.initial_mask is not None:
+                session.add_initial_seg_interaction(replay.initial_mask, run_prediction=False)
+            boxes = [_send_prompt(session, prompt) for prompt in replay.prompts]
             if rebuild == "all":
-                self._adopt_rebuilt(rebuilt[0], boxes)
+                self._adopt_rebuilt(rebuilt, boxes)
         self._stale = False
         return session
 
@@ -266,6 +266,7 @@ class OfficialBackend(Backend):
 
     def _object_started(self) -> None:
         self._last_box, self._can_undo, self._resync_box = None, False, None
+        self._journal.confirmed(0)  # the server cannot undo into an earlier object: the journal drops it
 
     def _drop_session(self) -> None:
         """Release the lease (best effort: the server may already have forgotten it)."""

@@ -7,9 +7,9 @@ server holds one before it uploads it, so a re-connect or a second user on the s
 Nothing is lost when the server forgets: every confirmed call is recorded in a
 :class:`~.journal.SessionJournal`. When the server no longer knows the session (reaped, restarted,
 evicted) or may have missed a call (a timeout; the session's revision no longer matches), the backend
-claims a new session, restores image, starting mask and prompts of the current object, and then
-completes the call the user just made. Prompts are seeded by their index, so the rebuilt session is
-bit-identical to the lost one.
+claims a new session, replays image and steps (undone ones too, then undoes them again, so undo and redo
+reach as far as before), and then completes the call the user just made. Prompts are seeded by their
+index, so the rebuilt session is bit-identical to the lost one.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ from ..errors import (
     NoImageError,
     OutOfMemoryError,
     ServerBusyError,
+    UndoError,
 )
-from ..interface import Backend, Capabilities, Prompt, PromptResult, box_shape
+from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState, box_shape, undo_limit_message
 from .journal import SessionJournal
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class _ImageMissing(Exception):
 # HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
 ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
     ErrorCode.SESSION_UNKNOWN: _SessionLost, ErrorCode.REVISION_MISMATCH: _SessionLost,
-    ErrorCode.IMAGE_UNKNOWN: _ImageMissing, ErrorCode.NO_IMAGE: NoImageError,
+    ErrorCode.IMAGE_UNKNOWN: _ImageMissing, ErrorCode.NO_IMAGE: NoImageError, ErrorCode.UNDO_LIMIT: UndoError,
     ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
     ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
     ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
@@ -135,7 +136,8 @@ class RemoteBackend(Backend):
         self._session_id: str | None = None
         self._revision = 0
         self._journal = SessionJournal()
-        self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
+        self._redo_available = 0  # as the server last said; the journal knows how far undo reaches
+        self._server_history = (0, 0)  # undo and redo in the server's last reply
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self.stats = RemoteStats()
@@ -167,32 +169,37 @@ class RemoteBackend(Backend):
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         sent = _SentImage(image, image_digest(image, spacing))
         self._call(lambda: self._send_image(sent, spacing), restore=False)
-        self._journal.image_set(sent, spacing)
-        self._can_undo = False
+        self._done(lambda: self._journal.image_set(sent, spacing))
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
         self._call(lambda: self._send_mask(mask))
-        self._journal.object_started(mask)
-        self._can_undo = False
+        self._done(lambda: self._journal.object_started(mask))
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
         result = self._call(lambda: self._send_prompt(prompt))
-        self._journal.prompted(prompt)
-        self._can_undo = True
+        self._done(lambda: self._journal.prompted(prompt))
         return result
 
-    def _undo(self) -> PromptResult:
-        if not self._can_undo:
-            return PromptResult()
-        result = self._call(lambda: self._result(self._post(Routes.UNDO, None)))
-        self._journal.undone()
-        self._can_undo = False
+    def _undo(self, steps: int) -> PromptResult:
+        if steps > self._journal.undo_available:  # a rebuilt session may reach further back: never go there
+            raise UndoError(undo_limit_message("undo", steps, self._journal.undo_available))
+        result = self._call(lambda: self._result(self._post(Routes.UNDO, None, steps=steps)))
+        self._done(lambda: self._journal.undone(steps))
         return result
 
     def _reset(self) -> None:
         self._call(lambda: self._state(self._post(Routes.RESET, None)))
-        self._journal.object_started(None)
-        self._can_undo = False
+        self._done(lambda: self._journal.object_started(None))
+
+    def _redo(self, steps: int) -> PromptResult:
+        if steps > self._redo_available:
+            raise UndoError(undo_limit_message("redo", steps, self._redo_available))
+        result = self._call(lambda: self._result(self._post(Routes.REDO, None, steps=steps)))
+        self._done(lambda: self._journal.redone(steps))
+        return result
+
+    def _undo_state(self) -> UndoState:
+        return UndoState(self._journal.undo_available, self._redo_available)
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
@@ -253,7 +260,9 @@ class RemoteBackend(Backend):
             return 0
         try:
             return self._journal.restore_into(
-                lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
+                lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask,
+                lambda: self._state(self._post(Routes.RESET, None)), self._send_prompt,
+                lambda steps: self._result(self._post(Routes.UNDO, None, steps=steps)),
             )
         except BaseException:
             self._discard_session()  # half restored: the next call starts over, never uses it as if whole
@@ -318,22 +327,33 @@ class RemoteBackend(Backend):
                   "codec": codec}
         return self._result(self._post(Routes.CROP_PROMPT, encode_frame(header, pack_mask(prompt.mask, codec))))
 
-    def _post(self, route: Route, body: dict[str, Any] | bytes | None) -> requests.Response:
+    def _post(self, route: Route, body: dict[str, Any] | bytes | None, steps: int | None = None) -> requests.Response:
         """A mutating call in our session, stating the revision we expect it to be at."""
         headers = {REVISION_HEADER: str(self._revision)}
+        query = None if steps is None else {"steps": steps}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._request(route, session_id=self._session_id, data=body, headers=headers)
-        return self._request(route, session_id=self._session_id, json=body, headers=headers)
+            return self._request(route, session_id=self._session_id, data=body, headers=headers, query=query)
+        return self._request(route, session_id=self._session_id, json=body, headers=headers, query=query)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
         state = response.json()
-        self._revision = state["revision"]
+        self._confirmed(state)
         return state
+
+    def _confirmed(self, state: dict[str, Any]) -> None:
+        self._revision = state["revision"]
+        self._server_history = (int(state["undo"]), int(state["redo"]))
+
+    def _done(self, record: Callable[[], None]) -> None:
+        """Record a call the server confirmed, with the undo history its last reply reported."""
+        record()
+        undo, self._redo_available = self._server_history
+        self._journal.confirmed(undo)
 
     def _result(self, response: requests.Response) -> PromptResult:
         header, payload = decode_frame(response.content)
-        self._revision = header["revision"]
+        self._confirmed(header)
         if not header["changed"]:
             return PromptResult(backend_ms=header["backend_ms"])
         box = tuple((int(lo), int(hi)) for lo, hi in header["box"])
@@ -359,12 +379,13 @@ class RemoteBackend(Backend):
         return self._info
 
     def _request(self, route: Route, *, data: bytes | None = None, json: Any = None,
-                 headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
+                 headers: dict[str, str] | None = None, query: dict[str, Any] | None = None,
+                 **params: Any) -> requests.Response:
         """One call of the contract: ``route`` with its path parameters filled in from ``params``."""
         method, path = route.method, route.url(**params)
         try:
             response = self._http.request(method, self.url + path, data=data, json=json, headers=headers,
-                                          timeout=self._timeout, verify=self._verify)
+                                          params=query, timeout=self._timeout, verify=self._verify)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(
                 f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, UndoError
-from ..interface import Box
+from ..interface import Box, undo_limit_message
 
 # Read and written on every snapshot/restore. The first five are public attributes.
 SNAPSHOT_ATTRIBUTES = {
@@ -224,20 +224,11 @@ class UndoHistory:
         """Make the step ``delta`` away current (negative: undo); returns it and the hull of the mask regions the
         steps passed over may have changed. Raises UndoError, changing nothing, when that step is not kept."""
         if delta < 0 and -delta > self.undo_available:
-            raise UndoError(_beyond("undo", -delta, self.undo_available, self.evicted))
+            raise UndoError(undo_limit_message("undo", -delta, self.undo_available, self.evicted > 0))
         if delta > 0 and delta > self.redo_available:
-            raise UndoError(_beyond("redo", delta, self.redo_available, 0))
+            raise UndoError(undo_limit_message("redo", delta, self.redo_available))
         target = self._current + delta
         crossed = self._steps[target + 1:self._current + 1] if delta < 0 else self._steps[self._current + 1:target + 1]
         self._current = target
         return self._steps[target], union_box([s.written for s in crossed])
 
-
-def _beyond(action: str, asked: int, available: int, evicted: int) -> str:
-    if available == 0:
-        message = f"There is nothing to {action}."
-    else:
-        message = f"Only {available} step{'s' if available != 1 else ''} can be {action}ne, not {asked}."
-    if action == "undo" and evicted:
-        message += " Older steps were dropped to keep the undo history within its memory budget."
-    return message

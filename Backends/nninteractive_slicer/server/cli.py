@@ -8,10 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
+from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..errors import BackendUnavailableError
 from . import logs
 from .auth import ENV_VAR, load_keys, short_keys
-from .config import GIB, Limits, ServerConfig
+from .config import GIB, MIB, Limits, ServerConfig
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let every user bind every cached image, so nobody sends an image twice; but any key holder "
                         "can then tell whether an image was uploaded (default: each user sees their own uploads)")
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
+    s.add_argument("--undo-steps", type=int, default=DEFAULT_MAX_STEPS,
+                   help="steps each session can undo (default %(default)s)")
+    s.add_argument("--undo-mib", type=float, default=DEFAULT_BUDGET_BYTES / MIB,
+                   help="memory per session for undo snapshots (compressed); past it the oldest go first")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
     return p
@@ -80,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_keys=keys, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
+        undo_steps=args.undo_steps, undo_budget_bytes=int(args.undo_mib * MIB),
     )
 
 

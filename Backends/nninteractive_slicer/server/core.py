@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..core.device_worker import DeviceWorker
@@ -32,11 +33,12 @@ class ServerCore:
         self.config = config
         self.worker = DeviceWorker("nninteractive-server-device")
         try:
-            self.model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
-                                          config.torch_threads, "remote")
+            model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
+                                     config.torch_threads, "remote")
         except BaseException:
             self.worker.stop()
             raise
+        self.model = replace(model, capabilities=replace(model.capabilities, undo_depth=config.undo_steps))
         self.auth = Authenticator(config.api_keys)
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s)
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
@@ -82,7 +84,8 @@ class ServerCore:
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot() as session_id:
-            engine = await self.on_device(InteractiveSession, self.model)
+            engine = await self.on_device(InteractiveSession, self.model, self.config.undo_budget_bytes,
+                                          self.config.undo_steps)
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
         log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPBearer
 
@@ -30,5 +30,6 @@ User = Annotated[str, Depends(current_user)]
 SessionId = Annotated[str, PathParam(min_length=1, max_length=64)]
 # Typed int (not int | None), so the schema does not invite a literal "null" header; absent means "don't check".
 Revision = Annotated[int, Header(alias=REVISION_HEADER, ge=0, description="the revision the client expects")]
+Steps = Annotated[int, Query(ge=1, le=10_000, description="how many steps to undo or redo")]
 AcceptCodecs = Annotated[str | None, Header(alias=ACCEPT_CODECS_HEADER, max_length=200,
                                             description="codecs the client decodes, best first")]

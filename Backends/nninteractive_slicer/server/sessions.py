@@ -48,7 +48,8 @@ class ServerSession:
         shape = self.shape
         return {"session_id": self.id, "revision": self.revision, "image_digest": self.image_digest,
                 "shape": list(shape) if shape else None, "prompt_count": self.engine.prompt_count,
-                "can_undo": self.engine.can_undo}
+                "can_undo": self.engine.can_undo, "undo": self.engine.history.undo_available,
+                "redo": self.engine.history.redo_available}
 
 
 class SessionRegistry:
