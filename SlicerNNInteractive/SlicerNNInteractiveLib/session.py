@@ -101,10 +101,12 @@ class PromptSession:
         editor_node,
         app_logic=None,
         save_undo: Callable[[], object] | None = None,
+        undo: Callable[[], object] | None = None,
+        redo: Callable[[], object] | None = None,
     ) -> None:
         self.scene = scene
         self.editor_node = editor_node
-        self.writer = SegmentWriter(scene, editor_node, app_logic, save_undo)
+        self.writer = SegmentWriter(scene, editor_node, app_logic, save_undo, undo, redo)
         self._backend = backend
         self._sent_image: ImageStamp | None = None
         self._sent_segment: SegmentStamp | None = None
