@@ -28,6 +28,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SlicerNNInteractiveLib import (
+    REDO,
     UNDO,
     PromptError,
     PromptSession,
@@ -52,6 +53,7 @@ EDITOR_NODE_TAG = "SlicerNNInteractive"
 DEFAULT_URLS = {"remote": "http://127.0.0.1:1527", "official": "http://127.0.0.1:1527"}
 DEVICES = ("auto", "cuda", "cpu")
 POLL_MS = 50
+MODULE_UNDO_STEPS = 20  # Segment Editor states kept, so the module's Undo can restore segments that far back
 # Tool -> (button, shortcut key, markups class shown while it is used).
 TOOLS = {
     "point": ("pbPoint", "O", "vtkMRMLMarkupsFiducialNode"),
@@ -82,7 +84,7 @@ class SlicerNNInteractive(ScriptedLoadableModule):
 class QueuedPrompt:
     """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
 
-    build: Any  # geometry -> Prompt, or UNDO
+    build: Any  # geometry -> Prompt, UNDO or REDO
     done: Callable[[], None] = lambda: None
 
 
@@ -193,7 +195,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.ui.backendCombo.addItem(label, kind)
         for device in DEVICES:
             self.ui.deviceCombo.addItem(device)
-        self.ui.pbRedo.setVisible(False)  # no backend offers redo yet
         self.ui.cb3DBox.setVisible(False)
         self.ui.pbApplyBox.setVisible(False)
         self.signGroup = qt.QButtonGroup(self.ui.promptTypeGroup)
@@ -217,6 +218,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.pbResetSegment.clicked.connect(self.resetSegment)
         self.ui.pbNextSegment.clicked.connect(self.nextSegment)
         self.ui.pbUndo.clicked.connect(self.undoPrompt)
+        self.ui.pbRedo.clicked.connect(self.redoPrompt)
         self.ui.pbApplyBox.clicked.connect(self.onBoxPlaced)
         self.ui.backendCombo.currentIndexChanged.connect(self.onBackendKindChanged)
         for edit in (self.ui.serverUrlEdit, self.ui.apiKeyEdit, self.ui.modelEdit):
@@ -228,7 +230,8 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def setupShortcuts(self) -> None:
         """Single-key shortcuts (the underlined letters), enabled only while the module is shown."""
         actions = {key: getattr(self.ui, button).click for button, key, _cls in TOOLS.values()}
-        actions.update({"T": self.togglePositive, "R": self.resetSegment, "E": self.nextSegment, "U": self.undoPrompt})
+        actions.update({"T": self.togglePositive, "R": self.resetSegment, "E": self.nextSegment, "U": self.undoPrompt,
+                        "Y": self.redoPrompt})
         for key, action in actions.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.setEnabled(False)
@@ -251,7 +254,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             node,
             slicer.app.applicationLogic(),
             save_undo=self.editorWidget.saveStateForUndo,  # prompts are undone with the editor's Undo too
+            undo=self.editorWidget.undo,  # the module's Undo/Redo restore every segment through the editor's
+            redo=self.editorWidget.redo,
         )
+        self.editorWidget.setMaximumNumberOfUndoStates(MODULE_UNDO_STEPS)
         self.markups = {}
         for tool, (_button, _key, class_name) in TOOLS.items():
             markup = slicer.mrmlScene.AddNewNodeByClass(class_name, f"nnInteractive {tool}")
@@ -379,6 +385,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             getattr(self.ui, button).setEnabled(caps is None or tool in caps.prompt_kinds)
         self.ui.cb3DBox.setVisible(bool(caps and caps.supports_3d_bbox))
         self.ui.pbUndo.setEnabled(caps is None or caps.undo_depth > 0)
+        self.ui.pbRedo.setEnabled(caps is None or caps.supports_redo)
 
     def ensureBackend(self) -> bool:
         """True when a backend is ready; otherwise start building the configured one (off the main thread)."""
@@ -570,6 +577,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def undoPrompt(self) -> None:
         self.enqueue(QueuedPrompt(UNDO))
+
+    def redoPrompt(self) -> None:
+        self.enqueue(QueuedPrompt(REDO))
 
     def dropQueue(self) -> None:
         for item in self.queue:

@@ -77,6 +77,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                          "--allow-remote-without-key if anyone who can reach this port may use it.")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together.")
+    if args.undo_steps < 0 or args.undo_mib < 0:
+        raise SystemExit("error: --undo-steps and --undo-mib cannot be negative (0 turns undo off).")
     cache_bytes = int(args.cache_gib * GIB)
     limits = Limits(max_image_voxels=args.max_image_voxels,
                     max_image_bytes=min(Limits.max_image_bytes, cache_bytes))
