@@ -80,6 +80,7 @@ class PreparedPrompt:
     image_sent: bool = False
     mask_sent: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    history: Any = None  # what a recording session carries from prepare to apply (see recording.py)
 
 
 @dataclass(frozen=True)
@@ -242,11 +243,7 @@ class PromptSession:
         """Main thread: write the changed region, unless the user changed image or segment meanwhile."""
         self._record_sync(prepared)
         segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)
-        volume = self.scene.GetNodeByID(prepared.volume_node_id)
-        current_segment = (
-            segment_stamp(segmentation, prepared.segment_id, prepared.index_to_seg) if segmentation else None
-        )
-        if volume is None or image_stamp(volume) != prepared.image_stamp or current_segment != prepared.segment_stamp:
+        if not self.is_current(prepared):
             # The backend now holds a result for a segment that no longer exists as it was: re-send next time.
             return Outcome(
                 False,
@@ -303,6 +300,17 @@ class PromptSession:
             elif not editor:  # our write is the editor's newest state now: its history no longer matches ours
                 steps[:] = [replace(s, editor=False) for s in steps]
         return Outcome(written, f"{done}.", prepared.segment_id)
+
+    def is_current(self, prepared: PreparedPrompt) -> bool:
+        """Are the image and segment still as they were when ``prepared`` was read (nobody changed them since)?"""
+        segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)
+        volume = self.scene.GetNodeByID(prepared.volume_node_id)
+        current_segment = (
+            segment_stamp(segmentation, prepared.segment_id, prepared.index_to_seg) if segmentation else None
+        )
+        return volume is not None and image_stamp(volume) == prepared.image_stamp and (
+            current_segment == prepared.segment_stamp
+        )
 
     def abandon(self, prepared: PreparedPrompt) -> None:
         """Main thread, after run() raised: remember what did reach the backend; the segments stay untouched."""

@@ -36,6 +36,7 @@ from ..core.protocol import (
 from ..core.wire import (
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
+    WireError,
     choose_codec,
     chunk_ranges,
     decode_frame,
@@ -43,6 +44,7 @@ from ..core.wire import (
     encode_image_chunk,
     image_digest,
     pack_mask,
+    read_changed_region,
     unpack_mask,
 )
 from ..errors import (
@@ -55,7 +57,7 @@ from ..errors import (
     ServerBusyError,
     UndoError,
 )
-from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState, box_shape, undo_limit_message
+from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState, undo_limit_message
 from .journal import SessionJournal
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,10 @@ class _SessionLost(Exception):
 
 class _ImageMissing(Exception):
     """The server does not hold the image (any more)."""
+
+
+class _MalformedReply(BackendError):
+    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
 
 
 # The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
@@ -203,8 +209,14 @@ class RemoteBackend(Backend):
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
-            header, payload = decode_frame(self._request(Routes.GET_MASK, session_id=self._session_id).content)
-            return unpack_mask(payload, tuple(header["shape"]), header["codec"])
+            reply = self._request(Routes.GET_MASK, session_id=self._session_id)
+            try:
+                header, payload = decode_frame(reply.content)
+                if header.get("shape") != list(self._shape) or not isinstance(header.get("codec"), str):
+                    raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
+                return unpack_mask(payload, self._shape, header["codec"])
+            except WireError as exc:
+                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
@@ -220,23 +232,32 @@ class RemoteBackend(Backend):
         and run ``op`` once more."""
         with self._lock:
             try:
-                if self._session_id is None:  # first call, or a rebuild that failed half-way
-                    self._open_session(restore)
-                try:
-                    return self._once_more_if_dropped(op)
-                except _SessionLost as lost:
-                    started = time.perf_counter()
-                    log.warning("The server lost this session (%s); restoring it.", lost)
-                    self._info = None  # a restarted server may have other limits
-                    replayed = self._open_session(restore)
-                    self.stats.recoveries += 1
-                    log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
-                                replayed)
-                return self._once_more_if_dropped(op)
-            except _SessionLost as again:
+                return self._call_once(op, restore)
+            except _MalformedReply:
+                # The server may have applied what the reply should have described: the next call
+                # rebuilds the session from the journal, which does not hold it.
                 self._discard_session()
-                raise BackendUnavailableError(f"The server lost the session again while it was restored: "
-                                              f"{again}") from again
+                raise
+
+    def _call_once(self, op: Callable[[], T], restore: bool) -> T:
+        try:
+            if self._session_id is None:  # first call, or a rebuild that failed half-way
+                self._open_session(restore)
+            try:
+                return self._once_more_if_dropped(op)
+            except _SessionLost as lost:
+                started = time.perf_counter()
+                log.warning("The server lost this session (%s); restoring it.", lost)
+                self._info = None  # a restarted server may have other limits
+                replayed = self._open_session(restore)
+                self.stats.recoveries += 1
+                log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
+                            replayed)
+            return self._once_more_if_dropped(op)
+        except _SessionLost as again:
+            self._discard_session()
+            raise BackendUnavailableError(f"The server lost the session again while it was restored: "
+                                          f"{again}") from again
 
     @staticmethod
     def _once_more_if_dropped(op: Callable[[], T]) -> T:
@@ -337,13 +358,23 @@ class RemoteBackend(Backend):
         return self._request(route, session_id=self._session_id, json=body, headers=headers, query=query)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        state = response.json()
+        try:
+            state = response.json()
+        except ValueError as exc:
+            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
+                type(state.get("revision")) is not int:
+            raise _MalformedReply("The server's reply does not describe a session.")
         self._confirmed(state)
         return state
 
     def _confirmed(self, state: dict[str, Any]) -> None:
+        """Revision and undo history of a reply (kept until the call is recorded, see :meth:`_done`)."""
+        history = state.get("undo"), state.get("redo")
+        if not all(type(n) is int and n >= 0 for n in history):
+            raise _MalformedReply("The server's reply does not say how far undo and redo reach.")
         self._revision = state["revision"]
-        self._server_history = (int(state["undo"]), int(state["redo"]))
+        self._server_history = history  # type: ignore[assignment]
 
     def _done(self, record: Callable[[], None]) -> None:
         """Record a call the server confirmed, with the undo history its last reply reported."""
@@ -352,13 +383,16 @@ class RemoteBackend(Backend):
         self._journal.confirmed(undo)
 
     def _result(self, response: requests.Response) -> PromptResult:
-        header, payload = decode_frame(response.content)
+        """The reply of a prompt or undo, checked against the image before anything is applied."""
+        try:
+            header, payload = decode_frame(response.content)
+            region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
+        except WireError as exc:
+            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._confirmed(header)
-        if not header["changed"]:
+        if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
-        box = tuple((int(lo), int(hi)) for lo, hi in header["box"])
-        patch = unpack_mask(payload, box_shape(box), header["codec"])  # type: ignore[arg-type]
-        return PromptResult(box, patch, header["backend_ms"])  # type: ignore[arg-type]
+        return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def _new_http(self) -> requests.Session:

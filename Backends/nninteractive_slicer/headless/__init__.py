@@ -4,7 +4,7 @@ The Python API behind the ``nninteractive-slicer`` command (see the README and :
 Images need SimpleITK (``pip install 'nninteractive-slicer[cli]'``); the rest is numpy.
 """
 
-from .api import Segmentation, check_replay, model_identity, replay, segment
+from .api import Segmentation, check_replay, replay, segment
 from .backend_spec import API_KEY_VARIABLE, BackendSpecError, make_backend
 from .images import ImageReadError, Volume, read_image, write_labels
 from .preview import write_preview
@@ -21,7 +21,6 @@ __all__ = [
     "check_replay",
     "load_prompts",
     "make_backend",
-    "model_identity",
     "parse_prompts",
     "read_image",
     "replay",

@@ -36,12 +36,6 @@ class Segmentation:
     histories: list[History]
 
 
-def model_identity(backend: Backend) -> ModelIdentity:
-    caps = backend.capabilities()
-    version = caps.extra.get("server_version")
-    return ModelIdentity(caps.model_id, None if version is None else str(version), None)
-
-
 def segment(volume: Volume, objects: list[ObjectPrompts], backend: Backend,
             progress: ProgressCallback | None = None) -> Segmentation:
     """Run each object's prompts, one object after the other, on one image upload."""
@@ -49,7 +43,7 @@ def segment(volume: Volume, objects: list[ObjectPrompts], backend: Backend,
     dtype = np.uint8 if max(obj.label for obj in objects) <= 255 else np.uint16
     labels = np.zeros(volume.array.shape, dtype=dtype)
     identity = volume.identity()
-    model = model_identity(backend)
+    model = ModelIdentity.of(backend.capabilities())
     backend.set_image(volume.array, volume.spacing)
     histories, done = [], 0
     for number, obj in enumerate(objects):

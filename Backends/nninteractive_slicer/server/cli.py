@@ -13,6 +13,7 @@ from ..errors import BackendUnavailableError
 from . import logs
 from .auth import ENV_VAR, load_keys, short_keys
 from .config import GIB, MIB, Limits, ServerConfig
+from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -32,14 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--api-keys-file", type=Path, default=None, help="a file with one NAME:KEY per line")
     n.add_argument("--allow-remote-without-key", action="store_true",
                    help="DANGEROUS: listen on a non-loopback address without any API key")
+    n.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                   help="seconds a client may take to send a request's head, or pause within its body")
+    n.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help="connections served at once; more get 503")
     n.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain) to serve HTTPS")
     n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     s = p.add_argument_group("sessions and limits")
     s.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (one per connected client)")
+    s.add_argument("--max-sessions-per-user", type=int, default=None,
+                   help="sessions one user (API key name) may hold (default: all but one of --max-sessions)")
     s.add_argument("--idle-timeout", type=float, default=1800.0, help="seconds without a prompt before a session "
                                                                        "is closed (clients restore it transparently)")
     s.add_argument("--liveness-timeout", type=float, default=90.0, help="seconds without any request, heartbeats "
                                                                          "included, before a client counts as gone")
+    s.add_argument("--session-memory-gib", type=float, default=None,
+                   help="memory all sessions together may use (about 20 bytes per image voxel each; default: half "
+                        "the machine's memory, and at most 80%% of the GPU's)")
     s.add_argument("--cache-gib", type=float, default=4.0, help="memory for cached images (LRU)")
     s.add_argument("--cache-dir", type=Path, default=None, help="also keep images on disk here, across restarts")
     s.add_argument("--cache-dir-gib", type=float, default=20.0, help="disk budget of --cache-dir")
@@ -47,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let every user bind every cached image, so nobody sends an image twice; but any key holder "
                         "can then tell whether an image was uploaded (default: each user sees their own uploads)")
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
+    s.add_argument("--max-prompt-voxels", type=int, default=Limits.max_prompt_voxels,
+                   help="the largest box one lasso or scribble may cover (bounds one prompt's device time)")
     s.add_argument("--undo-steps", type=int, default=DEFAULT_MAX_STEPS,
                    help="steps each session can undo (default %(default)s)")
     s.add_argument("--undo-mib", type=float, default=DEFAULT_BUDGET_BYTES / MIB,
@@ -80,14 +92,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if args.undo_steps < 0 or args.undo_mib < 0:
         raise SystemExit("error: --undo-steps and --undo-mib cannot be negative (0 turns undo off).")
     cache_bytes = int(args.cache_gib * GIB)
-    limits = Limits(max_image_voxels=args.max_image_voxels,
-                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes))
+    limits = Limits(max_image_voxels=args.max_image_voxels, max_prompt_voxels=args.max_prompt_voxels,
+                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
     return ServerConfig(
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
-        api_keys=keys, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+        api_keys=keys, max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
+        idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
         undo_steps=args.undo_steps, undo_budget_bytes=int(args.undo_mib * MIB),
+        session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
     )
 
 
@@ -95,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     logs.configure(args.log_level, args.log_format)
+    logs.route_stdout()
     logging.captureWarnings(True)
     if not config.api_keys:
         log.warning("NO API KEY: anyone who can reach %s:%s can use this server%s", args.host, args.port,
@@ -114,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     except BackendUnavailableError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_keep_alive=65,
-                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, ssl_certfile=args.tls_cert,
+                ssl_keyfile=args.tls_key, **uvicorn_options(args.request_timeout, args.max_connections))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
 from .images import ImageCache, Uploads
+from .memory import default_budget
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
 
@@ -40,9 +41,12 @@ class ServerCore:
             raise
         self.model = replace(model, capabilities=replace(model.capabilities, undo_depth=config.undo_steps))
         self.auth = Authenticator(config.api_keys)
-        self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s)
+        self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s,
+                                        config.sessions_per_user,
+                                        config.session_memory_bytes or default_budget(self.model.device))
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
-        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.share_images)
+        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
+                              config.share_images, self.sessions.check_fits)
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
@@ -83,7 +87,7 @@ class ServerCore:
 
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
-        with self.sessions.slot() as session_id:
+        with self.sessions.slot(owner) as session_id:
             engine = await self.on_device(InteractiveSession, self.model, self.config.undo_budget_bytes,
                                           self.config.undo_steps)
             session = ServerSession(session_id, owner, engine)

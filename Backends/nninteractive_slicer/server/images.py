@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,8 +273,11 @@ class Uploads:
     upload verifies and publishes it under that lock too: no chunk of an upload runs alongside its
     completion. A chunk for an image the user can already see is compared with it, never taken unread."""
 
-    def __init__(self, cache: ImageCache, limits: Limits, budget_bytes: int, share_images: bool = False) -> None:
+    def __init__(self, cache: ImageCache, limits: Limits, budget_bytes: int, per_user_bytes: int | None = None,
+                 share_images: bool = False, admit: Callable[[tuple[int, int, int]], object] | None = None) -> None:
         self.cache, self.limits, self.budget, self.share_images = cache, limits, budget_bytes, share_images
+        self.per_user = per_user_bytes or budget_bytes
+        self.admit = admit  # raises if no session could ever hold an image of this shape
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
 
@@ -287,6 +291,11 @@ class Uploads:
                   payload: bytes) -> UploadProgress:
         """Decode one chunk into its upload; the last one verifies the digest and publishes the image."""
         nbytes = check_image_geometry(shape, dtype, self.limits)
+        if self.admit is not None:
+            self.admit(shape)  # at the first chunk, not after the whole image arrived
+        if nbytes > self.per_user:
+            raise ApiError(413, ErrorCode.TOO_LARGE, f"The image ({nbytes} bytes) is larger than one user may upload "
+                                                     f"to this server at a time ({self.per_user} bytes).")
         itemsize = nbytes // int(np.prod(shape))
         if chunk_elements * itemsize > self.limits.chunk_bytes:
             raise too_large("upload chunk", chunk_elements * itemsize, self.limits.chunk_bytes)
@@ -308,8 +317,9 @@ class Uploads:
                 if pending.closed:
                     continue  # completed (or failed) while this chunk decoded: look again
                 pending.flat[start:stop] = values
-                pending.received.add(index)
-                pending.touched = time.monotonic()
+                if index not in pending.received:  # progress: a chunk sent again keeps no upload alive
+                    pending.received.add(index)
+                    pending.touched = time.monotonic()
                 if len(pending.received) < pending.chunks:
                     return UploadProgress(digest, len(pending.received), pending.chunks, False)
                 pending.closed = True
@@ -336,9 +346,14 @@ class Uploads:
             ):
                 return pending
             self._pending.pop(key, None)  # a restarted upload with other parameters replaces the old one
+            mine = sum(p.flat.nbytes for p in self._pending.values() if p.owner == owner)
+            if mine + nbytes > self.per_user:
+                raise ServerBusyError(f"Your uploads in progress hold {mine} bytes; one user may have at most "
+                                      f"{self.per_user} bytes of uploads in progress: let them finish first.", 10)
             in_use = sum(p.flat.nbytes for p in self._pending.values())
             if in_use + nbytes > self.budget:
-                raise ServerBusyError("The server is receiving too many images at once; try again shortly.", 10)
+                raise ServerBusyError("The server is receiving too many images at once (from all users); try again "
+                                      "shortly.", 10)
             pending = _Pending(owner, digest, shape, dtype, spacing, chunk_elements,
                                np.empty(int(np.prod(shape)), dtype=np.dtype(dtype).newbyteorder("<")))
             self._pending[key] = pending

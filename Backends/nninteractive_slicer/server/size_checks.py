@@ -80,6 +80,15 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+def check_prompt_size(box: tuple[tuple[int, int], ...], limits: Limits) -> None:
+    """One lasso or scribble may cover at most ``max_prompt_voxels``: the device time of a prompt grows with it."""
+    voxels = math.prod(hi - lo for lo, hi in box)
+    if voxels > limits.max_prompt_voxels:
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"This prompt's box covers {voxels} voxels; this server takes "
+                                                     f"at most {limits.max_prompt_voxels} in one prompt. Draw it on "
+                                                     "fewer slices, or split it.")
+
+
 def check_image_geometry(shape: tuple[int, ...], dtype: str, limits: Limits) -> int:
     """Validate a declared image shape and dtype against the limits; returns its size in bytes."""
     if dtype not in IMAGE_DTYPES:

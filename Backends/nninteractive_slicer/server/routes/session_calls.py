@@ -24,6 +24,7 @@ from ..deps import AcceptCodecs, Core, Revision, SessionId, Steps, User
 from ..errors import ApiError
 from ..schemas import CropHeader, JsonPrompt, MaskHeader, SessionState, SetImageBody
 from ..sessions import ServerSession
+from ..size_checks import check_prompt_size
 from . import FRAME_BODY, FRAME_REPLY, endpoint
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -37,6 +38,7 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
         image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
         if image is None:
             raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
+        core.sessions.reserve_memory(session, image.array.shape)
 
         def run(engine: InteractiveSession) -> None:
             engine.set_image(image.array, image.spacing)
@@ -96,6 +98,7 @@ async def crop_prompt(session_id: SessionId, request: Request, core: Core, user:
         raw, payload = decode_frame(body)
         head = CropHeader.model_validate(raw)
         box = normalize_box(head.box, shape, head.kind)  # inside the image before the crop is unpacked
+        check_prompt_size(box, core.config.limits)
         crop = unpack_mask(payload, box_shape(box), head.codec)
         return (Lasso if head.kind == "lasso" else Scribble)(crop, box, head.positive)
 
