@@ -115,7 +115,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['size']} {'x'.join(map(str, r['shape']))} | {r['steps']} | {r['prompt_ms_median']:.0f} | "
             f"{r['snapshot_ms_median']:.1f} | {r['undo_1_ms_median']:.1f} | {r['redo_1_ms_median']:.1f} | "
-            f"{r['undo_all_ms_median']:.1f} | {r['redo_all_ms_median']:.1f} | {r['worst_move_over_prompt']:.2f} | "
+            f"{r['undo_all_ms_median']:.1f} | {r['redo_all_ms_median']:.1f} | {r['worst_move_over_prompt']:.2g} | "
             f"{r['step_bytes_median'] / 1024:.0f}, {r['step_bytes_max'] / 1024:.0f} | "
             f"{r['raw_state_bytes'] / MIB:.1f} |")
     b = result["budget"]
