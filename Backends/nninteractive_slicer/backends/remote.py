@@ -1,8 +1,8 @@
 """The remote backend: this project's server (:mod:`.server`) over HTTP(S), torch-free, for 3D Slicer.
 
-One keep-alive ``requests`` session carries every call, with explicit connect and read timeouts (the
-read timeout also bounds each socket write). Images are content-addressed: the client asks whether the
-server holds one before it uploads it, so a re-connect or a second user on the same image sends nothing.
+Images are content-addressed: the client asks whether the server holds one before it uploads it, so a
+re-connect or a second user on the same image sends nothing. HTTP, typed errors and heartbeats are
+:mod:`.remote_http`'s; this module keeps the session and its recovery.
 
 Nothing is lost when the server forgets: every confirmed call is recorded in a
 :class:`~.journal.SessionJournal`. When the server no longer knows the session (reaped, restarted,
@@ -24,17 +24,8 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from ..core.protocol import (
-    ACCEPT_CODECS_HEADER,
-    PROTOCOL_VERSION,
-    REVISION_HEADER,
-    SERVER_NAME,
-    ErrorCode,
-    Route,
-    Routes,
-)
+from ..core.protocol import REVISION_HEADER, Route, Routes
 from ..core.wire import (
-    AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
     WireError,
     choose_codec,
@@ -47,58 +38,13 @@ from ..core.wire import (
     read_changed_region,
     unpack_mask,
 )
-from ..errors import (
-    AuthenticationError,
-    BackendError,
-    BackendUnavailableError,
-    InvalidPromptError,
-    NoImageError,
-    OutOfMemoryError,
-    ServerBusyError,
-    UndoError,
-)
+from ..errors import BackendError, BackendUnavailableError, UndoError
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState, undo_limit_message
 from .journal import SessionJournal
+from .remote_http import Heartbeat, ImageMissing, MalformedReply, ServerConnection, SessionLost, Unreachable, read_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-CONNECT_TIMEOUT_S = 5.0
-
-
-class _Unreachable(BackendUnavailableError):
-    """The request did not get an answer: refused, reset or dropped connection."""
-
-
-class _SessionLost(Exception):
-    """The server no longer has our session, or it is not in the state we recorded: rebuild it."""
-
-
-class _ImageMissing(Exception):
-    """The server does not hold the image (any more)."""
-
-
-class _MalformedReply(BackendError):
-    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
-
-
-# The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
-# HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
-ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
-    ErrorCode.SESSION_UNKNOWN: _SessionLost, ErrorCode.REVISION_MISMATCH: _SessionLost,
-    ErrorCode.IMAGE_UNKNOWN: _ImageMissing, ErrorCode.NO_IMAGE: NoImageError, ErrorCode.UNDO_LIMIT: UndoError,
-    ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
-    ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
-    ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
-    ErrorCode.BAD_BODY: InvalidPromptError, ErrorCode.BAD_REQUEST: InvalidPromptError,
-    ErrorCode.TOO_LARGE: InvalidPromptError, ErrorCode.NOT_FOUND: BackendUnavailableError,
-    ErrorCode.METHOD_NOT_ALLOWED: BackendError, ErrorCode.BACKEND_FAILED: BackendError,
-    ErrorCode.INTERNAL: BackendError,
-}.items()}
-ERROR_OF_STATUS: dict[int, type[Exception]] = {
-    400: InvalidPromptError, 401: AuthenticationError, 404: BackendUnavailableError, 413: InvalidPromptError,
-    422: InvalidPromptError, 503: ServerBusyError, 507: OutOfMemoryError,
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,25 +78,20 @@ class RemoteBackend(Backend):
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  verify: bool | str = True) -> None:
         super().__init__()
-        self.url = url.rstrip("/")
-        self._api_key = api_key
-        self._verify = verify
-        self._timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
-        self._http = self._new_http()
+        self._server = ServerConnection(url, api_key, timeout, verify)
+        self.url = self._server.url
         self._lock = threading.RLock()
-        self._info: dict[str, Any] | None = None
         self._session_id: str | None = None
         self._revision = 0
         self._journal = SessionJournal()
         self._redo_available = 0  # as the server last said; the journal knows how far undo reaches
         self._server_history = (0, 0)  # undo and redo in the server's last reply
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
+        self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
         self.stats = RemoteStats()
 
     # -- queries -------------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
-        caps = dict(self._server_info()["capabilities"])
+        caps = dict(self._server.info()["capabilities"])
         for key in ("prompt_kinds", "scribble_thickness"):
             caps[key] = tuple(caps[key])
         caps.update(backend="remote", extra={**caps.get("extra", {}), "url": self.url})
@@ -158,16 +99,8 @@ class RemoteBackend(Backend):
 
     def check_connection(self) -> str:
         """Reach the server, check protocol version and key; raises a typed error that says what failed."""
-        health = self._request(Routes.HEALTH).json()
-        if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
-            raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
-        if health.get("protocol_version") != PROTOCOL_VERSION:
-            raise BackendUnavailableError(
-                f"Version mismatch: the server at {self.url} (version {health.get('version')}) speaks protocol "
-                f"{health.get('protocol_version')}, this client speaks {PROTOCOL_VERSION}. Update the older one."
-            )
-        self._info = None
-        info = self._server_info()
+        self._server.check_server()
+        info = self._server.info()
         return (f"remote {self.url}: model {info['model_id']} on {info['device']}, server {info['version']}, "
                 f"{info['sessions']['open']}/{info['sessions']['max']} sessions in use")
 
@@ -193,10 +126,6 @@ class RemoteBackend(Backend):
         self._done(lambda: self._journal.undone(steps))
         return result
 
-    def _reset(self) -> None:
-        self._call(lambda: self._state(self._post(Routes.RESET, None)))
-        self._done(lambda: self._journal.object_started(None))
-
     def _redo(self, steps: int) -> PromptResult:
         if steps > self._redo_available:
             raise UndoError(undo_limit_message("redo", steps, self._redo_available))
@@ -207,24 +136,28 @@ class RemoteBackend(Backend):
     def _undo_state(self) -> UndoState:
         return UndoState(self._journal.undo_available, self._redo_available)
 
+    def _reset(self) -> None:
+        self._call(lambda: self._state(self._post(Routes.RESET, None)))
+        self._done(lambda: self._journal.object_started(None))
+
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
-            reply = self._request(Routes.GET_MASK, session_id=self._session_id)
+            reply = self._server.request(Routes.GET_MASK, session_id=self._session_id)
             try:
                 header, payload = decode_frame(reply.content)
                 if header.get("shape") != list(self._shape) or not isinstance(header.get("codec"), str):
                     raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
                 return unpack_mask(payload, self._shape, header["codec"])
             except WireError as exc:
-                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
+                raise MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
     def _close(self) -> None:
-        self._stop.set()
+        self._heartbeat.stop()
         with self._lock:
             self._discard_session()
-            self._http.close()
+            self._server.close()
 
     # -- calls and recovery --------------------------------------------------------------------------
     def _call(self, op: Callable[[], T], restore: bool = True) -> T:
@@ -233,7 +166,7 @@ class RemoteBackend(Backend):
         with self._lock:
             try:
                 return self._call_once(op, restore)
-            except _MalformedReply:
+            except MalformedReply:
                 # The server may have applied what the reply should have described: the next call
                 # rebuilds the session from the journal, which does not hold it.
                 self._discard_session()
@@ -245,16 +178,16 @@ class RemoteBackend(Backend):
                 self._open_session(restore)
             try:
                 return self._once_more_if_dropped(op)
-            except _SessionLost as lost:
+            except SessionLost as lost:
                 started = time.perf_counter()
                 log.warning("The server lost this session (%s); restoring it.", lost)
-                self._info = None  # a restarted server may have other limits
+                self._server.forget_info()  # a restarted server may have other limits
                 replayed = self._open_session(restore)
                 self.stats.recoveries += 1
                 log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
                             replayed)
             return self._once_more_if_dropped(op)
-        except _SessionLost as again:
+        except SessionLost as again:
             self._discard_session()
             raise BackendUnavailableError(f"The server lost the session again while it was restored: "
                                           f"{again}") from again
@@ -264,7 +197,7 @@ class RemoteBackend(Backend):
         """A keep-alive connection the server just closed fails once; a second failure is real."""
         try:
             return op()
-        except _Unreachable as exc:
+        except Unreachable as exc:
             log.info("Connection dropped (%s); retrying once.", exc)
             return op()
 
@@ -274,9 +207,9 @@ class RemoteBackend(Backend):
         The old session is closed first: a backend holds at most one session on the server, so its own
         recoveries never fill the server (nor keep other users out)."""
         self._discard_session()
-        state = self._state(self._request(Routes.CREATE_SESSION))
+        state = self._state(self._server.request(Routes.CREATE_SESSION))
         self._session_id = state["session_id"]
-        self._start_heartbeat()
+        self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
         if not restore:
             return 0
         try:
@@ -293,22 +226,20 @@ class RemoteBackend(Backend):
         """Close our server session, best effort and quickly (the server reaps what this misses)."""
         session_id, self._session_id = self._session_id, None
         if session_id is not None:
-            try:
-                route = Routes.CLOSE_SESSION
-                self._http.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
-                                   verify=self._verify)
-            except requests.RequestException as exc:
-                log.debug("could not close session %s...: %s", session_id[:8], exc)
+            self._server.release(session_id)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
-        present = self._request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
+        status = read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest))
+        present = status.get("present") if isinstance(status, dict) else None
+        if not isinstance(present, bool):
+            raise MalformedReply("The server's reply to an image query does not say whether it holds the image.")
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, check)
             try:
                 self._state(self._post(Routes.SET_IMAGE, {"digest": sent.digest}))
                 return
-            except _ImageMissing:
+            except ImageMissing:
                 present = False
         raise BackendUnavailableError("The server dropped the image right after it was uploaded; its image cache "
                                       "is too small for this image.")
@@ -318,7 +249,7 @@ class RemoteBackend(Backend):
         if check and image_digest(sent.array, spacing) != sent.digest:
             raise BackendError("The image changed since it was sent, so the lost session cannot be restored: "
                                "select the volume again.")
-        info = self._server_info()
+        info = self._server.info()
         codec = choose_codec(info["codecs"])
         flat = np.ascontiguousarray(sent.array).reshape(-1)
         chunk_elements = max(1, info["limits"]["chunk_bytes"] // flat.dtype.itemsize)
@@ -326,13 +257,13 @@ class RemoteBackend(Backend):
                   "codec": codec, "chunk_elements": chunk_elements}
         for index, (start, stop) in enumerate(chunk_ranges(flat.size, chunk_elements)):
             body = encode_frame(header, encode_image_chunk(flat[start:stop], codec))
-            self._request(Routes.UPLOAD_CHUNK, digest=sent.digest, index=index, data=body,
+            self._server.request(Routes.UPLOAD_CHUNK, digest=sent.digest, index=index, data=body,
                           headers={"Content-Type": FRAME_CONTENT_TYPE})
             self.stats.upload_bytes += len(body)
         self.stats.image_uploads += 1
 
     def _send_mask(self, mask: np.ndarray) -> None:
-        codec = choose_codec(self._server_info()["codecs"])
+        codec = choose_codec(self._server.info()["codecs"])
         frame = encode_frame({"codec": codec, "shape": list(mask.shape)}, pack_mask(mask, codec))
         self._state(self._post(Routes.SET_INITIAL_MASK, frame))
 
@@ -343,7 +274,7 @@ class RemoteBackend(Backend):
         if prompt.kind == "bbox":
             return self._result(self._post(Routes.PROMPT, {"kind": "bbox", "box": [list(r) for r in prompt.box],
                                                         "positive": prompt.positive}))
-        codec = choose_codec(self._server_info()["codecs"])
+        codec = choose_codec(self._server.info()["codecs"])
         header = {"kind": prompt.kind, "box": [list(r) for r in prompt.box], "positive": prompt.positive,
                   "codec": codec}
         return self._result(self._post(Routes.CROP_PROMPT, encode_frame(header, pack_mask(prompt.mask, codec))))
@@ -354,17 +285,14 @@ class RemoteBackend(Backend):
         query = None if steps is None else {"steps": steps}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._request(route, session_id=self._session_id, data=body, headers=headers, query=query)
-        return self._request(route, session_id=self._session_id, json=body, headers=headers, query=query)
+            return self._server.request(route, session_id=self._session_id, data=body, headers=headers, query=query)
+        return self._server.request(route, session_id=self._session_id, json=body, headers=headers, query=query)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            state = response.json()
-        except ValueError as exc:
-            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        state = read_json(response)
         if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
                 type(state.get("revision")) is not int:
-            raise _MalformedReply("The server's reply does not describe a session.")
+            raise MalformedReply("The server's reply does not describe a session.")
         self._confirmed(state)
         return state
 
@@ -372,7 +300,7 @@ class RemoteBackend(Backend):
         """Revision and undo history of a reply (kept until the call is recorded, see :meth:`_done`)."""
         history = state.get("undo"), state.get("redo")
         if not all(type(n) is int and n >= 0 for n in history):
-            raise _MalformedReply("The server's reply does not say how far undo and redo reach.")
+            raise MalformedReply("The server's reply does not say how far undo and redo reach.")
         self._revision = state["revision"]
         self._server_history = history  # type: ignore[assignment]
 
@@ -388,109 +316,8 @@ class RemoteBackend(Backend):
             header, payload = decode_frame(response.content)
             region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
         except WireError as exc:
-            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
+            raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._confirmed(header)
         if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
         return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]
-
-    # -- HTTP ----------------------------------------------------------------------------------------
-    def _new_http(self) -> requests.Session:
-        http = requests.Session()  # verify goes with each request: REQUESTS_CA_BUNDLE would override a session's
-        http.headers[ACCEPT_CODECS_HEADER] = ",".join(AVAILABLE_CODECS)
-        if self._api_key:
-            http.headers["Authorization"] = f"Bearer {self._api_key}"
-        return http
-
-    def _server_info(self) -> dict[str, Any]:
-        if self._info is None:
-            info = self._request(Routes.INFO).json()
-            if info.get("protocol_version") != PROTOCOL_VERSION:
-                raise BackendUnavailableError(
-                    f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
-                    f"this client speaks {PROTOCOL_VERSION}. Update the older one.")
-            self._info = info
-        return self._info
-
-    def _request(self, route: Route, *, data: bytes | None = None, json: Any = None,
-                 headers: dict[str, str] | None = None, query: dict[str, Any] | None = None,
-                 **params: Any) -> requests.Response:
-        """One call of the contract: ``route`` with its path parameters filled in from ``params``."""
-        method, path = route.method, route.url(**params)
-        try:
-            response = self._http.request(method, self.url + path, data=data, json=json, headers=headers,
-                                          params=query, timeout=self._timeout, verify=self._verify)
-        except requests.exceptions.SSLError as exc:
-            raise BackendUnavailableError(
-                f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
-                "'verify' to its certificate file; if it serves plain HTTP, use an http:// URL.") from exc
-        except requests.exceptions.ConnectTimeout as exc:
-            raise _Unreachable(f"Cannot reach the server at {self.url}: no answer within {self._timeout[0]} s. "
-                               "Check the address, the port and any firewall or SSH tunnel.") from exc
-        except requests.exceptions.Timeout as exc:
-            raise BackendUnavailableError(
-                f"The server at {self.url} did not answer within {self._timeout[1]} s (it may be busy with other "
-                "users' prompts); try again or raise the timeout.") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise _Unreachable(f"Cannot reach the server at {self.url} ({_reason(exc)}). Is it running? If you use "
-                               "an SSH tunnel, is it open?") from exc
-        except requests.RequestException as exc:
-            raise BackendUnavailableError(f"Request to {self.url} failed: {exc}") from exc
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
-
-    def _error(self, response: requests.Response) -> Exception:
-        """The typed error for an error reply: by its JSON ``error`` code, else (a proxy, not our server) its status."""
-        try:
-            body = response.json()
-            code, detail = str(body["error"]), str(body["detail"])
-        except (ValueError, KeyError, TypeError):
-            code, detail = ErrorCode.HTTP_ERROR.value, (response.text[:200] or response.reason or "no detail")
-        status = response.status_code
-        error = ERROR_OF_CODE.get(code) or ERROR_OF_STATUS.get(status, BackendError)
-        if error is AuthenticationError:
-            return AuthenticationError(f"The server at {self.url} refused the API key: {detail}")
-        if error is ServerBusyError:
-            try:
-                retry = float(response.headers.get("Retry-After", 5))
-            except ValueError:
-                retry = 5.0
-            return ServerBusyError(detail, retry_after=retry)
-        if error is BackendUnavailableError:
-            return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
-                                           "nnInteractive-Slicer server?")
-        if error is BackendError:
-            return BackendError(f"The server failed on this request ({status}): {detail}")
-        return error(detail)
-
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat is None:
-            interval = max(0.5, float(self._server_info()["timeouts"]["liveness_s"]) / 3)
-            self._heartbeat = threading.Thread(target=self._beat, args=(interval,), daemon=True,
-                                               name="nninteractive-remote-heartbeat")
-            self._heartbeat.start()
-
-    def _beat(self, interval: float) -> None:
-        """Keep the session alive while the user thinks; a separate HTTP session, never blocking calls."""
-        http = self._new_http()
-        while not self._stop.wait(interval):
-            session_id = self._session_id
-            if session_id is None:
-                continue
-            try:
-                http.request(Routes.HEARTBEAT.method, self.url + Routes.HEARTBEAT.url(session_id=session_id),
-                             timeout=self._timeout, verify=self._verify)
-            except requests.RequestException as exc:
-                log.debug("heartbeat failed: %s", exc)
-        http.close()
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests error, which names the real problem."""
-    for _ in range(8):
-        inner = exc.__cause__ or getattr(exc, "reason", None) or (exc.args[0] if exc.args else None)
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    return str(exc) or type(exc).__name__
