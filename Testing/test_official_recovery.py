@@ -157,7 +157,7 @@ def test_result_after_an_inexact_restore_still_updates_the_callers_copy(
             check_patch(backend.prompt(prompt), mirror, backend)
         backend._journal.steps.pop()
         backend._journal.current -= 1
-        lease = {"Authorization": f"Bearer {official_server.api_key}", "X-Lease-Token": backend._session._lease_token}
+        lease = {"Authorization": f"Bearer {official_server.api_key}", "X-Lease-Token": backend._client._lease_token}
         httpx.post(f"{official_server.url}/release", headers=lease).raise_for_status()  # the server forgets it
         with caplog.at_level(logging.WARNING, logger="nninteractive_slicer.backends.official"):
             check_patch(backend.prompt(prompts[2]), mirror, backend)

@@ -318,6 +318,8 @@ class Backend(ABC):
 
     def prompt(self, prompt: Prompt) -> PromptResult:
         """Apply one prompt to the current object; returns the changed region."""
+        if self._shape is None:  # before capabilities(), which a server backend may have to ask for
+            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
         return self._prompt(validate_prompt(prompt, self._shape, self.capabilities()))
 
     def undo(self, steps: int = 1) -> PromptResult:

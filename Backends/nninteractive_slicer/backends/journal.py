@@ -18,6 +18,9 @@ import numpy as np
 from ..interface import Prompt
 
 StepKind = Literal["mask", "reset", "prompt"]
+# How much of the journal a new server session must hold before the call that needed it: nothing (a new
+# image follows), the image only (a new object follows), or all of it (a prompt, undo or mask read follows).
+Restore = Literal["nothing", "image", "all"]
 
 
 @dataclass
@@ -93,11 +96,15 @@ class SessionJournal:
         reset: Callable[[], None],
         prompt: Callable[[Prompt], Any],
         undo: Callable[[int], Any],
+        upto: Restore = "all",
     ) -> int:
-        """Replay every step into a fresh session, then undo what was undone; returns how many prompts ran."""
-        if self.image is None:
+        """Replay every step into a fresh session, then undo what was undone, as far as ``upto``; returns how
+        many prompts ran."""
+        if self.image is None or upto == "nothing":
             return 0
         set_image(self.image, self.spacing)
+        if upto == "image":
+            return 0
         calls: dict[str, Callable[[Any], Any]] = {"mask": set_initial_mask, "reset": lambda _: reset(),
                                                   "prompt": prompt}
         for kind, arg in self.steps:

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..core.device_worker import DeviceWorker
-from ..core.engine import InteractiveSession
+from ..core.engine import ModelSession
 from ..core.model_loading import LoadedModel, load_model
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
@@ -45,7 +45,7 @@ class LocalBackend(Backend):
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
             self._capabilities = replace(self._model.capabilities, undo_depth=undo_steps)
-            self._session = self._worker.call(InteractiveSession, self._model, undo_budget_bytes, undo_steps)
+            self._session = self._worker.call(ModelSession, self._model, undo_budget_bytes, undo_steps)
         except BaseException:
             self._worker.stop()
             raise

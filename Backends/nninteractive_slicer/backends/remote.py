@@ -4,20 +4,19 @@ Images are content-addressed: the client asks whether the server holds one befor
 re-connect or a second user on the same image sends nothing. HTTP, typed errors and heartbeats are
 :mod:`.remote_http`'s; this module keeps the session and its recovery.
 
-Nothing is lost when the server forgets: every confirmed call is recorded in a
-:class:`~.journal.SessionJournal`. When the server no longer knows the session (reaped, restarted,
-evicted) or may have missed a call (a timeout; the session's revision no longer matches), the backend
-claims a new session, replays image and steps (undone ones too, then undoes them again, so undo and redo
-reach as far as before), and then completes the call the user just made. Prompts are seeded by their
-index, so the rebuilt session is bit-identical to the lost one.
+Nothing is lost when the server forgets (:mod:`.server_backend`): when the server no longer knows the
+session (reaped, restarted, evicted) or may have missed a call (a timeout; the session's revision no longer
+matches), the backend claims a new session, replays image and steps (undone ones too, then undoes them
+again, so undo and redo reach as far as before), and then completes the call the user just made. Prompts
+are seeded by their index, so the restored session is bit-identical to the lost one. A backend holds at most one session on the server: the old one
+is closed before a new one is claimed, so its own recoveries never fill the server.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,9 +38,10 @@ from ..core.wire import (
     unpack_mask,
 )
 from ..errors import BackendError, BackendUnavailableError, UndoError
-from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState, undo_limit_message
-from .journal import SessionJournal
+from ..interface import Capabilities, Prompt, PromptResult, UndoState, undo_limit_message
+from .journal import Restore
 from .remote_http import Heartbeat, ImageMissing, MalformedReply, ServerConnection, SessionLost, Unreachable, read_json
+from .server_backend import RecoveryStats, ServerBackend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,15 +56,14 @@ class _SentImage:
 
 
 @dataclass
-class RemoteStats:
+class RemoteStats(RecoveryStats):
     """What went over the wire, for tests, benchmarks and the log."""
 
     image_uploads: int = 0  # complete image uploads
     upload_bytes: int = 0  # frame bytes of image chunks sent
-    recoveries: int = 0  # sessions rebuilt after the server lost one
 
 
-class RemoteBackend(Backend):
+class RemoteBackend(ServerBackend):
     """A session on an nnInteractive-Slicer server.
 
     ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
@@ -74,16 +73,17 @@ class RemoteBackend(Backend):
     """
 
     name = "remote"
+    # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
+    # the server may have applied what a malformed reply should have described.
+    failures_losing_session = (MalformedReply,)
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  verify: bool | str = True) -> None:
         super().__init__()
         self._server = ServerConnection(url, api_key, timeout, verify)
         self.url = self._server.url
-        self._lock = threading.RLock()
         self._session_id: str | None = None
         self._revision = 0
-        self._journal = SessionJournal()
         self._redo_available = 0  # as the server last said; the journal knows how far undo reaches
         self._server_history = (0, 0)  # undo and redo in the server's last reply
         self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
@@ -107,11 +107,11 @@ class RemoteBackend(Backend):
     # -- hooks ---------------------------------------------------------------------------------------
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         sent = _SentImage(image, image_digest(image, spacing))
-        self._call(lambda: self._send_image(sent, spacing), restore=False)
+        self._call(lambda: self._send_image(sent, spacing), "nothing")
         self._done(lambda: self._journal.image_set(sent, spacing))
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
-        self._call(lambda: self._send_mask(mask))
+        self._call(lambda: self._send_mask(mask), "image")
         self._done(lambda: self._journal.object_started(mask))
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
@@ -137,7 +137,7 @@ class RemoteBackend(Backend):
         return UndoState(self._journal.undo_available, self._redo_available)
 
     def _reset(self) -> None:
-        self._call(lambda: self._state(self._post(Routes.RESET, None)))
+        self._call(lambda: self._state(self._post(Routes.RESET, None)), "image")
         self._done(lambda: self._journal.object_started(None))
 
     def _get_mask(self) -> np.ndarray:
@@ -159,68 +159,35 @@ class RemoteBackend(Backend):
             self._discard_session()
             self._server.close()
 
-    # -- calls and recovery --------------------------------------------------------------------------
-    def _call(self, op: Callable[[], T], restore: bool = True) -> T:
-        """Run ``op`` in our session; if the server lost it, rebuild (replaying the journal when ``restore``)
-        and run ``op`` once more."""
-        with self._lock:
-            try:
-                return self._call_once(op, restore)
-            except MalformedReply:
-                # The server may have applied what the reply should have described: the next call
-                # rebuilds the session from the journal, which does not hold it.
-                self._discard_session()
-                raise
+    # -- the server session --------------------------------------------------------------------------
+    def _claim_session(self, restore: Restore) -> int:
+        self._discard_session()
+        state = self._state(self._server.request(Routes.CREATE_SESSION))
+        self._session_id = state["session_id"]
+        self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
+        return self._journal.restore_into(
+            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask,
+            lambda: self._state(self._post(Routes.RESET, None)), self._send_prompt,
+            lambda steps: self._result(self._post(Routes.UNDO, None, steps=steps)), restore)
 
-    def _call_once(self, op: Callable[[], T], restore: bool) -> T:
-        try:
-            if self._session_id is None:  # first call, or a rebuild that failed half-way
-                self._open_session(restore)
-            try:
-                return self._once_more_if_dropped(op)
-            except SessionLost as lost:
-                started = time.perf_counter()
-                log.warning("The server lost this session (%s); restoring it.", lost)
-                self._server.forget_info()  # a restarted server may have other limits
-                replayed = self._open_session(restore)
-                self.stats.recoveries += 1
-                log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
-                            replayed)
-            return self._once_more_if_dropped(op)
-        except SessionLost as again:
-            self._discard_session()
-            raise BackendUnavailableError(f"The server lost the session again while it was restored: "
-                                          f"{again}") from again
+    def _lose_session(self) -> None:
+        super()._lose_session()
+        self._discard_session()
+        self._server.forget_info()  # a restarted server may have other limits
 
-    @staticmethod
-    def _once_more_if_dropped(op: Callable[[], T]) -> T:
+    def _session_lost_errors(self) -> tuple[type[BaseException], ...]:
+        return (SessionLost,)
+
+    def _typed_errors(self) -> AbstractContextManager[object]:
+        return nullcontext()  # the connection raises typed errors itself
+
+    def _attempt(self, op: Callable[[], T]) -> T:
         """A keep-alive connection the server just closed fails once; a second failure is real."""
         try:
             return op()
         except Unreachable as exc:
             log.info("Connection dropped (%s); retrying once.", exc)
             return op()
-
-    def _open_session(self, restore: bool) -> int:
-        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed.
-
-        The old session is closed first: a backend holds at most one session on the server, so its own
-        recoveries never fill the server (nor keep other users out)."""
-        self._discard_session()
-        state = self._state(self._server.request(Routes.CREATE_SESSION))
-        self._session_id = state["session_id"]
-        self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
-        if not restore:
-            return 0
-        try:
-            return self._journal.restore_into(
-                lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask,
-                lambda: self._state(self._post(Routes.RESET, None)), self._send_prompt,
-                lambda steps: self._result(self._post(Routes.UNDO, None, steps=steps)),
-            )
-        except BaseException:
-            self._discard_session()  # half restored: the next call starts over, never uses it as if whole
-            raise
 
     def _discard_session(self) -> None:
         """Close our server session, best effort and quickly (the server reaps what this misses)."""

@@ -1,21 +1,24 @@
-"""One nnInteractive session on a shared, loaded model: what the local backend and every server session run.
+"""One nnInteractive-style inference session with changed-region results: what the local backend, every
+server session and the official backend run.
 
-Every method must be called on the device thread (:mod:`.device_worker`). Inputs arrive already
-validated by :mod:`.interface`. What this adds to nnInteractive's own session:
+The inner session is nnInteractive's own (:func:`model_session`, on a shared, loaded model; every call
+on the device thread, :mod:`.device_worker`) or the official client's, which mirrors it method by method.
+Inputs arrive already validated by :mod:`..interface`. What this adds to the inner session:
 
-* changed-region results with the model time of each call. nnInteractive reports the whole box it
-  wrote (up to a patch, or four times one after zooming out); the result is the tight box of the
-  voxels that actually differ from what the caller was last given, so less travels and less is
-  written into the segment;
-* reproducibility: nnInteractive's refinement planning can fall back to numpy's global RNG, so
-  each prompt runs with that RNG seeded from the prompt's index in the current object (and the
-  caller's RNG state restored afterwards). The same prompt sequence gives the same mask in any
-  process, and a replay after a lost session lands on the same state;
-* typed errors: nnInteractive's input errors become InvalidPromptError, CUDA out-of-memory frees
-  the cache and becomes OutOfMemoryError. nnInteractive rolls a failed interaction back itself;
-* multi-step undo and redo (:mod:`.undo_history`): every step (prompt, starting mask, reset) leaves a
-  compressed snapshot of nnInteractive's state, the mask and the prompt count, and undo/redo restore one
-  exactly, never by replaying prompts.
+* changed-region results. nnInteractive reports the whole box it wrote (up to a patch, or four times
+  one after zooming out); the result is the tight box of the voxels that actually differ from what the
+  caller was last given, so less travels and less is written into the segment;
+* reproducibility: nnInteractive's refinement planning can fall back to numpy's global RNG, so each
+  prompt runs with that RNG seeded from the prompt's index in the current object (and the caller's RNG
+  state restored afterwards). The same prompt sequence gives the same mask in any process, and a replay
+  after a lost session lands on the same state;
+* nothing changed on failure: calls that rewrite the whole mask (reset, a starting mask) write a new
+  buffer that replaces the mask only when they succeed; nnInteractive rolls a failed prompt back itself;
+* with nnInteractive's own session (:class:`ModelSession`), typed errors: its input errors become
+  InvalidPromptError, CUDA out-of-memory frees the cache and becomes OutOfMemoryError; and multi-step
+  undo and redo (:mod:`.undo_history`): every step (prompt, starting mask, reset) leaves a compressed
+  snapshot of nnInteractive's state, the mask and the prompt count, and undo/redo restore one exactly,
+  never by replaying prompts. Over the official client, undo is the server's single level.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, InvalidPromptError, OutOfMemoryError
-from ..interface import Box, Prompt, PromptResult, box_slices, changed_box
+from ..errors import BackendError, InvalidPromptError, OutOfMemoryError, UndoError
+from ..interface import Box, Prompt, PromptResult, UndoState, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
 from .undo_history import (
     DEFAULT_BUDGET_BYTES,
@@ -57,17 +60,23 @@ def seeded_numpy_rng(seed: int) -> Iterator[None]:
 
 
 class InteractiveSession:
-    """Image, current object's mask and prompt count of one user, on a model shared with others."""
+    """Image, current object's mask and prompt count of one user, over an inner nnInteractive-style session."""
 
-    def __init__(self, model: LoadedModel, undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 undo_steps: int = DEFAULT_MAX_STEPS) -> None:
-        self.model = model
-        self._session = new_inference_session(model.device, model.torch_threads)
-        self._session.initialize_from_loaded_artifacts(model.artifacts)
-        self._mask: np.ndarray | None = None
+    # Whether results carry the call's time as the model's: not when the model runs behind a server.
+    reports_model_time = False
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._mask: np.ndarray | None = None  # the confirmed mask, also the inner session's target buffer
         self._reported: np.ndarray | None = None  # the mask as the caller has it, from our results
         self._prompt_count = 0
-        self._history = UndoHistory(undo_budget_bytes, undo_steps)
+        self._last_box: Box | None = None  # what the last prompt wrote; undo reverts exactly that
+        self._can_undo = False  # nnInteractive keeps one level of undo
+        self._unreported: Box | None = None  # changed outside any call's box (see :meth:`adopt`)
+
+    @property
+    def inner(self) -> Any:
+        return self._inner
 
     @property
     def prompt_count(self) -> int:
@@ -79,53 +88,153 @@ class InteractiveSession:
         return self._mask
 
     @property
+    def can_undo(self) -> bool:
+        return self._can_undo
+
+    @property
+    def undo_state(self) -> UndoState:
+        return UndoState(undo=int(self._can_undo))
+
+    def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self._run(lambda: self._inner.set_image(image[None], {"spacing": list(spacing)}))
+        self._image_sent()
+        mask = np.zeros(image.shape, dtype=np.uint8)
+        self._run(lambda: self._inner.set_target_buffer(mask))
+        self._mask, self._reported = mask, np.zeros(image.shape, dtype=np.uint8)
+        self._start_object()
+        self._image_set()
+
+    def set_initial_mask(self, mask: np.ndarray) -> None:
+        self._on_new_buffer(lambda: self._inner.add_initial_seg_interaction(mask, run_prediction=False))
+
+    def reset(self) -> None:
+        self._on_new_buffer(self._inner.reset_interactions)
+
+    def prompt(self, prompt: Prompt) -> PromptResult:
+        started = time.perf_counter()
+        with seeded_numpy_rng(self._prompt_count):
+            written = _as_box(self._run(lambda: _add_interaction(self._inner, prompt)))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._prompt_count += 1
+        self._last_box, self._can_undo = written, True
+        self._stepped(written)
+        return self._result(written, elapsed_ms)
+
+    def undo(self, steps: int = 1) -> PromptResult:
+        """Revert the last prompt. Undo restores exactly what that prompt wrote, so its box covers every voxel
+        that changes back (the official client reports only whether something was undone)."""
+        if not self._can_undo or steps != 1:
+            raise UndoError("There is nothing to undo: the server keeps only the last prompt, until a new "
+                            "object starts." if not self._can_undo else "The server keeps one level of undo.")
+        started = time.perf_counter()
+        undone = self._run(self._inner.undo)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        box, self._last_box, self._can_undo = self._last_box, None, False
+        if not undone:  # the inner session keeps no undo (an official server started with --no-undo)
+            return self._result(None, elapsed_ms)
+        self._prompt_count -= 1
+        return self._result(box, elapsed_ms)
+
+    def adopt(self, rebuilt: InteractiveSession) -> Box | None:
+        """Go on with ``rebuilt``, a new inner session replayed from a journal after the old one was lost: its
+        mask becomes ours. Returns where it differs from what the caller has (a server that does not seed its
+        refinement may not replay bit for bit); the next result includes that region."""
+        differs = None
+        if self._reported is not None and rebuilt._mask is not None:
+            differs = changed_box(self._reported, rebuilt._mask)
+            self._unreported = _union(self._unreported, differs)
+        self._inner, self._mask, self._prompt_count = rebuilt._inner, rebuilt._mask, rebuilt._prompt_count
+        if rebuilt._last_box is not None:  # the new session can undo the last replayed prompt
+            self._last_box = rebuilt._last_box
+        return differs
+
+    def rebind(self, inner: Any) -> None:
+        """Go on with another inner session that holds no mask of ours yet (the next call sets one)."""
+        self._inner = inner
+
+    def close(self) -> None:
+        self._inner = None
+        self._mask = None
+
+    # -- what differs between inner sessions -----------------------------------------------------------
+    def redo(self, steps: int = 1) -> PromptResult:
+        raise UndoError("This backend cannot redo.")
+
+    def _image_sent(self) -> None:
+        """Runs after the image was sent, before the target buffer is."""
+
+    def _image_set(self) -> None:
+        """Runs once a new image and its empty mask are in place."""
+
+    def _stepped(self, written: Box | None) -> None:
+        """Runs after each step (prompt, starting mask, reset) succeeded, before its result is computed;
+        ``written`` is where it may have changed the mask."""
+
+    def _run(self, call: Callable[[], Any]) -> Any:
+        """One call into the inner session."""
+        return call()
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def _on_new_buffer(self, call: Callable[[], Any]) -> None:
+        """Run a call that rewrites the whole mask (reset, starting mask) on a new buffer, ours once it succeeded.
+
+        The official client writes its buffer before it sends the request, so a failed call would otherwise
+        change the confirmed mask."""
+        fresh = np.zeros_like(self._mask)
+        self._inner.target_buffer = fresh
+        self._run(call)
+        self._mask = fresh
+        self._start_object()
+        self._stepped(tuple((0, n) for n in fresh.shape))  # type: ignore[arg-type]
+        self._reported[...] = fresh
+
+    def _start_object(self) -> None:
+        self._prompt_count = 0
+        self._last_box, self._can_undo, self._unreported = None, False, None
+
+    def _result(self, written: Box | None, elapsed_ms: float | None) -> PromptResult:
+        """The voxels inside the written box that differ from what the caller has, as a tight box."""
+        backend_ms = elapsed_ms if self.reports_model_time else None
+        written, self._unreported = _union(self._unreported, written), None
+        if written is None:
+            return PromptResult(backend_ms=backend_ms)
+        region = box_slices(written)
+        box = changed_box(self._reported[region], self._mask[region], offset=written)
+        if box is None:
+            return PromptResult(backend_ms=backend_ms)
+        patch = self._mask[box_slices(box)].copy()
+        self._reported[box_slices(box)] = patch
+        return PromptResult(box, patch, backend_ms)
+
+
+class ModelSession(InteractiveSession):
+    """Over nnInteractive's own session, on the device thread: model time, typed errors, a clean close."""
+
+    reports_model_time = True
+
+    def __init__(self, model: LoadedModel, undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 undo_steps: int = DEFAULT_MAX_STEPS) -> None:
+        inner = new_inference_session(model.device, model.torch_threads)
+        inner.initialize_from_loaded_artifacts(model.artifacts)
+        super().__init__(inner)
+        self.model = model
+        self._history = UndoHistory(undo_budget_bytes, undo_steps)
+
+    @property
     def history(self) -> UndoHistory:
         return self._history
 
+    @property
+    def can_undo(self) -> bool:
+        return self._history.undo_available > 0
+
+    @property
+    def undo_state(self) -> UndoState:
+        return UndoState(self._history.undo_available, self._history.redo_available)
+
     def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
-        # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
-        # leaves nothing running in the background that a close (or the interpreter's exit) could strand.
         self._history.clear()
-        self._session.set_image(image[None], {"spacing": list(spacing)})
-        self._guarded(self._session.preprocess_future.result)
-        self._mask = np.zeros(image.shape, dtype=np.uint8)
-        self._reported = np.zeros(image.shape, dtype=np.uint8)
-        self._session.set_target_buffer(self._mask)
-        self._prompt_count = 0
-        self._history.start(self._step(None))
-
-    def set_initial_mask(self, mask: np.ndarray) -> None:
-        self._guarded(lambda: self._session.add_initial_seg_interaction(mask, run_prediction=False))
-        self._prompt_count = 0
-        self._record(self._whole())
-        self._reported[...] = self._mask
-
-    def reset(self) -> None:
-        self._session.reset_interactions()
-        self._prompt_count = 0
-        self._record(self._whole())
-        self._reported.fill(0)
-
-    def prompt(self, prompt: Prompt) -> PromptResult:
-        session = self._session
-        kind, positive = prompt.kind, prompt.positive
-        calls: dict[str, Callable[[], Any]] = {
-            "point": lambda: session.add_point_interaction(prompt.coord, include_interaction=positive),
-            "bbox": lambda: session.add_bbox_interaction([list(r) for r in prompt.box], include_interaction=positive),
-            "scribble": lambda: session.add_scribble_interaction(
-                prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box]
-            ),
-            "lasso": lambda: session.add_lasso_interaction(
-                prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box]
-            ),
-        }
-        started = time.perf_counter()
-        with seeded_numpy_rng(self._prompt_count):
-            changed = self._guarded(calls[kind])
-        self._prompt_count += 1
-        written = _as_box(changed)
-        self._record(written)
-        return self._result(written, (time.perf_counter() - started) * 1000)
+        super().set_image(image, spacing)
 
     def undo(self, steps: int = 1) -> PromptResult:
         """Go back ``steps`` steps; UndoError (nothing changed) when the history holds fewer."""
@@ -135,23 +244,10 @@ class InteractiveSession:
         """Go forward ``steps`` undone steps; UndoError (nothing changed) when fewer can be redone."""
         return self._move(steps)
 
-    @property
-    def can_undo(self) -> bool:
-        return self._history.undo_available > 0
+    def _image_set(self) -> None:
+        self._history.start(self._step(None))
 
-    def close(self) -> None:
-        self._session.executor.shutdown(wait=True)
-        self._session = None
-        self._mask = None
-        self._history.clear()
-
-    def _step(self, written: Box | None) -> UndoStep:
-        return UndoStep(take_snapshot(self._session), self._prompt_count, written)
-
-    def _whole(self) -> Box:
-        return tuple((0, n) for n in self._mask.shape)  # type: ignore[return-value]
-
-    def _record(self, written: Box | None) -> None:
+    def _stepped(self, written: Box | None) -> None:
         """Snapshot the step just taken; if that fails, put the session back to the step before and re-raise."""
         try:
             self._history.add(self._step(written))
@@ -159,9 +255,13 @@ class InteractiveSession:
             self._restore(self._history.current)
             raise
 
+    def _step(self, written: Box | None) -> UndoStep:
+        return UndoStep(take_snapshot(self._inner), self._prompt_count, written)
+
     def _restore(self, step: UndoStep | None) -> None:
         if step is not None:
-            restore_snapshot(self._session, step.state)
+            self._inner.target_buffer = self._mask  # restored in place: the mask stays the caller's array
+            restore_snapshot(self._inner, step.state)
             self._prompt_count = step.prompt_count
 
     def _move(self, delta: int) -> PromptResult:
@@ -176,19 +276,12 @@ class InteractiveSession:
             raise
         return self._result(region, (time.perf_counter() - started) * 1000)
 
-    def _result(self, written: Box | None, backend_ms: float) -> PromptResult:
-        """The voxels inside the written box that differ from what the caller has, as a tight box."""
-        if written is None:
-            return PromptResult(backend_ms=backend_ms)
-        region = box_slices(written)
-        box = changed_box(self._reported[region], self._mask[region], offset=written)
-        if box is None:
-            return PromptResult(backend_ms=backend_ms)
-        patch = self._mask[box_slices(box)].copy()
-        self._reported[box_slices(box)] = patch
-        return PromptResult(box, patch, backend_ms)
+    def _image_sent(self) -> None:
+        # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
+        # leaves nothing running in the background that a close (or the interpreter's exit) could strand.
+        self._run(self._inner.preprocess_future.result)
 
-    def _guarded(self, call: Callable[[], Any]) -> Any:
+    def _run(self, call: Callable[[], Any]) -> Any:
         import torch
 
         try:
@@ -204,9 +297,31 @@ class InteractiveSession:
         except RuntimeError as exc:
             raise BackendError(f"nnInteractive failed on this prompt: {exc}") from exc
 
+    def close(self) -> None:
+        self._inner.executor.shutdown(wait=True)
+        self._history.clear()
+        super().close()
+
+
+def _add_interaction(inner: Any, prompt: Prompt) -> Any:
+    """One prompt through the inner session; returns the box it wrote, as the session reports it."""
+    positive = prompt.positive
+    if prompt.kind == "point":
+        return inner.add_point_interaction(list(prompt.coord), include_interaction=positive)
+    if prompt.kind == "bbox":
+        return inner.add_bbox_interaction([list(r) for r in prompt.box], include_interaction=positive)
+    add = inner.add_scribble_interaction if prompt.kind == "scribble" else inner.add_lasso_interaction
+    return add(prompt.mask, include_interaction=positive, interaction_bbox=[list(r) for r in prompt.box])
+
 
 def _as_box(changed: Any) -> Box | None:
     if changed is None:
         return None
     box = tuple((int(lo), int(hi)) for lo, hi in changed)
     return None if any(hi <= lo for lo, hi in box) else box  # type: ignore[return-value]
+
+
+def _union(a: Box | None, b: Box | None) -> Box | None:
+    if a is None or b is None:
+        return a or b
+    return tuple((min(x[0], y[0]), max(x[1], y[1])) for x, y in zip(a, b))  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..core.device_worker import DeviceWorker
-from ..core.engine import InteractiveSession
+from ..core.engine import InteractiveSession, ModelSession
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
 from .auth import Authenticator
@@ -88,7 +88,7 @@ class ServerCore:
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
-            engine = await self.on_device(InteractiveSession, self.model, self.config.undo_budget_bytes,
+            engine = await self.on_device(ModelSession, self.model, self.config.undo_budget_bytes,
                                           self.config.undo_steps)
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
