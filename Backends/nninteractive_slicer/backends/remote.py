@@ -8,8 +8,9 @@ Nothing is lost when the server forgets (:mod:`.server_backend`): when the serve
 session (reaped, restarted, evicted) or may have missed a call (a timeout; the session's revision no longer
 matches), the backend claims a new session, replays image and steps (undone ones too, then undoes them
 again, so undo and redo reach as far as before), and then completes the call the user just made. Prompts
-are seeded by their index, so the restored session is bit-identical to the lost one. A backend holds at most one session on the server: the old one
-is closed before a new one is claimed, so its own recoveries never fill the server.
+are seeded by their index, so the restored session is bit-identical to the lost one. A backend holds at
+most one session on the server: the old one is closed before a new one is claimed, so its own recoveries
+never fill the server.
 """
 
 from __future__ import annotations
