@@ -62,7 +62,7 @@ def measure(size: str, model_dir: Path, device: str, threads: int, per_kind: int
         prompts = script(size, per_kind)
         prompt_ms = [timed_ms(lambda p=p: backend.prompt(p)) for p in prompts]
         engine = backend._session
-        session = engine._session
+        session = engine.inner
         snapshot_ms = [timed_ms(lambda: backend._worker.call(take_snapshot, session)) for _ in range(rounds)]
         steps = len(prompts)
         moves: dict[str, list[float]] = {"undo_1": [], "redo_1": [], "undo_all": [], "redo_all": []}
