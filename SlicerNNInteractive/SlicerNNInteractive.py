@@ -12,6 +12,7 @@ from slicer.util import VTKObservationMixin
 from SlicerNNInteractiveTesting.selftest import SlicerNNInteractiveTest  # noqa: F401 (Reload and Test finds it here)
 
 from SlicerNNInteractiveLib import (
+    REDO,
     UNDO,
     PromptError,
     box_prompt,
@@ -88,7 +89,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         for kind, label in CHOICES.items():
             self.ui.backendCombo.addItem(label, kind)
         self.ui.deviceCombo.addItems(list(DEVICES))
-        for widget in (self.ui.pbRedo, self.ui.cb3DBox, self.ui.pbApplyBox, self.ui.pbAlignViews):
+        for widget in (self.ui.cb3DBox, self.ui.pbApplyBox, self.ui.pbAlignViews):
             widget.setVisible(False)
         self.signGroup = qt.QButtonGroup(self.ui.promptTypeGroup)
         for button in (self.ui.pbPositive, self.ui.pbNegative):
@@ -109,6 +110,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.pbResetSegment.clicked.connect(self.resetSegment)
         self.ui.pbNextSegment.clicked.connect(self.nextSegment)
         self.ui.pbUndo.clicked.connect(lambda: self.enqueue(QueuedPrompt(UNDO)))
+        self.ui.pbRedo.clicked.connect(lambda: self.enqueue(QueuedPrompt(REDO)))
         self.ui.pbApplyBox.clicked.connect(self.onApplyBox)
         self.ui.pbAlignViews.clicked.connect(self.alignViews)
         self.ui.backendCombo.currentIndexChanged.connect(self.onBackendKindChanged)
@@ -126,7 +128,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         """The scheme of SlicerNNInteractiveLib.shortcuts, enabled only while the module is shown."""
         actions = {tool: getattr(self.ui, button).click for tool, button in TOOLS.items()}
         actions.update(sign=lambda: self.setPositive(not self.positive), reset=self.resetSegment,
-                       next=self.nextSegment, undo=self.ui.pbUndo.click)
+                       next=self.nextSegment, undo=self.ui.pbUndo.click, redo=self.ui.pbRedo.click)
         for action, key in SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.setEnabled(False)
@@ -137,10 +139,11 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         """The module's Segment Editor node, markups nodes and session; again after the scene is closed."""
         self.editorNode = nodes.editor_node(slicer.mrmlScene)
         self.editorWidget.setMRMLSegmentEditorNode(self.editorNode)
-        # Prompts are undone with the embedded Segment Editor's Undo too; each segment's history is recorded.
-        session = RecordingPromptSession(slicer.mrmlScene, self.logic.backend if self.logic else None,
-                                         self.editorNode, slicer.app.applicationLogic(),
-                                         save_undo=self.editorWidget.saveStateForUndo, autosave=self.autosave())
+        # Module Undo/Redo go through the editor's own history (overwritten segments come back); histories recorded.
+        e = self.editorWidget
+        session = RecordingPromptSession(slicer.mrmlScene, self.logic.backend if self.logic else None, self.editorNode,
+                                         slicer.app.applicationLogic(), save_undo=e.saveStateForUndo, undo=e.undo,
+                                         redo=e.redo, autosave=self.autosave())
         if self.logic is None:
             self.logic = SlicerNNInteractiveLogic(session, self.choice())
         self.logic.session = session
@@ -152,10 +155,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         for shortcut in self.shortcuts.values():
             shortcut.setEnabled(True)
         self.editorWidget.setupViewObservations()
-        if self.editorNode.GetSourceVolumeNode() is None:
-            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if volume is not None:
-                self.setVolume(volume)
+        volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if self.editorNode.GetSourceVolumeNode() is None and volume is not None:
+            self.setVolume(volume)
 
     def setVolume(self, volume) -> None:
         """Segment ``volume``: the Segment Editor needs a segmentation before it accepts a source volume."""
@@ -191,12 +193,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     # -- settings ---------------------------------------------------------------------------------
     def choice(self) -> BackendChoice:
         kind = self.ui.backendCombo.currentData or AUTOMATIC
-        return BackendChoice(
-            kind,
-            BackendConfig("local", device=self.ui.deviceCombo.currentText, model=self.ui.modelEdit.text.strip()),
-            BackendConfig(settings.server_kind(qt.QSettings(), kind), self.ui.serverUrlEdit.text.strip(),
-                          self.ui.apiKeyEdit.text.strip()),
-        )
+        local = BackendConfig("local", device=self.ui.deviceCombo.currentText, model=self.ui.modelEdit.text.strip())
+        server = BackendConfig(settings.server_kind(qt.QSettings(), kind), self.ui.serverUrlEdit.text.strip(),
+                               self.ui.apiKeyEdit.text.strip())
+        return BackendChoice(kind, local, server)
 
     def loadSettings(self) -> None:
         choice = settings.load(qt.QSettings())
@@ -216,9 +216,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.serverUrlEdit.text, self.ui.apiKeyEdit.text = settings.server_fields(qt.QSettings(), kind)
         for widget in (self.ui.serverUrlEdit, self.ui.serverUrlLabel, self.ui.apiKeyEdit, self.ui.apiKeyLabel):
             widget.setVisible(kind != "local")
-        for widget in (self.ui.deviceCombo, self.ui.deviceLabel, self.ui.modelEdit, self.ui.modelLabel):
+        for widget in (self.ui.deviceCombo, self.ui.deviceLabel, self.ui.modelEdit, self.ui.modelLabel,
+                       self.ui.pbInstallLocal):
             widget.setVisible(kind not in SERVER_KINDS)
-        self.ui.pbInstallLocal.setVisible(kind not in SERVER_KINDS)
 
     def onBackendKindChanged(self, index: int) -> None:
         kind = self.ui.backendCombo.itemData(index)
@@ -309,6 +309,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             getattr(self.ui, button).setEnabled(caps is None or tool in caps.prompt_kinds)
         self.ui.cb3DBox.setVisible(bool(caps and caps.supports_3d_bbox))
         self.ui.pbUndo.setEnabled(caps is None or caps.undo_depth > 0)
+        self.ui.pbRedo.setEnabled(caps is None or caps.supports_redo)
 
     def status(self, message: str) -> None:
         self.ui.statusLabel.text = message

@@ -23,7 +23,7 @@ from slicer import util  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 
 from nninteractive_slicer.errors import BackendUnavailableError  # noqa: E402
-from nninteractive_slicer.interface import Backend, Capabilities, Prompt, PromptResult  # noqa: E402
+from nninteractive_slicer.interface import Backend, Capabilities, Prompt, PromptResult, UndoState  # noqa: E402
 
 # Name -> class of the module logics the Segment Editor logic needs under slicer-core (facts.md).
 MODULE_LOGICS = {
@@ -147,9 +147,16 @@ class CountingBackend(Backend):
         self._check("prompt")
         return self.inner.prompt(prompt)
 
-    def _undo(self) -> PromptResult:
+    def _undo(self, steps: int) -> PromptResult:
         self._check("undo")
-        return self.inner.undo()
+        return self.inner.undo(steps)
+
+    def _redo(self, steps: int) -> PromptResult:
+        self._check("redo")
+        return self.inner.redo(steps)
+
+    def _undo_state(self) -> UndoState:
+        return self.inner.undo_state()
 
     def _get_mask(self) -> np.ndarray:
         return self.inner.get_mask()
@@ -192,8 +199,11 @@ class InstantBackend(Backend):
         patch = ((grid**2).sum(axis=0) <= radius**2).astype(np.uint8)
         return PromptResult(tuple(zip(lo.tolist(), hi.tolist())), patch)  # type: ignore[arg-type]
 
-    def _undo(self) -> PromptResult:
+    def _undo(self, steps: int) -> PromptResult:
         return PromptResult()
+
+    def _undo_state(self) -> UndoState:
+        return UndoState()
 
     def _reset(self) -> None:
         pass

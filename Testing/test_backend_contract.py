@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from synthetic import blob_centre, disk_crop, prompt_script
 
-from nninteractive_slicer.errors import InvalidPromptError, NoImageError
-from nninteractive_slicer.interface import PROMPT_KINDS, BBox, Lasso, Point, PromptResult, Scribble, box_slices
+from nninteractive_slicer.errors import InvalidPromptError, NoImageError, UndoError
+from nninteractive_slicer.interface import (
+    PROMPT_KINDS,
+    BBox,
+    Lasso,
+    Point,
+    PromptResult,
+    Scribble,
+    UndoState,
+    box_slices,
+)
 
 
 def one_prompt(kind: str, shape: tuple[int, int, int], positive: bool = True):
@@ -88,9 +97,126 @@ def test_undo_restores_the_previous_mask(make_backend, image64):
     assert not np.array_equal(mirror, after_first)
     check_patch(backend.undo(), mirror, backend)
     np.testing.assert_array_equal(mirror, after_first)
-    # nnInteractive keeps one level: a second undo changes nothing.
-    assert not backend.undo().changed
-    np.testing.assert_array_equal(backend.get_mask(), after_first)
+
+
+def take(backend, step: tuple, mirror: np.ndarray) -> None:
+    """One step of a history: a starting mask, a prompt or a reset, mirrored into the caller's copy."""
+    kind, arg = step
+    if kind == "mask":
+        backend.set_initial_mask(arg)
+        mirror[...] = arg
+    elif kind == "reset":
+        backend.reset()
+        mirror.fill(0)
+    else:
+        check_patch(backend.prompt(arg), mirror, backend)
+
+
+def same_result(a: PromptResult, b: PromptResult) -> None:
+    assert a.box == b.box
+    np.testing.assert_array_equal(a.patch, b.patch)
+
+
+def test_undo_and_redo_many_steps_are_exact(make_backend, image64):
+    """Undo k / redo k reach the masks of the way there, and the next prompt gives what a fresh session gives."""
+    backend = make_backend()
+    caps = backend.capabilities()
+    backend.set_image(image64)
+    shape = image64.shape
+    if caps.undo_depth < 2 or not caps.supports_redo:  # declared: one level, no redo (the official server)
+        backend.prompt(one_prompt("point", shape))
+        backend.prompt(one_prompt("bbox", shape))
+        before = backend.get_mask()
+        for call in (lambda: backend.undo(2), backend.redo):
+            with pytest.raises(UndoError):
+                call()
+            np.testing.assert_array_equal(backend.get_mask(), before)
+        assert backend.undo_state() == UndoState(undo=1, redo=0)
+        return
+    start = np.zeros(shape, np.uint8)
+    start[24:30, 24:30, 24:30] = 1
+    c = blob_centre(shape)
+    steps = [("mask", start), ("prompt", one_prompt("point", shape)), ("prompt", one_prompt("lasso", shape, False)),
+             ("reset", None), ("prompt", one_prompt("bbox", shape)), ("prompt", Point((c[0] + 3, c[1], c[2])))]
+    mirror = np.zeros(shape, np.uint8)
+    masks = [mirror.copy()]
+    for step in steps:
+        take(backend, step, mirror)
+        masks.append(mirror.copy())
+    n = len(steps)
+    assert len({m.tobytes() for m in masks}) >= 5  # the steps really differ
+    assert backend.undo_state() == UndoState(undo=n, redo=0)
+    for k in range(1, n + 1):
+        check_patch(backend.undo(k), mirror, backend)
+        np.testing.assert_array_equal(mirror, masks[n - k])
+        assert backend.undo_state() == UndoState(undo=n - k, redo=k)
+        check_patch(backend.redo(k), mirror, backend)
+        np.testing.assert_array_equal(mirror, masks[n])
+    for k in range(1, n + 1):
+        check_patch(backend.undo(), mirror, backend)
+        np.testing.assert_array_equal(mirror, masks[n - k])
+    for k in range(1, n + 1):
+        check_patch(backend.redo(), mirror, backend)
+        np.testing.assert_array_equal(mirror, masks[k])
+
+    probe = one_prompt("scribble", shape)
+    fresh = make_backend()
+    for kept, (undo, redo) in ((3, (4, 1)), (1, (2, 0))):  # undo, then redo, then prompt; later undo only
+        check_patch(backend.undo(undo), mirror, backend)
+        if redo:
+            check_patch(backend.redo(redo), mirror, backend)
+        np.testing.assert_array_equal(mirror, masks[kept])
+        got = backend.prompt(probe)
+        check_patch(got, mirror, backend)
+        fresh.set_image(image64)
+        fresh_mirror = np.zeros(shape, np.uint8)
+        for step in steps[:kept]:
+            take(fresh, step, fresh_mirror)
+        expected = fresh.prompt(probe)
+        same_result(got, expected)
+        check_patch(expected, fresh_mirror, fresh)
+        np.testing.assert_array_equal(mirror, fresh_mirror)
+        # The new prompt dropped what could have been redone.
+        assert backend.undo_state().redo == 0
+        with pytest.raises(UndoError):
+            backend.redo()
+        np.testing.assert_array_equal(backend.get_mask(), mirror)
+        check_patch(backend.undo(), mirror, backend)  # the probe
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "1", True, None])
+def test_bad_undo_and_redo_steps_are_errors_that_change_nothing(make_backend, image64, bad):
+    backend = make_backend()
+    with pytest.raises(NoImageError):
+        backend.undo()
+    backend.set_image(image64)
+    backend.prompt(one_prompt("point", image64.shape))
+    before, history = backend.get_mask(), backend.undo_state()
+    for call in (backend.undo, backend.redo):
+        with pytest.raises(InvalidPromptError):
+            call(bad)
+        np.testing.assert_array_equal(backend.get_mask(), before)
+        assert backend.undo_state() == history
+
+
+def test_undo_past_the_history_is_an_error_that_changes_nothing(make_backend, image64):
+    backend = make_backend()
+    backend.set_image(image64)
+    assert backend.undo_state() == UndoState(undo=0, redo=0)
+    backend.prompt(one_prompt("point", image64.shape))
+    backend.prompt(one_prompt("bbox", image64.shape))
+    before, history = backend.get_mask(), backend.undo_state()
+    assert history.undo >= 1
+    for steps in (history.undo + 1, backend.capabilities().undo_depth + 1):
+        with pytest.raises(UndoError, match="undo"):
+            backend.undo(steps)
+        np.testing.assert_array_equal(backend.get_mask(), before)
+        assert backend.undo_state() == history
+    with pytest.raises(UndoError, match="redo"):
+        backend.redo()
+    assert backend.undo_state() == history
+    mirror = before.copy()
+    check_patch(backend.undo(history.undo), mirror, backend)  # what is there can still be undone
 
 
 def test_reset_clears_the_object_but_keeps_the_image(make_backend, image64):

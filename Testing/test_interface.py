@@ -88,7 +88,7 @@ def test_result_writes_only_its_box():
     assert mask.sum() == 4
 
 
-def test_journal_keeps_the_current_object_only():
+def test_journal_replays_every_step_and_the_undo_and_drops_what_the_server_cannot_reach():
     journal = SessionJournal()
     assert journal.replay() is None
     journal.image_set("img", (1.0, 1.0, 2.0))
@@ -99,15 +99,27 @@ def test_journal_keeps_the_current_object_only():
     journal.prompted(first)
     journal.prompted(second)
     journal.undone()
+    journal.confirmed(3)  # the server can undo everything
     calls: list[tuple] = []
     replayed = journal.restore_into(
         lambda image, spacing: calls.append(("image", image, spacing)),
         lambda mask: calls.append(("mask", mask is start)),
+        lambda: calls.append(("reset",)),
         lambda prompt: calls.append(("prompt", prompt)),
+        lambda steps: calls.append(("undo", steps)),
     )
-    assert replayed == 1
-    assert calls == [("image", "img", (1.0, 1.0, 2.0)), ("mask", True), ("prompt", first)]
-    journal.object_started(None)
+    assert replayed == 3
+    assert calls == [("image", "img", (1.0, 1.0, 2.0)), ("prompt", first), ("mask", True), ("prompt", first),
+                     ("prompt", second), ("undo", 1)]
+    replay = journal.replay()  # the current object alone
+    assert replay.initial_mask is start and replay.prompts == [first]
+    assert journal.undo_available == 3
+    journal.confirmed(1)  # the server dropped its oldest steps: so does the journal, back to the object's start
+    assert [kind for kind, _ in journal.steps] == ["mask", "prompt", "prompt"] and journal.undo_available == 1
+    journal.undone(5)
+    assert journal.undo_available == 0 and journal.current == 1
+    journal.object_started(None)  # a new step drops what could have been redone
+    assert [kind for kind, _ in journal.steps] == ["mask", "reset"]
     assert journal.replay().initial_mask is None and journal.replay().prompts == []
 
 

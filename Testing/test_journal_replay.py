@@ -19,11 +19,15 @@ def test_replay_into_a_fresh_backend_reproduces_the_mask(local_backend_factory, 
     for prompt in prompt_script(image64.shape, seed=5, count=5):
         original.prompt(prompt)
         journal.prompted(prompt)
-    original.undo()
-    journal.undone()
+    original.undo(2)
+    journal.undone(2)
 
     fresh = local_backend_factory()
-    assert journal.restore_into(fresh.set_image, fresh.set_initial_mask, fresh.prompt) == 4
+    assert journal.restore_into(fresh.set_image, fresh.set_initial_mask, fresh.reset, fresh.prompt, fresh.undo) == 5
+    np.testing.assert_array_equal(fresh.get_mask(), original.get_mask())
+    assert fresh.undo_state() == original.undo_state()  # the redo was restored too
+    original.redo()
+    fresh.redo()
     np.testing.assert_array_equal(fresh.get_mask(), original.get_mask())
     # Both continue identically.
     nxt = prompt_script(image64.shape, seed=6, count=1)[0]

@@ -15,10 +15,10 @@ from synthetic import blob_centre, prompt_script
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.core.model_loading import choose_device
-from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError
-from nninteractive_slicer.interface import Point, changed_box
+from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError, UndoError
+from nninteractive_slicer.interface import Point, UndoState, changed_box
 
-SESSION_METHODS = ("set_image", "add_point_interaction", "add_initial_seg_interaction", "undo", "reset_interactions")
+SESSION_METHODS = ("set_image", "add_point_interaction", "add_initial_seg_interaction", "reset_interactions")
 
 
 @pytest.fixture
@@ -89,6 +89,76 @@ def test_results_are_the_tight_box_of_what_changed(backend, image64):
         assert result.box == changed_box(before, mirror)
         shrunk += result.changed and result.patch.size < 64**3
     assert shrunk > 0
+
+
+def model_state(backend: LocalBackend) -> tuple:
+    """Everything of the nnInteractive session that undo snapshots hold, and the next prompt's seed."""
+    session = backend._session.inner
+    return (session.interactions.numpy().tobytes(), session.target_buffer.tobytes(),
+            session.current_interaction_intensity, sorted(session._dirty_channels), backend.prompt_count)
+
+
+def test_undo_and_redo_restore_the_model_state_of_a_fresh_session(local_backend_factory, image64):
+    script = prompt_script(image64.shape, seed=8, count=4)
+    backend, fresh = local_backend_factory(), local_backend_factory()
+    try:
+        backend.set_image(image64)
+        for prompt in script:
+            backend.prompt(prompt)
+        after_all = model_state(backend)
+        backend.reset()
+        fresh.set_image(image64)
+        backend.undo(5)
+        assert model_state(backend) == model_state(fresh)
+        for kept in (2, 4):
+            backend.redo(2)
+            fresh.prompt(script[kept - 2])
+            fresh.prompt(script[kept - 1])
+            assert model_state(backend) == model_state(fresh)
+        assert model_state(backend) == after_all
+        backend.redo()
+        fresh.reset()
+        assert model_state(backend) == model_state(fresh)
+    finally:
+        backend.close()
+        fresh.close()
+
+
+def test_history_keeps_the_newest_steps_within_steps_and_memory(tiny_model_dir, image64):
+    point = Point(blob_centre(image64.shape))
+    with LocalBackend(model_dir=tiny_model_dir, device="cpu", torch_threads=2, undo_steps=2) as backend:
+        assert backend.capabilities().undo_depth == 2
+        backend.set_image(image64)
+        masks = [backend.get_mask()]
+        for prompt in [point, *prompt_script(image64.shape, seed=1, count=2)]:
+            backend.prompt(prompt)
+            masks.append(backend.get_mask())
+        assert backend.undo_state() == UndoState(undo=2, redo=0)
+        with pytest.raises(UndoError, match="at most 2"):
+            backend.undo(3)
+        backend.undo(2)
+        np.testing.assert_array_equal(backend.get_mask(), masks[1])
+        with pytest.raises(UndoError, match="nothing to undo.*memory budget"):
+            backend.undo()  # the first step was evicted
+    with LocalBackend(model_dir=tiny_model_dir, device="cpu", torch_threads=2, undo_budget_bytes=1) as backend:
+        backend.set_image(image64)
+        backend.prompt(point)
+        assert backend.undo_state() == UndoState(undo=0, redo=0)  # not even one snapshot fits: no undo, no error
+        assert backend.prompt(point).backend_ms > 0
+
+
+def test_a_step_whose_snapshot_fails_changes_nothing(backend, image64, monkeypatch):
+    backend.set_image(image64)
+    backend.prompt(Point(blob_centre(image64.shape)))
+    before, history = model_state(backend), backend.undo_state()
+
+    def fail(session):
+        raise MemoryError("no RAM for the snapshot")
+
+    monkeypatch.setattr("nninteractive_slicer.core.engine.take_snapshot", fail)
+    with pytest.raises(MemoryError):
+        backend.prompt(prompt_script(image64.shape, seed=3, count=1)[0])
+    assert model_state(backend) == before and backend.undo_state() == history
 
 
 def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64, monkeypatch):

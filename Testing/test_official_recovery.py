@@ -155,7 +155,8 @@ def test_result_after_an_inexact_restore_still_updates_the_callers_copy(
         mirror = np.zeros(image64.shape, np.uint8)
         for prompt in prompts[:2]:
             check_patch(backend.prompt(prompt), mirror, backend)
-        backend._journal.prompts.pop()
+        backend._journal.steps.pop()
+        backend._journal.current -= 1
         lease = {"Authorization": f"Bearer {official_server.api_key}", "X-Lease-Token": backend._client._lease_token}
         httpx.post(f"{official_server.url}/release", headers=lease).raise_for_status()  # the server forgets it
         with caplog.at_level(logging.WARNING, logger="nninteractive_slicer.backends.official"):

@@ -13,6 +13,8 @@ from synthetic import prompt_script
 
 from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.core.wire import image_digest
+from nninteractive_slicer.errors import UndoError
+from nninteractive_slicer.interface import UndoState
 
 SCRIPT_LENGTH = 8
 CUT = 5  # prompts before the server forgets
@@ -103,3 +105,57 @@ def test_a_call_the_client_lost_is_detected_and_repaired(remote_server, image64,
         assert backend.stats.recoveries == 1
         assert backend.stats.image_uploads == (0 if cached else 1)  # the repair did not upload it again
     np.testing.assert_array_equal(mask, uninterrupted)
+
+
+def test_a_lost_session_comes_back_with_its_undo_and_redo(remote_server, local_backend_factory, image64):
+    script = prompt_script(image64.shape, seed=9, count=4)
+
+    def steps(backend) -> None:
+        backend.set_image(image64)
+        for prompt in script[:3]:
+            backend.prompt(prompt)
+        backend.reset()
+        backend.prompt(script[3])
+        backend.undo(3)  # back across the reset
+
+    with RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend, \
+            local_backend_factory() as reference:
+        steps(backend)
+        steps(reference)
+        mirror = backend.get_mask()
+        requests.delete(f"{remote_server.url}/v1/sessions/{backend._session_id}",
+                        headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=CLIENT_TIMEOUT_S).raise_for_status()
+        backend.redo(2).apply_to(mirror)  # the server forgot the session: rebuilt, redo stack included
+        reference.redo(2)
+        assert backend.stats.recoveries == 1
+        np.testing.assert_array_equal(mirror, reference.get_mask())
+        np.testing.assert_array_equal(backend.get_mask(), reference.get_mask())
+        assert backend.undo_state() == reference.undo_state()
+        backend.undo(4).apply_to(mirror)
+        reference.undo(4)
+        np.testing.assert_array_equal(mirror, reference.get_mask())
+
+
+def test_the_server_keeps_what_its_limit_allows_and_a_rebuild_replays_no_more(tiny_model_dir, image64):
+    config = server_config(tiny_model_dir, undo_steps=2)
+    prompts = prompt_script(image64.shape, seed=4, count=4)
+    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+        assert backend.capabilities().undo_depth == 2 and backend.capabilities().supports_redo
+        backend.set_image(image64)
+        backend.prompt(prompts[0])
+        backend.reset()
+        for prompt in prompts[1:]:
+            backend.prompt(prompt)
+        assert backend.undo_state() == UndoState(undo=2, redo=0)
+        before = backend.get_mask()
+        with pytest.raises(UndoError, match="at most 2 steps"):
+            backend.undo(3)
+        np.testing.assert_array_equal(backend.get_mask(), before)
+        # The journal dropped the steps before the object the server can still undo into.
+        assert [kind for kind, _ in backend._journal.steps] == ["reset", "prompt", "prompt", "prompt"]
+        backend.undo(2)
+        for session in server.core.sessions.remove_all():  # the server forgets
+            server.core.close_session(session, "test")
+        backend.redo()
+        assert backend.stats.recoveries == 1
+        assert backend.undo_state() == UndoState(undo=1, redo=1)  # not further back than before the loss

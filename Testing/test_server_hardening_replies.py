@@ -15,7 +15,7 @@ from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.core.wire import encode_frame, pack_mask
 from nninteractive_slicer.errors import BackendError
 
-SCRIPT = 6
+SCRIPT = 7
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,8 @@ MALFORMED = {
     "codec not a string": reframe(codec=["zlib"]),
     "changed not a boolean": reframe(changed="yes"),
     "no revision": reframe(revision=None),
+    "undo count not a number": reframe(undo="3"),
+    "negative redo count": reframe(redo=-1),
     "garbage": lambda body: b"\x00garbage" * 10,
     "a JSON body": lambda body: b'{"changed": true}',
 }

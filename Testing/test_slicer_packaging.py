@@ -80,7 +80,7 @@ def test_every_ui_name_the_widget_uses_exists_and_shortcuts_are_underlined():
     used |= set(tools.values())
     assert used - names == set(), "the widget uses names the .ui does not have"
     texts = {w.get("name"): w.findtext("property[@name='text']/string") for w in ET.parse(UI).iter("widget")}
-    buttons = {**tools, "next": "pbNextSegment", "undo": "pbUndo", "sign": "pbNegative"}
+    buttons = {**tools, "next": "pbNextSegment", "undo": "pbUndo", "redo": "pbRedo", "sign": "pbNegative"}
     for action, button in buttons.items():
         key = SHORTCUTS[action]
         assert f"&{key.lower()}" in texts[button].lower(), f"{button} should underline {key}"

@@ -15,6 +15,7 @@ from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.errors import BackendUnavailableError
 from SlicerNNInteractiveLib import (
+    REDO,
     UNDO,
     PromptError,
     PromptSession,
@@ -328,6 +329,71 @@ def test_undo_reverts_the_last_prompt_and_segment_editor_undo_works_on_results(w
     world.point(c)
     assert world.backend.mask_uploads == uploads + 1
     assert not np.array_equal(after_second, np.zeros(SHAPE))
+
+
+def test_module_undo_and_redo_restore_every_segment_an_overwrite_changed(world):
+    world.editor.SetOverwriteMode(Editor.OverwriteAllSegments)
+    c = np.array(centre())
+    other = world.add_segment("other", cube(c - 3, c + 4))
+    target = world.add_segment("target")
+    world.select(target)
+    states = [(world.mask(target), world.mask(other))]
+    for kji in (c, (c[0] + 3, c[1] + 3, c[2])):
+        world.point(tuple(kji))
+        states.append((world.mask(target), world.mask(other)))
+    assert (states[1][1] < states[0][1]).any()  # the prompt took voxels from the other segment
+    assert not np.array_equal(states[2][0], states[1][0])
+
+    def check(state) -> None:
+        np.testing.assert_array_equal(world.mask(target), state[0])
+        np.testing.assert_array_equal(world.mask(other), state[1])
+        np.testing.assert_array_equal(world.backend.get_mask(), state[0])  # the model agrees
+
+    for expected in (states[1], states[0]):
+        assert world.session.submit(UNDO).message == "Undone."
+        check(expected)
+    with pytest.raises(PromptError, match="no prompt to undo"):
+        world.session.submit(UNDO)
+    for expected in (states[1], states[2]):
+        assert world.session.submit(REDO).message == "Redone."
+        check(expected)
+    with pytest.raises(PromptError, match="no prompt to redo"):
+        world.session.submit(REDO)
+    uploads = world.backend.mask_uploads
+    world.session.submit(UNDO)
+    world.point((c[0], c[1] - 3, c[2]))  # a new prompt drops the redo
+    assert not world.session.can_redo and world.backend.undo_state().redo == 0
+    assert world.backend.mask_uploads == uploads  # model and segments stayed in step: nothing re-sent
+
+
+def test_module_undo_after_an_edit_of_another_segment_keeps_that_edit(world):
+    other, target = world.add_segment("other"), world.add_segment("target")
+    world.segmentation.GetSegmentation().SeparateSegmentLabelmap(other)  # its edits leave the target's alone
+    world.select(target)
+    c = np.array(centre())
+    world.point(tuple(c))
+    after_first = world.mask(target)
+    world.point((c[0] + 3, c[1] + 3, c[2]))
+    world.paint(other, cube((0, 0, 0), (5, 5, 5)), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
+    world.session.submit(UNDO)  # the Segment Editor's Undo would take the painting back: the model's region is written
+    np.testing.assert_array_equal(world.mask(target), after_first)
+    np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
+    world.session.submit(REDO)
+    np.testing.assert_array_equal(world.mask(target), world.backend.get_mask())
+    np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
+
+
+def test_module_undo_after_an_edit_in_the_same_labelmap_says_to_use_the_editor(world):
+    c = np.array(centre())
+    target = world.point(tuple(c)).segment_id
+    world.point((c[0] + 3, c[1] + 3, c[2]))
+    other = world.add_segment("other", cube((0, 0, 0), (5, 5, 5)))  # shares the target's labelmap
+    world.select(target)
+    before = world.mask(target)
+    with pytest.raises(PromptError, match="Segment Editor's Undo"):
+        world.session.submit(UNDO)
+    np.testing.assert_array_equal(world.mask(target), before)
+    np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
 
 
 def test_reset_next_segment_and_no_selection(world):

@@ -16,6 +16,10 @@ class InvalidPromptError(BackendError, ValueError):
     """The prompt cannot be applied: outside the image, wrong shape or dtype, unsupported type."""
 
 
+class UndoError(InvalidPromptError):
+    """An undo or redo of more steps than the backend keeps; nothing was changed."""
+
+
 class NoImageError(BackendError):
     """A prompt or mask arrived before any image was set."""
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from .errors import InvalidPromptError, NoImageError
+from .errors import InvalidPromptError, NoImageError, UndoError
 
 if TYPE_CHECKING:
     from .backends.registry import BackendConfig, Requirement
@@ -57,7 +57,8 @@ class Capabilities:
     supports_3d_bbox: bool = False
     supports_initial_mask: bool = True
     scribble_thickness: tuple[int, int, int] = (2, 2, 2)
-    undo_depth: int = 1
+    undo_depth: int = 1  # the most steps undo can go back (fewer once the backend's memory budget is reached)
+    supports_redo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +104,14 @@ class Lasso(_CropPrompt):
 
 
 Prompt = Point | BBox | Scribble | Lasso
+
+
+@dataclass(frozen=True)
+class UndoState:
+    """How many steps can be undone and redone right now (the UI enables its buttons from this)."""
+
+    undo: int = 0
+    redo: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,6 +249,30 @@ def validate_mask(mask: Any, shape: tuple[int, ...] | None) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
+def validate_steps(steps: Any, depth: int | None, action: str) -> int:
+    """A number of undo or redo steps: a whole number from 1 to ``depth`` (None: no upper bound)."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InvalidPromptError(f"The number of steps to {action} must be a whole number of at least 1, "
+                                 f"got {steps!r}.")
+    if depth == 0:
+        raise UndoError(f"This backend cannot {action}.")
+    if depth is not None and steps > depth:
+        raise UndoError(f"This backend can {action} at most {depth} step{'s' if depth != 1 else ''}, "
+                           f"not {steps}.")
+    return int(steps)
+
+
+def undo_limit_message(action: str, asked: int, available: int, evicted: bool = False) -> str:
+    """Why an undo or redo of ``asked`` steps cannot be done when ``available`` can."""
+    if available == 0:
+        message = f"There is nothing to {action}."
+    else:
+        message = f"Only {available} step{'s' if available != 1 else ''} can be {action}ne, not {asked}."
+    if evicted:
+        message += " Older steps were dropped to keep the undo history within its memory budget."
+    return message
+
+
 class Backend(ABC):
     """One interactive segmentation session: one image, one object (mask) at a time.
 
@@ -302,22 +335,36 @@ class Backend(ABC):
             raise NoImageError("No image has been sent to the backend yet: select a volume first.")
         return self._prompt(validate_prompt(prompt, self._shape, self.capabilities()))
 
-    def undo(self) -> PromptResult:
-        """Revert the last prompt; returns the changed region (nothing changed if there was nothing to undo)."""
-        if self._shape is None:
-            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
-        return self._undo()
+    def undo(self, steps: int = 1) -> PromptResult:
+        """Go back ``steps`` steps (each prompt, starting mask and reset is one); returns the changed region.
+
+        Asking for more steps than the backend keeps raises UndoError and changes nothing."""
+        self._require_image()
+        return self._undo(validate_steps(steps, self.capabilities().undo_depth, "undo"))
+
+    def redo(self, steps: int = 1) -> PromptResult:
+        """Go forward ``steps`` undone steps; a new prompt, mask or reset drops what could be redone.
+
+        Backends without redo (``Capabilities.supports_redo``) and steps that cannot be redone raise
+        UndoError and change nothing."""
+        self._require_image()
+        caps = self.capabilities()
+        if not caps.supports_redo:
+            raise UndoError(f"The {caps.backend} backend cannot redo.")
+        return self._redo(validate_steps(steps, None, "redo"))
+
+    def undo_state(self) -> UndoState:
+        """How many steps can be undone and redone now (no image: none)."""
+        return self._undo_state() if self._shape is not None else UndoState()
 
     def reset(self) -> None:
-        """Drop all prompts and the mask of the current object; the image stays."""
-        if self._shape is None:
-            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
+        """Drop all prompts and the mask of the current object; the image stays. Undo brings them back."""
+        self._require_image()
         self._reset()
 
     def get_mask(self) -> np.ndarray:
         """The backend's full current mask (uint8 0/1). Meant for scripts and tests, not for every prompt."""
-        if self._shape is None:
-            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
+        self._require_image()
         return self._get_mask()
 
     def close(self) -> None:
@@ -347,6 +394,10 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _require_image(self) -> None:
+        if self._shape is None:
+            raise NoImageError("No image has been sent to the backend yet: select a volume first.")
+
     # -- hooks -------------------------------------------------------------------------------
     @abstractmethod
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None: ...
@@ -358,7 +409,13 @@ class Backend(ABC):
     def _prompt(self, prompt: Prompt) -> PromptResult: ...
 
     @abstractmethod
-    def _undo(self) -> PromptResult: ...
+    def _undo(self, steps: int) -> PromptResult: ...
+
+    def _redo(self, steps: int) -> PromptResult:
+        raise UndoError(f"The {self.kind} backend cannot redo.")
+
+    @abstractmethod
+    def _undo_state(self) -> UndoState: ...
 
     @abstractmethod
     def _reset(self) -> None: ...

@@ -20,9 +20,10 @@ from .prompts import (  # noqa: E402
     roi_frame_world,
     scribble_prompt,
 )
-from .session import UNDO, Outcome, PreparedPrompt, PromptSession  # noqa: E402
+from .session import REDO, UNDO, Outcome, PreparedPrompt, PromptSession  # noqa: E402
 
 __all__ = [
+    "REDO",
     "UNDO",
     "Outcome",
     "PreparedPrompt",

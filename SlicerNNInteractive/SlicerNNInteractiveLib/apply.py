@@ -29,19 +29,25 @@ class WriteOutcome:
 class SegmentWriter:
     """Writes result patches into segments with the masking, overwrite and undo of one segment editor node.
 
-    ``save_undo`` lets the widget save the state in the embedded Segment Editor's own undo history
-    (its ``saveStateForUndo``), so the editor's Undo button reverts a prompt; by default this
-    writer's own logic keeps the history (``undo()``).
+    ``save_undo``, ``undo`` and ``redo`` let the widget use the embedded Segment Editor's own undo history
+    (its ``saveStateForUndo``, ``undo`` and ``redo``), so the editor's Undo button reverts a prompt and the
+    module's Undo reverts every segment a prompt changed; by default this writer's own logic keeps the
+    history, with room for ``undo_states`` states.
     """
 
-    def __init__(self, scene, editor_node, app_logic=None, save_undo: Callable[[], object] | None = None) -> None:
+    def __init__(self, scene, editor_node, app_logic=None, save_undo: Callable[[], object] | None = None,
+                 undo: Callable[[], object] | None = None, redo: Callable[[], object] | None = None,
+                 undo_states: int = 20) -> None:
         self.logic = slicer.vtkSlicerSegmentEditorLogic()
         self.logic.SetMRMLScene(scene)
         if app_logic is not None:
             self.logic.SetMRMLApplicationLogic(app_logic)
         self.logic.SetSegmentEditorNode(editor_node)
+        self.logic.SetMaximumNumberOfUndoStates(undo_states)
         self.editor_node = editor_node
         self._save_undo = save_undo or self.logic.SaveStateForUndo
+        self._undo = undo or self.logic.Undo
+        self._redo = redo or self.logic.Redo
 
     def write(
         self, segmentation_node, segment_id: str, index_to_seg: np.ndarray, box, patch: np.ndarray
@@ -66,4 +72,8 @@ class SegmentWriter:
         slicer.vtkSlicerSegmentationsModuleLogic.ClearSegment(segmentation_node, segment_id)
 
     def undo(self) -> None:
-        self.logic.Undo()
+        """The Segment Editor's Undo: every segment back to the last saved state."""
+        self._undo()
+
+    def redo(self) -> None:
+        self._redo()

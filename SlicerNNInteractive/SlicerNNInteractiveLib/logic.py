@@ -58,7 +58,7 @@ class Event:
 class QueuedPrompt:
     """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
 
-    build: Any  # geometry -> Prompt, or UNDO
+    build: Any  # geometry -> Prompt, UNDO or REDO
     done: Callable[[], None] = lambda: None
 
 

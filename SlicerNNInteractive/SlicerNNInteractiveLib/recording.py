@@ -31,9 +31,7 @@ from nninteractive_slicer.interface import Backend, PromptResult, changed_box
 from .errors import PromptError
 from .history_store import HistoryAutosave, read_history, write_history
 from .segments import full_box, read_mask
-from .session import UNDO, Outcome, PreparedPrompt, PromptSession
-
-REDO = "redo"
+from .session import REDO, UNDO, Outcome, PreparedPrompt, PromptSession
 
 
 @dataclass(frozen=True, eq=False)

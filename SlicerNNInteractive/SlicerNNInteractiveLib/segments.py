@@ -138,6 +138,12 @@ def image_stamp(volume_node) -> ImageStamp:
     )
 
 
+def segmentation_stamp(segmentation_node, index_to_seg: np.ndarray) -> tuple[SegmentStamp | None, ...]:
+    """Changes whenever any segment may have changed, or segments were added or removed."""
+    ids = segmentation_node.GetSegmentation().GetSegmentIDs()
+    return tuple(segment_stamp(segmentation_node, segment_id, index_to_seg) for segment_id in ids)
+
+
 def segment_stamp(segmentation_node, segment_id: str, index_to_seg: np.ndarray) -> SegmentStamp | None:
     """Changes whenever the segment's voxels may have changed (any effect, undo, transform); None if it is gone.
 

@@ -8,12 +8,18 @@ The steps are split by thread so a GUI never blocks:
 * :meth:`PromptSession.apply` (main thread) writes the changed region into the segment, or
   :meth:`PromptSession.abandon` records a failure. Either way the segment is only touched once a
   whole result has arrived, and never when the user changed it meanwhile.
+
+Undo and redo (:data:`UNDO`, :data:`REDO`) move the model and the Segment Editor together: the model
+restores its state, and the Segment Editor's own Undo/Redo restores every segment the prompt changed
+(an overwrite mode may have taken voxels from other segments). They reach the prompts made since the
+segment was last sent to the model; any other edit (the Segment Editor's own Undo included) is sent
+to the model as the new starting mask with the next prompt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +39,24 @@ from .segments import (
     index_to_segmentation,
     read_mask,
     segment_stamp,
+    segmentation_stamp,
 )
 
 UNDO = "undo"
+REDO = "redo"
 SYNC = "sync"  # no prompt: only bring the backend up to date
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A prompt (or its undo) as the segments saw it, so that undo and redo can use the Segment Editor's history.
+
+    ``editor`` says the Segment Editor's Undo (for a prompt) or Redo (for an undone one) brings the segments to
+    the other side of this step; it does only while ``segments`` (the segmentation as this step left it) holds.
+    """
+
+    editor: bool
+    segments: tuple
 
 
 @dataclass(eq=False)
@@ -82,13 +102,17 @@ class PromptSession:
         editor_node,
         app_logic=None,
         save_undo: Callable[[], object] | None = None,
+        undo: Callable[[], object] | None = None,
+        redo: Callable[[], object] | None = None,
     ) -> None:
         self.scene = scene
         self.editor_node = editor_node
-        self.writer = SegmentWriter(scene, editor_node, app_logic, save_undo)
+        self.writer = SegmentWriter(scene, editor_node, app_logic, save_undo, undo, redo)
         self._backend = backend
         self._sent_image: ImageStamp | None = None
         self._sent_segment: SegmentStamp | None = None
+        self._done: list[_Step] = []  # prompts since the segment was last sent, oldest first
+        self._undone: list[_Step] = []  # undone prompts, most recently undone last
 
     # -- backend -------------------------------------------------------------------------------
     @property
@@ -105,6 +129,16 @@ class PromptSession:
         """Send image and segment again with the next prompt (e.g. after the backend lost its session)."""
         self._sent_image = None
         self._sent_segment = None
+        self._done, self._undone = [], []
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether the module's Undo has a prompt to undo (the model may keep fewer; it says so then)."""
+        return bool(self._done)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
 
     # -- scene ----------------------------------------------------------------------------------
     def volume_node(self):
@@ -150,7 +184,7 @@ class PromptSession:
     def prepare(self, prompt_or_builder: Prompt | str | Callable[[VolumeGeometry], Prompt]) -> PreparedPrompt:
         """Main thread: resolve nodes, decide what to sync, build the voxel prompt. Raises PromptError.
 
-        Pass a finished Prompt, :data:`UNDO`, or a function geometry -> Prompt (markups conversion).
+        Pass a finished Prompt, :data:`UNDO`, :data:`REDO`, or a function geometry -> Prompt (markups conversion).
         """
         volume = self.volume_node()
         geometry = VolumeGeometry.from_volume_node(volume)
@@ -168,11 +202,14 @@ class PromptSession:
         prepared.backend = self._backend
         send_image = stamp_image != self._sent_image
         prepared.send_mask = send_image or stamp_segment != self._sent_segment
-        if _is_undo(prompt) and prepared.send_mask:
-            raise PromptError(
-                "The segment or image changed since the last prompt, so the model cannot undo it: "
-                "use the Segment Editor's Undo (Ctrl+Z) instead."
-            )
+        if prompt in (UNDO, REDO):
+            if prepared.send_mask:
+                raise PromptError(
+                    f"The segment or image changed since the last prompt, so the model cannot {prompt} it: "
+                    f"use the Segment Editor's {prompt.capitalize()} instead."
+                )
+            if not (self._done if prompt == UNDO else self._undone):
+                raise PromptError(f"There is no prompt to {prompt} in this segment.")
         if send_image:
             prepared.image = _image_copy(volume)
             prepared.spacing = tuple(float(s) for s in reversed(volume.GetSpacing()))  # type: ignore[assignment]
@@ -196,8 +233,10 @@ class PromptSession:
             prepared.mask_sent = True
         if prepared.prompt == SYNC:
             return PromptResult()
-        if _is_undo(prepared.prompt):
+        if prepared.prompt == UNDO:
             return backend.undo()
+        if prepared.prompt == REDO:
+            return backend.redo()
         return backend.prompt(prepared.prompt)  # type: ignore[arg-type]
 
     def apply(self, prepared: PreparedPrompt, result: PromptResult) -> Outcome:
@@ -214,13 +253,18 @@ class PromptSession:
         same_backend = prepared.backend is self._backend
         if same_backend:
             self._sent_segment = prepared.segment_stamp
+        if prepared.prompt in (UNDO, REDO):
+            return self._apply_move(prepared, result, segmentation)
+        self._undone = []
         if not result.changed:
+            self._done.append(_Step(False, segmentation_stamp(segmentation, prepared.index_to_seg)))
             return Outcome(False, "The prompt changed nothing.", prepared.segment_id)
         assert result.box is not None and result.patch is not None
         outcome = self.writer.write(segmentation, prepared.segment_id, prepared.index_to_seg, result.box, result.patch)
         if outcome.complete:
             if same_backend:
                 self._sent_segment = segment_stamp(segmentation, prepared.segment_id, prepared.index_to_seg)
+                self._done.append(_Step(outcome.changed, segmentation_stamp(segmentation, prepared.index_to_seg)))
             return Outcome(outcome.changed, "Done.", prepared.segment_id)
         # Masking kept some voxels from being written: the backend's mask and the segment differ now,
         # so the segment is sent again as the starting mask with the next prompt.
@@ -228,6 +272,36 @@ class PromptSession:
         return Outcome(
             True, "Done; the Segment Editor's masking settings kept part of the result out.", prepared.segment_id
         )
+
+    def _apply_move(self, prepared: PreparedPrompt, result: PromptResult, segmentation) -> Outcome:
+        """An undo or redo the model did: the Segment Editor's own Undo/Redo restores all segments when nothing
+        else was edited since; otherwise the model's changed region is written into this segment."""
+        undo = prepared.prompt == UNDO
+        step = (self._done if undo else self._undone).pop()
+        index_to_seg = prepared.index_to_seg
+        done = "Undone" if undo else "Redone"
+        editor = step.editor and segmentation_stamp(segmentation, index_to_seg) == step.segments
+        if editor:
+            self.writer.undo() if undo else self.writer.redo()
+        box, patch = result.box, result.patch  # both None when nothing changed
+        written = editor or (box is not None and patch is not None and self.writer.write(
+            segmentation, prepared.segment_id, index_to_seg, box, patch).changed)
+        in_step = box is None or patch is None or np.array_equal(
+            read_mask(segmentation, prepared.segment_id, index_to_seg, box), patch)
+        if not in_step:  # the segment does not show the model's mask: send it again with the next prompt
+            self._sent_segment = None
+            self._done, self._undone = [], []
+            return Outcome(written, f"{done} in the model; the segment differs and is sent again with the next "
+                                    "prompt.", prepared.segment_id)
+        self._sent_segment = segment_stamp(segmentation, prepared.segment_id, index_to_seg)
+        (self._undone if undo else self._done).append(step)
+        now = segmentation_stamp(segmentation, index_to_seg)  # the editor's undo swaps in other labelmap objects
+        for steps in (self._done, self._undone):
+            if editor and steps:
+                steps[-1] = replace(steps[-1], segments=now)
+            elif not editor:  # our write is the editor's newest state now: its history no longer matches ours
+                steps[:] = [replace(s, editor=False) for s in steps]
+        return Outcome(written, f"{done}.", prepared.segment_id)
 
     def is_current(self, prepared: PreparedPrompt) -> bool:
         """Are the image and segment still as they were when ``prepared`` was read (nobody changed them since)?"""
@@ -270,10 +344,8 @@ class PromptSession:
             self._sent_segment = None
         if prepared.mask_sent:
             self._sent_segment = prepared.segment_stamp
-
-
-def _is_undo(prompt: object) -> bool:
-    return isinstance(prompt, str) and prompt == UNDO
+        if prepared.image_sent or prepared.mask_sent:  # a new starting point: earlier prompts are out of reach
+            self._done, self._undone = [], []
 
 
 def _image_copy(volume_node) -> np.ndarray:

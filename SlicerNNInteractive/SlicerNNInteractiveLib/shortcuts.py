@@ -20,6 +20,7 @@ SHORTCUTS = {
     "sign": "N",
     "next": "E",
     "undo": "U",
+    "redo": "Y",
     "reset": "Ctrl+Shift+R",
 }
 

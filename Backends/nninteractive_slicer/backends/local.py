@@ -8,6 +8,7 @@ happens on the device thread.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import numpy as np
 from ..core.device_worker import DeviceWorker
 from ..core.engine import ModelSession
 from ..core.model_loading import LoadedModel, load_model
-from ..interface import Backend, Capabilities, Prompt, PromptResult
+from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
 from .registry import BackendConfig, Requirement, register_backend
 
 
@@ -26,7 +28,8 @@ class LocalBackend(Backend):
     ``model_id`` is an official model id (downloaded on first use through
     ``nnInteractive.model_management``; None means the recommended one); ``model_dir`` is a
     model folder on disk and wins over ``model_id``. ``device`` is ``auto`` (CUDA, else CPU with
-    a warning), ``cuda``, ``cuda:N`` or ``cpu``.
+    a warning), ``cuda``, ``cuda:N`` or ``cpu``. Undo keeps up to ``undo_steps`` steps within
+    ``undo_budget_bytes`` of compressed snapshots, the oldest going first.
     """
 
     kind = "local"
@@ -40,12 +43,15 @@ class LocalBackend(Backend):
         model_dir: str | os.PathLike | None = None,
         device: str = "auto",
         torch_threads: int | None = None,
+        undo_steps: int = DEFAULT_MAX_STEPS,
+        undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         super().__init__()
         self._worker = DeviceWorker()
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
-            self._session = self._worker.call(ModelSession, self._model)
+            self._capabilities = replace(self._model.capabilities, undo_depth=undo_steps)
+            self._session = self._worker.call(ModelSession, self._model, undo_budget_bytes, undo_steps)
         except BaseException:
             self._worker.stop()
             raise
@@ -59,7 +65,7 @@ class LocalBackend(Backend):
         return cls(model_id=model or None, device=config.device)
 
     def capabilities(self) -> Capabilities:
-        return self._model.capabilities
+        return self._capabilities
 
     @property
     def prompt_count(self) -> int:
@@ -75,8 +81,15 @@ class LocalBackend(Backend):
     def _prompt(self, prompt: Prompt) -> PromptResult:
         return self._worker.call(self._session.prompt, prompt)
 
-    def _undo(self) -> PromptResult:
-        return self._worker.call(self._session.undo)
+    def _undo(self, steps: int) -> PromptResult:
+        return self._worker.call(self._session.undo, steps)
+
+    def _redo(self, steps: int) -> PromptResult:
+        return self._worker.call(self._session.redo, steps)
+
+    def _undo_state(self) -> UndoState:
+        history = self._session.history
+        return self._worker.call(lambda: UndoState(history.undo_available, history.redo_available))
 
     def _reset(self) -> None:
         self._worker.call(self._session.reset)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.engine import InteractiveSession
 from ..errors import BackendUnavailableError
-from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult
+from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult, UndoState
 from .journal import Restore
 from .official_errors import CLIENT_MISSING, client_version, server_errors, version_mismatch
 from .registry import BackendConfig, Requirement, register_backend
@@ -99,29 +99,37 @@ class OfficialBackend(ServerBackend):
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         self._call(lambda: self._ready_engine().set_image(image, spacing), "nothing")
         self._journal.image_set(image, spacing)
+        self._journal.confirmed(0)
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
         self._call(lambda: self._ready_engine().set_initial_mask(mask), "image")
         self._journal.object_started(mask)
+        self._journal.confirmed(0)  # the server cannot undo into an earlier object: the journal drops it
 
     def _reset(self) -> None:
         self._call(lambda: self._ready_engine().reset(), "image")
         self._journal.object_started(None)
+        self._journal.confirmed(0)
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
         result = self._call(lambda: self._ready_engine().prompt(prompt), "all")
         self._journal.prompted(prompt)
+        self._journal.confirmed(1)
         return result
 
-    def _undo(self) -> PromptResult:
+    def _undo(self, steps: int) -> PromptResult:
         engine = self._ready_engine()
         if not engine.can_undo:
-            return engine.undo()  # nothing to undo: no request
+            return engine.undo(steps)  # nothing to undo: an UndoError, no request
         prompts = engine.prompt_count
-        result = self._call(engine.undo, "all")
+        result = self._call(lambda: engine.undo(steps), "all")
         if engine.prompt_count < prompts:
             self._journal.undone()
+            self._journal.confirmed(0)
         return result
+
+    def _undo_state(self) -> UndoState:
+        return self._ready_engine().undo_state
 
     def _get_mask(self) -> np.ndarray:
         return self._ready_engine().mask_copy()
@@ -141,7 +149,8 @@ class OfficialBackend(ServerBackend):
                                           connect_timeout=min(CONNECT_TIMEOUT_S, self._timeout),
                                           read_timeout=self._timeout)
         rebuilt = InteractiveSession(self._client)
-        replayed = self._journal.restore_into(rebuilt.set_image, rebuilt.set_initial_mask, rebuilt.prompt, restore)
+        replayed = self._journal.restore_into(rebuilt.set_image, rebuilt.set_initial_mask, rebuilt.reset,
+                                              rebuilt.prompt, rebuilt.undo, restore)
         if self._engine is None:
             self._engine = rebuilt
         elif restore == "all" and rebuilt.mask is not None:

@@ -6,10 +6,11 @@ re-connect or a second user on the same image sends nothing. HTTP, typed errors 
 
 Nothing is lost when the server forgets (:mod:`.server_backend`): when the server no longer knows the
 session (reaped, restarted, evicted) or may have missed a call (a timeout; the session's revision no longer
-matches), the backend claims a new session, restores image, starting mask and prompts of the current
-object, and then completes the call the user just made. Prompts are seeded by their index, so the restored
-session is bit-identical to the lost one. A backend holds at most one session on the server: the old one
-is closed before a new one is claimed, so its own recoveries never fill the server.
+matches), the backend claims a new session, replays image and steps (undone ones too, then undoes them
+again, so undo and redo reach as far as before), and then completes the call the user just made. Prompts
+are seeded by their index, so the restored session is bit-identical to the lost one. A backend holds at
+most one session on the server: the old one is closed before a new one is claimed, so its own recoveries
+never fill the server.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from ..core.wire import (
     read_changed_region,
     unpack_mask,
 )
-from ..errors import BackendError, BackendUnavailableError
-from ..interface import BBox, Capabilities, Point, Prompt, PromptResult
+from ..errors import BackendError, BackendUnavailableError, UndoError
+from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, undo_limit_message
 from .journal import Restore
 from .registry import BackendConfig, register_backend
 from .remote_http import (
@@ -106,7 +107,8 @@ class RemoteBackend(ServerBackend):
         self.url = self._server.url
         self._session_id: str | None = None
         self._revision = 0
-        self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
+        self._redo_available = 0  # as the server last said; the journal knows how far undo reaches
+        self._server_history = (0, 0)  # undo and redo in the server's last reply
         self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
         self.stats = RemoteStats(replicas=self._server.replicas)
 
@@ -133,32 +135,37 @@ class RemoteBackend(ServerBackend):
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         sent = _SentImage(image, image_digest(image, spacing))
         self._call(lambda: self._send_image(sent, spacing), "nothing")
-        self._journal.image_set(sent, spacing)
-        self._can_undo = False
+        self._done(lambda: self._journal.image_set(sent, spacing))
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
         self._call(lambda: self._send_mask(mask), "image")
-        self._journal.object_started(mask)
-        self._can_undo = False
+        self._done(lambda: self._journal.object_started(mask))
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
         result = self._call(lambda: self._send_prompt(prompt))
-        self._journal.prompted(prompt)
-        self._can_undo = True
+        self._done(lambda: self._journal.prompted(prompt))
         return result
 
-    def _undo(self) -> PromptResult:
-        if not self._can_undo:
-            return PromptResult()
-        result = self._call(lambda: self._result(self._post(Routes.UNDO, None)))
-        self._journal.undone()
-        self._can_undo = False
+    def _undo(self, steps: int) -> PromptResult:
+        if steps > self._journal.undo_available:  # a rebuilt session may reach further back: never go there
+            raise UndoError(undo_limit_message("undo", steps, self._journal.undo_available))
+        result = self._call(lambda: self._result(self._post(Routes.UNDO, None, steps=steps)))
+        self._done(lambda: self._journal.undone(steps))
         return result
+
+    def _redo(self, steps: int) -> PromptResult:
+        if steps > self._redo_available:
+            raise UndoError(undo_limit_message("redo", steps, self._redo_available))
+        result = self._call(lambda: self._result(self._post(Routes.REDO, None, steps=steps)))
+        self._done(lambda: self._journal.redone(steps))
+        return result
+
+    def _undo_state(self) -> UndoState:
+        return UndoState(self._journal.undo_available, self._redo_available)
 
     def _reset(self) -> None:
         self._call(lambda: self._state(self._post(Routes.RESET, None)), "image")
-        self._journal.object_started(None)
-        self._can_undo = False
+        self._done(lambda: self._journal.object_started(None))
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
@@ -186,8 +193,10 @@ class RemoteBackend(ServerBackend):
         state = self._create_session()
         self._session_id = state["session_id"]
         self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
-        return self._journal.restore_into(lambda sent, spacing: self._send_image(sent, spacing, check=True),
-                                          self._send_mask, self._send_prompt, restore)
+        return self._journal.restore_into(
+            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask,
+            lambda: self._state(self._post(Routes.RESET, None)), self._send_prompt,
+            lambda steps: self._result(self._post(Routes.UNDO, None, steps=steps)), restore)
 
     def _lose_session(self) -> None:
         super()._lose_session()
@@ -282,21 +291,36 @@ class RemoteBackend(ServerBackend):
                   "codec": codec}
         return self._result(self._post(Routes.CROP_PROMPT, encode_frame(header, pack_mask(prompt.mask, codec))))
 
-    def _post(self, route: Route, body: dict[str, Any] | bytes | None) -> requests.Response:
+    def _post(self, route: Route, body: dict[str, Any] | bytes | None, steps: int | None = None) -> requests.Response:
         """A mutating call in our session, stating the revision we expect it to be at."""
         headers = {REVISION_HEADER: str(self._revision)}
+        query = None if steps is None else {"steps": steps}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._server.request(route, session_id=self._session_id, data=body, headers=headers)
-        return self._server.request(route, session_id=self._session_id, json=body, headers=headers)
+            return self._server.request(route, session_id=self._session_id, data=body, headers=headers, query=query)
+        return self._server.request(route, session_id=self._session_id, json=body, headers=headers, query=query)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
         state = read_json(response)
         if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
                 type(state.get("revision")) is not int:
             raise MalformedReply("The server's reply does not describe a session.")
-        self._revision = state["revision"]
+        self._confirmed(state)
         return state
+
+    def _confirmed(self, state: dict[str, Any]) -> None:
+        """Revision and undo history of a reply (kept until the call is recorded, see :meth:`_done`)."""
+        history = state.get("undo"), state.get("redo")
+        if not all(type(n) is int and n >= 0 for n in history):
+            raise MalformedReply("The server's reply does not say how far undo and redo reach.")
+        self._revision = state["revision"]
+        self._server_history = history  # type: ignore[assignment]
+
+    def _done(self, record: Callable[[], None]) -> None:
+        """Record a call the server confirmed, with the undo history its last reply reported."""
+        record()
+        undo, self._redo_available = self._server_history
+        self._journal.confirmed(undo)
 
     def _result(self, response: requests.Response) -> PromptResult:
         """The reply of a prompt or undo, checked against the image before anything is applied."""
@@ -305,7 +329,7 @@ class RemoteBackend(ServerBackend):
             region = read_changed_region(header, payload, self._image_shape())
         except WireError as exc:
             raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
-        self._revision = header["revision"]
+        self._confirmed(header)
         if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
         return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]

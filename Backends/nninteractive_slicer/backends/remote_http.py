@@ -35,6 +35,7 @@ from ..errors import (
     NoImageError,
     OutOfMemoryError,
     ServerBusyError,
+    UndoError,
 )
 from .server_backend import CONNECT_TIMEOUT_S
 
@@ -65,7 +66,7 @@ class MalformedReply(BackendError):
 # HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
 ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
     ErrorCode.SESSION_UNKNOWN: SessionLost, ErrorCode.REVISION_MISMATCH: SessionLost,
-    ErrorCode.IMAGE_UNKNOWN: ImageMissing, ErrorCode.NO_IMAGE: NoImageError,
+    ErrorCode.IMAGE_UNKNOWN: ImageMissing, ErrorCode.NO_IMAGE: NoImageError, ErrorCode.UNDO_LIMIT: UndoError,
     ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
     ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
     ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
@@ -108,11 +109,13 @@ class ServerConnection:
         return pool
 
     def request(self, route: Route, *, data: bytes | None = None, json: Any = None,
-                headers: dict[str, str] | None = None, **params: Any) -> requests.Response:
+                headers: dict[str, str] | None = None, query: dict[str, Any] | None = None,
+                **params: Any) -> requests.Response:
         """One call of the contract: ``route`` with its path parameters filled in from ``params``."""
         try:
             response = self._pool.request(route.method, self.url + route.url(**params), data=data, json=json,
-                                          headers={**self._affinity(), **(headers or {})}, timeout=self.timeout,
+                                          headers={**self._affinity(), **(headers or {})}, params=query,
+                                          timeout=self.timeout,
                                           verify=self._verify)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(

@@ -15,7 +15,10 @@ Inputs arrive already validated by :mod:`..interface`. What this adds to the inn
 * nothing changed on failure: calls that rewrite the whole mask (reset, a starting mask) write a new
   buffer that replaces the mask only when they succeed; nnInteractive rolls a failed prompt back itself;
 * with nnInteractive's own session (:class:`ModelSession`), typed errors: its input errors become
-  InvalidPromptError, CUDA out-of-memory frees the cache and becomes OutOfMemoryError.
+  InvalidPromptError, CUDA out-of-memory frees the cache and becomes OutOfMemoryError; and multi-step
+  undo and redo (:mod:`.undo_history`): every step (prompt, starting mask, reset) leaves a compressed
+  snapshot of nnInteractive's state, the mask and the prompt count, and undo/redo restore one exactly,
+  never by replaying prompts. Over the official client, undo is the server's single level.
 """
 
 from __future__ import annotations
@@ -27,9 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, InvalidPromptError, OutOfMemoryError
-from ..interface import BBox, Box, Point, Prompt, PromptResult, box_slices, changed_box
+from ..errors import BackendError, InvalidPromptError, OutOfMemoryError, UndoError
+from ..interface import BBox, Box, Point, Prompt, PromptResult, UndoState, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
+from .undo_history import (
+    DEFAULT_BUDGET_BYTES,
+    DEFAULT_MAX_STEPS,
+    UndoHistory,
+    UndoStep,
+    restore_snapshot,
+    take_snapshot,
+)
 
 OOM_MESSAGE = (
     "The GPU ran out of memory for this prompt; nothing was changed. Close other programs using the GPU, "
@@ -89,6 +100,10 @@ class InteractiveSession:
     def can_undo(self) -> bool:
         return self._can_undo
 
+    @property
+    def undo_state(self) -> UndoState:
+        return UndoState(undo=int(self._can_undo))
+
     def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         self._run(lambda: self._inner.set_image(image[None], {"spacing": list(spacing)}))
         self._image_sent()
@@ -96,6 +111,7 @@ class InteractiveSession:
         self._run(lambda: self._inner.set_target_buffer(mask))
         self._mask, self._reported = mask, np.zeros(image.shape, dtype=np.uint8)
         self._start_object()
+        self._image_set()
 
     def set_initial_mask(self, mask: np.ndarray) -> None:
         self._on_new_buffer(lambda: self._inner.add_initial_seg_interaction(mask, run_prediction=False))
@@ -110,13 +126,15 @@ class InteractiveSession:
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._prompt_count += 1
         self._last_box, self._can_undo = written, True
+        self._stepped(written)
         return self._result(written, elapsed_ms)
 
-    def undo(self) -> PromptResult:
+    def undo(self, steps: int = 1) -> PromptResult:
         """Revert the last prompt. Undo restores exactly what that prompt wrote, so its box covers every voxel
         that changes back (the official client reports only whether something was undone)."""
-        if not self._can_undo:
-            return self._result(None, None)
+        if not self._can_undo or steps != 1:
+            raise UndoError("There is nothing to undo: the server keeps only the last prompt, until a new "
+                            "object starts." if not self._can_undo else "The server keeps one level of undo.")
         started = time.perf_counter()
         undone = self._run(self._inner.undo)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -148,8 +166,18 @@ class InteractiveSession:
         self._mask = None
 
     # -- what differs between inner sessions -----------------------------------------------------------
+    def redo(self, steps: int = 1) -> PromptResult:
+        raise UndoError("This backend cannot redo.")
+
     def _image_sent(self) -> None:
         """Runs after the image was sent, before the target buffer is."""
+
+    def _image_set(self) -> None:
+        """Runs once a new image and its empty mask are in place."""
+
+    def _stepped(self, written: Box | None) -> None:
+        """Runs after each step (prompt, starting mask, reset) succeeded, before its result is computed;
+        ``written`` is where it may have changed the mask."""
 
     def _run(self, call: Callable[[], Any]) -> Any:
         """One call into the inner session."""
@@ -168,6 +196,7 @@ class InteractiveSession:
         self._mask = fresh
         reported[...] = fresh
         self._start_object()
+        self._stepped(tuple((0, n) for n in fresh.shape))  # type: ignore[arg-type]
 
     def _start_object(self) -> None:
         self._prompt_count = 0
@@ -199,11 +228,69 @@ class ModelSession(InteractiveSession):
 
     reports_model_time = True
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 undo_steps: int = DEFAULT_MAX_STEPS) -> None:
         inner = new_inference_session(model.device, model.torch_threads)
         inner.initialize_from_loaded_artifacts(model.artifacts)
         super().__init__(inner)
         self.model = model
+        self._history = UndoHistory(undo_budget_bytes, undo_steps)
+
+    @property
+    def history(self) -> UndoHistory:
+        return self._history
+
+    @property
+    def can_undo(self) -> bool:
+        return self._history.undo_available > 0
+
+    @property
+    def undo_state(self) -> UndoState:
+        return UndoState(self._history.undo_available, self._history.redo_available)
+
+    def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self._history.clear()
+        super().set_image(image, spacing)
+
+    def undo(self, steps: int = 1) -> PromptResult:
+        """Go back ``steps`` steps; UndoError (nothing changed) when the history holds fewer."""
+        return self._move(-steps)
+
+    def redo(self, steps: int = 1) -> PromptResult:
+        """Go forward ``steps`` undone steps; UndoError (nothing changed) when fewer can be redone."""
+        return self._move(steps)
+
+    def _image_set(self) -> None:
+        self._history.start(self._step(None))
+
+    def _stepped(self, written: Box | None) -> None:
+        """Snapshot the step just taken; if that fails, put the session back to the step before and re-raise."""
+        try:
+            self._history.add(self._step(written))
+        except BaseException:
+            self._restore(self._history.current)
+            raise
+
+    def _step(self, written: Box | None) -> UndoStep:
+        return UndoStep(take_snapshot(self._inner), self._prompt_count, written)
+
+    def _restore(self, step: UndoStep | None) -> None:
+        if step is not None:
+            self._inner.target_buffer = self._mask  # restored in place: the mask stays the caller's array
+            restore_snapshot(self._inner, step.state)
+            self._prompt_count = step.prompt_count
+
+    def _move(self, delta: int) -> PromptResult:
+        started = time.perf_counter()
+        before = self._history.current
+        step, region = self._history.move(delta)
+        try:
+            self._restore(step)
+        except BaseException:
+            self._history.move(-delta)
+            self._restore(before)
+            raise
+        return self._result(region, (time.perf_counter() - started) * 1000)
 
     def _image_sent(self) -> None:
         # nnInteractive preprocesses in its own executor; waiting here reports a failure with this call and
@@ -228,6 +315,7 @@ class ModelSession(InteractiveSession):
 
     def close(self) -> None:
         self._inner.executor.shutdown(wait=True)
+        self._history.clear()
         super().close()
 
 

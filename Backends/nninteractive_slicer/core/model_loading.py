@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Capabilities
+from .undo_history import DEFAULT_MAX_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ def load_model(
         supports_3d_bbox=bool(supported.get("bbox3d", False)),
         supports_initial_mask=bool(session.supports_initial_label),
         scribble_thickness=tuple(int(t) for t in session.preferred_scribble_thickness),  # type: ignore[arg-type]
-        undo_depth=1,
+        undo_depth=DEFAULT_MAX_STEPS,
+        supports_redo=True,
         extra={"checkpoint_digest": checkpoint_digest(folder)},
     )
     log.info("Loaded model %s from %s on %s", model_id, folder, torch_device)

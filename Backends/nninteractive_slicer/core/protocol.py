@@ -58,7 +58,8 @@ class Routes:
     RESET = Route("POST", _SESSION + "/reset")
     PROMPT = Route("POST", _SESSION + "/prompts")
     CROP_PROMPT = Route("POST", _SESSION + "/prompts/crop")
-    UNDO = Route("POST", _SESSION + "/undo")
+    UNDO = Route("POST", _SESSION + "/undo")  # ?steps=N (default 1)
+    REDO = Route("POST", _SESSION + "/redo")  # ?steps=N (default 1)
     GET_MASK = Route("GET", _SESSION + "/mask")
 
     @classmethod
@@ -77,6 +78,7 @@ class ErrorCode(str, Enum):
     IMAGE_UNKNOWN = "image_unknown"  # 404: the image is not (any more) in the server's cache
     # The user acts on these.
     NO_IMAGE = "no_image"  # 409: a prompt or mask before any image
+    UNDO_LIMIT = "undo_limit"  # 409: more steps to undo or redo than the session keeps; nothing changed
     UNAUTHORIZED = "unauthorized"  # 401
     BUSY = "busy"  # 503, with Retry-After
     OUT_OF_MEMORY = "out_of_memory"  # 507

@@ -9,10 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
+from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..errors import BackendUnavailableError
 from . import logs
 from .auth import ENV_VAR, load_keys, short_keys
-from .config import GIB, Limits, ServerConfig
+from .config import GIB, MIB, Limits, ServerConfig
 from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
     s.add_argument("--max-prompt-voxels", type=int, default=Limits.max_prompt_voxels,
                    help="the largest box one lasso or scribble may cover (bounds one prompt's device time)")
+    s.add_argument("--undo-steps", type=int, default=DEFAULT_MAX_STEPS,
+                   help="steps each session can undo (default %(default)s)")
+    s.add_argument("--undo-mib", type=float, default=DEFAULT_BUDGET_BYTES / MIB,
+                   help="memory per session for undo snapshots (compressed); past it the oldest go first")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
     c = p.add_argument_group("scale-out on Ray Serve (pip install 'nninteractive-slicer[cluster]')")
@@ -90,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                          "--allow-remote-without-key if anyone who can reach this port may use it.")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together.")
+    if args.undo_steps < 0 or args.undo_mib < 0:
+        raise SystemExit("error: --undo-steps and --undo-mib cannot be negative (0 turns undo off).")
     cache_bytes = int(args.cache_gib * GIB)
     limits = Limits(max_image_voxels=args.max_image_voxels, max_prompt_voxels=args.max_prompt_voxels,
                     max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
@@ -99,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
+        undo_steps=args.undo_steps, undo_budget_bytes=int(args.undo_mib * MIB),
         session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
     )
 

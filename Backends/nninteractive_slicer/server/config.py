@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
@@ -40,6 +42,8 @@ class ServerConfig:
     cache_dir_bytes: int = 20 * GIB
     session_memory_bytes: int | None = None  # all sessions together; None: a safe share of the machine's
     share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
+    undo_steps: int = DEFAULT_MAX_STEPS  # per session
+    undo_budget_bytes: int = DEFAULT_BUDGET_BYTES  # per session: compressed snapshots, oldest dropped first
     limits: Limits = field(default_factory=Limits)
 
     @property

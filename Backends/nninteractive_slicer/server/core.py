@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..core.device_worker import DeviceWorker
@@ -33,11 +34,12 @@ class ServerCore:
         self.config = config
         self.worker = DeviceWorker("nninteractive-server-device")
         try:
-            self.model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
-                                          config.torch_threads, "remote")
+            model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
+                                     config.torch_threads, "remote")
         except BaseException:
             self.worker.stop()
             raise
+        self.model = replace(model, capabilities=replace(model.capabilities, undo_depth=config.undo_steps))
         self.auth = Authenticator(config.api_keys)
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s,
                                         config.sessions_per_user,
@@ -86,7 +88,8 @@ class ServerCore:
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
-            engine = await self.on_device(ModelSession, self.model)
+            engine = await self.on_device(ModelSession, self.model, self.config.undo_budget_bytes,
+                                          self.config.undo_steps)
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
         log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPBearer
 
@@ -39,5 +39,6 @@ def expected_revision(
 
 
 Revision = Annotated[int | None, Depends(expected_revision)]
+Steps = Annotated[int, Query(ge=1, le=10_000, description="how many steps to undo or redo")]
 AcceptCodecs = Annotated[str | None, Header(alias=ACCEPT_CODECS_HEADER, max_length=200,
                                             description="codecs the client decodes, best first")]

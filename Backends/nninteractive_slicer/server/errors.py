@@ -26,6 +26,7 @@ from ..errors import (
     NoImageError,
     OutOfMemoryError,
     ServerBusyError,
+    UndoError,
 )
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -54,6 +55,8 @@ def from_backend_error(exc: Exception) -> ApiError:
         return ApiError(400, ErrorCode.BAD_BODY, str(exc))
     if isinstance(exc, (RequestValidationError, ValidationError)):
         return ApiError(422, ErrorCode.INVALID_REQUEST, _validation_detail(exc))
+    if isinstance(exc, UndoError):
+        return ApiError(409, ErrorCode.UNDO_LIMIT, str(exc))
     if isinstance(exc, InvalidPromptError):
         return ApiError(422, ErrorCode.INVALID_INPUT, str(exc))
     if isinstance(exc, NoImageError):

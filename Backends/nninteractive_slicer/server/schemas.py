@@ -85,6 +85,8 @@ class SessionState(BaseModel):
     shape: list[int] | None
     prompt_count: int
     can_undo: bool
+    undo: int = Field(description="steps that can be undone now")
+    redo: int = Field(description="undone steps that can be redone now")
 
 
 class Closed(BaseModel):

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.engine import InteractiveSession
+from ..core.engine import ModelSession
 from ..core.protocol import ErrorCode
 from ..errors import ServerBusyError
 from .errors import ApiError
@@ -31,7 +31,7 @@ def session_unknown(session_id: str) -> ApiError:
 class ServerSession:
     id: str
     owner: str
-    engine: InteractiveSession
+    engine: ModelSession
     revision: int = 0
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released
@@ -49,7 +49,8 @@ class ServerSession:
         shape = self.shape
         return {"session_id": self.id, "revision": self.revision, "image_digest": self.image_digest,
                 "shape": list(shape) if shape else None, "prompt_count": self.engine.prompt_count,
-                "can_undo": self.engine.can_undo}
+                "can_undo": self.engine.can_undo, "undo": self.engine.history.undo_available,
+                "redo": self.engine.history.redo_available}
 
 
 class SessionRegistry:

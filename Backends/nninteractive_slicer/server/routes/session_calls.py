@@ -1,4 +1,4 @@
-"""Calls inside a session: image, starting mask, reset, prompts, undo, and reading the mask.
+"""Calls inside a session: image, starting mask, reset, prompts, undo and redo, and reading the mask.
 
 Handlers decode in the thread pool and run the engine on the device thread (:meth:`ServerCore.in_session`);
 mutating calls check the client's revision there, and replies carry the changed region only.
@@ -20,7 +20,7 @@ from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_
 from ...interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
 from ...interface import validate_mask as validate_full_mask
 from ..core import ServerCore
-from ..deps import AcceptCodecs, Core, Revision, SessionId, User
+from ..deps import AcceptCodecs, Core, Revision, SessionId, Steps, User
 from ..errors import ApiError
 from ..schemas import CropHeader, JsonPrompt, MaskHeader, SessionState, SetImageBody
 from ..sessions import ServerSession
@@ -106,19 +106,24 @@ async def crop_prompt(session_id: SessionId, request: Request, core: Core, user:
 
 
 @endpoint(router, Routes.UNDO, response_class=Response, responses=FRAME_REPLY)
-async def undo(session_id: SessionId, core: Core, user: User, revision: Revision,
+async def undo(session_id: SessionId, core: Core, user: User, revision: Revision, steps: Steps = 1,
                accept: AcceptCodecs = None) -> Response:
+    return await _move(core, session_id, user, revision, accept, "undo", steps)
+
+
+@endpoint(router, Routes.REDO, response_class=Response, responses=FRAME_REPLY)
+async def redo(session_id: SessionId, core: Core, user: User, revision: Revision, steps: Steps = 1,
+               accept: AcceptCodecs = None) -> Response:
+    return await _move(core, session_id, user, revision, accept, "redo", steps)
+
+
+async def _move(core: ServerCore, session_id: str, user: str, revision: int | None, accept: str | None,
+                action: str, steps: int) -> Response:
+    """Undo or redo ``steps`` steps; more than the session keeps is an undo_limit error that changes nothing."""
     with core.sessions.use(session_id, user) as session:
         _require_image(session)
-
-        def run(engine: InteractiveSession) -> PromptResult:
-            undoing = engine.can_undo
-            result = engine.undo()
-            session.revision += undoing  # nothing to undo changes nothing
-            return result
-
-        result, state = await core.in_session(session, revision, run, mutates=False)
-        return await _frame_reply(core, result, state, accept, "undo")
+        result, state = await core.in_session(session, revision, lambda engine: getattr(engine, action)(steps))
+        return await _frame_reply(core, result, state, accept, action)
 
 
 @endpoint(router, Routes.GET_MASK, response_class=Response, responses=FRAME_REPLY)
@@ -155,7 +160,7 @@ async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, 
     box, patch = result.box, result.patch
     header = {"changed": result.changed, "box": [list(r) for r in box] if box is not None else None,
               "backend_ms": result.backend_ms, "revision": state["revision"],
-              "prompt_count": state["prompt_count"], "codec": codec}
+              "prompt_count": state["prompt_count"], "undo": state["undo"], "redo": state["redo"], "codec": codec}
     payload = await run_in_threadpool(pack_mask, patch, codec) if patch is not None else b""
     return Response(encode_frame(header, payload), media_type=FRAME_CONTENT_TYPE)
 
