@@ -27,10 +27,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from nninteractive_slicer.interface import Prompt
 from SlicerNNInteractiveLib import (
     UNDO,
+    Action,
     PromptError,
     PromptSession,
+    VolumeGeometry,
     box_prompt,
     control_points_world,
     lasso_prompt,
@@ -82,7 +85,7 @@ class SlicerNNInteractive(ScriptedLoadableModule):
 class QueuedPrompt:
     """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
 
-    build: Any  # geometry -> Prompt, or UNDO
+    build: Callable[[VolumeGeometry], Prompt] | Action
     done: Callable[[], None] = lambda: None
 
 

@@ -11,7 +11,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from synthetic import prompt_script
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import encode_frame, pack_mask
 from nninteractive_slicer.errors import BackendError
 
@@ -88,7 +88,7 @@ def test_a_malformed_reply_is_a_typed_error_that_changes_nothing(tiny_model_dir,
     """Issue 13.9: bad boxes were applied silently or raised ValueError; garbage raised a WireError."""
     server = ThreadedServer(server_config(tiny_model_dir))
     server.app.add_middleware(TamperedReplies)
-    with server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         mirror = np.zeros(image64.shape, np.uint8)
         backend.set_image(image64)
         tampering = server.app.middleware_stack  # built by the first request

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.engine import InteractiveSession
+from ..core.engine import Engine
 from ..core.protocol import ErrorCode
 from ..errors import ServerBusyError
 from .errors import ApiError
@@ -31,7 +31,7 @@ def session_unknown(session_id: str) -> ApiError:
 class ServerSession:
     id: str
     owner: str
-    engine: InteractiveSession
+    engine: Engine
     revision: int = 0
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,9 @@ from vtk.util import numpy_support
 
 from nninteractive_slicer.interface import Backend, Prompt, PromptResult
 
-from .apply import SegmentWriter
 from .errors import PromptError
 from .geometry import VolumeGeometry
+from .segment_writer import SegmentWriter
 from .segments import (
     ImageStamp,
     SegmentStamp,
@@ -35,15 +36,22 @@ from .segments import (
     segment_stamp,
 )
 
-UNDO = "undo"
-SYNC = "sync"  # no prompt: only bring the backend up to date
+
+class Action(str, Enum):
+    """A queued call that is not a prompt (a str, as the Lib's other calls, e.g. a redo, are)."""
+
+    UNDO = "undo"  # revert the last prompt
+    SYNC = "sync"  # no prompt: only bring the backend up to date
+
+
+UNDO, SYNC = Action.UNDO, Action.SYNC
 
 
 @dataclass(eq=False)
 class PreparedPrompt:
     """Everything :meth:`PromptSession.run` needs, read from the scene on the main thread."""
 
-    prompt: Prompt | str
+    prompt: Prompt | Action
     volume_node_id: str
     segmentation_node_id: str
     segment_id: str
@@ -147,7 +155,7 @@ class PromptSession:
             self.writer.clear(self.segmentation_node(), segment_id)
 
     # -- the three steps ------------------------------------------------------------------------
-    def prepare(self, prompt_or_builder: Prompt | str | Callable[[VolumeGeometry], Prompt]) -> PreparedPrompt:
+    def prepare(self, prompt_or_builder: Prompt | Action | Callable[[VolumeGeometry], Prompt]) -> PreparedPrompt:
         """Main thread: resolve nodes, decide what to sync, build the voxel prompt. Raises PromptError.
 
         Pass a finished Prompt, :data:`UNDO`, or a function geometry -> Prompt (markups conversion).
@@ -273,7 +281,7 @@ class PromptSession:
 
 
 def _is_undo(prompt: object) -> bool:
-    return isinstance(prompt, str) and prompt == UNDO
+    return prompt == UNDO
 
 
 def _image_copy(volume_node) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Images are content-addressed: the client asks whether the server holds one before it uploads it, so a
 re-connect or a second user on the same image sends nothing. HTTP, typed errors and heartbeats are
-:mod:`.remote_http`'s; this module keeps the session and its recovery.
+:mod:`.slicer_server_http`'s; this module keeps the session and its recovery.
 
 Nothing is lost when the server forgets (:mod:`.server_backend`): when the server no longer knows the
 session (reaped, restarted, evicted) or may have missed a call (a timeout; the session's revision no longer
@@ -41,8 +41,8 @@ from ..errors import BackendError, BackendUnavailableError
 from ..interface import BBox, Capabilities, Point, Prompt, PromptResult
 from .journal import Restore
 from .registry import BackendConfig, register_backend
-from .remote_http import Heartbeat, ImageMissing, ServerConnection, SessionLost, Unreachable
 from .server_backend import RecoveryStats, ServerBackend
+from .slicer_server_http import Heartbeat, ImageMissing, ServerConnection, SessionLost, Unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,7 +61,7 @@ class _SentImage:
 
 
 @dataclass
-class RemoteStats(RecoveryStats):
+class SlicerServerStats(RecoveryStats):
     """What went over the wire, for tests, benchmarks and the log."""
 
     image_uploads: int = 0  # complete image uploads
@@ -69,7 +69,7 @@ class RemoteStats(RecoveryStats):
 
 
 @register_backend
-class RemoteBackend(ServerBackend):
+class SlicerServerBackend(ServerBackend):
     """A session on an nnInteractive-Slicer server.
 
     ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
@@ -83,21 +83,21 @@ class RemoteBackend(ServerBackend):
     # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
     # the server may have applied what a malformed reply should have described.
     failures_losing_session = (_MalformedReply,)
-    stats: RemoteStats
+    stats: SlicerServerStats
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  verify: bool | str = True) -> None:
         super().__init__()
         self._server = ServerConnection(url, api_key, timeout, verify)
         self.url = self._server.url
-        self._session_id: str | None = None
+        self._server_session_id: str | None = None
         self._revision = 0
         self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
-        self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
-        self.stats = RemoteStats()
+        self._heartbeat = Heartbeat(self._server, lambda: self._server_session_id)
+        self.stats = SlicerServerStats()
 
     @classmethod
-    def from_config(cls, config: BackendConfig) -> RemoteBackend:
+    def from_config(cls, config: BackendConfig) -> SlicerServerBackend:
         return cls(config.url, config.api_key or None, timeout=config.timeout)
 
     # -- queries -------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class RemoteBackend(ServerBackend):
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
-            reply = self._server.request(Routes.GET_MASK, session_id=self._session_id)
+            reply = self._server.request(Routes.GET_MASK, session_id=self._server_session_id)
             shape = self._image_shape()
             try:
                 header, payload = decode_frame(reply.content)
@@ -170,7 +170,7 @@ class RemoteBackend(ServerBackend):
     def _claim_session(self, restore: Restore) -> int:
         self._discard_session()
         state = self._state(self._server.request(Routes.CREATE_SESSION))
-        self._session_id = state["session_id"]
+        self._server_session_id = state["session_id"]
         self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
         return self._journal.restore_into(lambda sent, spacing: self._send_image(sent, spacing, check=True),
                                           self._send_mask, self._send_prompt, restore)
@@ -200,7 +200,7 @@ class RemoteBackend(ServerBackend):
 
     def _discard_session(self) -> None:
         """Close our server session, best effort and quickly (the server reaps what this misses)."""
-        session_id, self._session_id = self._session_id, None
+        session_id, self._server_session_id = self._server_session_id, None
         if session_id is not None:
             self._server.release(session_id)
 
@@ -257,8 +257,8 @@ class RemoteBackend(ServerBackend):
         headers = {REVISION_HEADER: str(self._revision)}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._server.request(route, session_id=self._session_id, data=body, headers=headers)
-        return self._server.request(route, session_id=self._session_id, json=body, headers=headers)
+            return self._server.request(route, session_id=self._server_session_id, data=body, headers=headers)
+        return self._server.request(route, session_id=self._server_session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
         try:
