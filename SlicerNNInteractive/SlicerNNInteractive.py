@@ -1,67 +1,40 @@
-"""nnInteractive in 3D Slicer: prompts placed in slice views become segments in the Segment Editor.
-
-This file is the thin Qt layer: buttons, shortcuts, settings, markups observers, a freehand stroke
-recorder and the hand-off of backend calls to a worker thread. Everything that reads or writes
-MRML for a prompt lives in the Qt-free ``SlicerNNInteractiveLib`` (tested against slicer-core).
-"""
+"""nnInteractive in 3D Slicer. This file is the Qt layer only (buttons, shortcuts, settings, observers, dialogs);
+the work is in the Qt-free, tested ``SlicerNNInteractiveLib``, driven through its SlicerNNInteractiveLogic."""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 import qt
 import slicer
-import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
-)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
+from SlicerNNInteractiveTesting.selftest import SlicerNNInteractiveTest  # noqa: F401 (Reload and Test finds it here)
 
-from nninteractive_slicer.interface import Prompt
 from SlicerNNInteractiveLib import (
     UNDO,
-    Action,
     PromptError,
-    PromptSession,
-    VolumeGeometry,
     box_prompt,
     control_points_world,
-    lasso_prompt,
+    nodes,
     point_prompt,
     roi_frame_world,
-    scribble_prompt,
+    settings,
 )
-from SlicerNNInteractiveLib.backends import (
-    KINDS,
-    TORCH_REQUIREMENT,
-    BackendConfig,
-    make_backend,
-    missing_requirements,
-    model_download_bytes,
-)
+from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER_KINDS, BackendChoice
+from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements
+from SlicerNNInteractiveLib.boxes import BoxPlacement
+from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
+from SlicerNNInteractiveLib.install import install
+from SlicerNNInteractiveLib.logic import TIMER_MS, Event, QueuedPrompt, SlicerNNInteractiveLogic
+from SlicerNNInteractiveLib.place_mode import PlaceMode
+from SlicerNNInteractiveLib.recording import RecordingPromptSession, ReplayRequest
+from SlicerNNInteractiveLib.shortcuts import SHORTCUTS
+from SlicerNNInteractiveLib.strokes import StrokeRecorder, stroke_builder
+from SlicerNNInteractiveLib.views import align_with_volume, slice_to_ras
 
-SETTINGS = "SlicerNNInteractive"
-EDITOR_NODE_TAG = "SlicerNNInteractive"
-DEFAULT_URLS = {"remote": "http://127.0.0.1:1527", "official": "http://127.0.0.1:1527"}
-DEVICES = ("auto", "cuda", "cpu")
-POLL_MS = 50
-# Tool -> (button, shortcut key, markups class shown while it is used).
-TOOLS = {
-    "point": ("pbPoint", "O", "vtkMRMLMarkupsFiducialNode"),
-    "bbox": ("pbBBox", "B", "vtkMRMLMarkupsROINode"),
-    "scribble": ("pbScribble", "S", "vtkMRMLMarkupsCurveNode"),
-    "lasso": ("pbLasso", "L", "vtkMRMLMarkupsClosedCurveNode"),
-}
+HISTORY_FILES = "nnInteractive history (*.json)"
+TOOLS = {"point": "pbPoint", "bbox": "pbBBox", "scribble": "pbScribble", "lasso": "pbLasso"}  # tool -> button
 
 
 class SlicerNNInteractive(ScriptedLoadableModule):
@@ -73,7 +46,8 @@ class SlicerNNInteractive(ScriptedLoadableModule):
         self.parent.contributors = ["SlicerNNInteractive contributors"]
         self.parent.helpText = _(
             "Promptable 3D segmentation with nnInteractive: place points, boxes, scribbles or lassos in slice "
-            "views and the selected segment follows. Runs on this computer's GPU or on a server."
+            "views and the selected segment follows. Runs on this computer's GPU or on a server. Keys: P point, "
+            "X box, S scribble, L lasso, N positive/negative, E next segment, U undo, Ctrl+Shift+R reset."
         )
         self.parent.acknowledgementText = _(
             "nnInteractive: Isensee, Rokuss, Kraemer et al. (2025), arXiv:2503.08373. Based on the "
@@ -81,97 +55,17 @@ class SlicerNNInteractive(ScriptedLoadableModule):
         )
 
 
-@dataclass
-class QueuedPrompt:
-    """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
-
-    build: Callable[[VolumeGeometry], Prompt] | Action
-    done: Callable[[], None] = lambda: None
-
-
-class StrokeRecorder:
-    """Freehand strokes on slice views (press, drag, release), shown live in a markups curve.
-
-    Scribble and Lasso use it: the points are sampled from mouse moves at least a few pixels
-    apart, in the slice's XY -> RAS, and handed over with the slice's normal on release.
-    Events are taken before the view's own interactor style sees them, so the view does not pan.
-    """
-
-    MIN_PIXELS = 3.0
-
-    def __init__(self, on_finished: Callable[[np.ndarray, np.ndarray], None]) -> None:
-        self.on_finished = on_finished
-        self.node = None
-        self._tags: dict[tuple[Any, str], int] = {}
-        self._slice_node = None
-        self._last_xy = None
-
-    def start(self, node) -> None:
-        self.stop()
-        self.node = node
-        layout = slicer.app.layoutManager()
-        for name in layout.sliceViewNames():
-            widget = layout.sliceWidget(name)
-            interactor = widget.sliceView().interactorStyle().GetInteractor()
-            for event in ("LeftButtonPressEvent", "MouseMoveEvent", "LeftButtonReleaseEvent"):
-                tag = interactor.AddObserver(
-                    event, lambda caller, ev, w=widget, e=event: self._on_event(caller, e, w), 10.0
-                )
-                self._tags[(interactor, event)] = tag
-
-    def stop(self) -> None:
-        for (interactor, _event), tag in self._tags.items():
-            interactor.RemoveObserver(tag)
-        self._tags = {}
-        self._slice_node = None
-        self.node = None
-
-    def _on_event(self, interactor, event: str, slice_widget) -> None:
-        slice_node = slice_widget.mrmlSliceNode()
-        xy = interactor.GetEventPosition()
-        if event == "LeftButtonPressEvent":
-            self._slice_node = slice_node
-            self.node.RemoveAllControlPoints()
-            self._add(xy)
-        elif self._slice_node is not slice_node:
-            return  # hovering without a stroke, or in another view: let the view handle it
-        elif event == "MouseMoveEvent":
-            if np.hypot(xy[0] - self._last_xy[0], xy[1] - self._last_xy[1]) >= self.MIN_PIXELS:
-                self._add(xy)
-        else:
-            self._add(xy)
-            to_ras = slice_node.GetSliceToRAS()
-            normal = np.array([to_ras.GetElement(r, 2) for r in range(3)])
-            self._slice_node = None
-            self.on_finished(control_points_world(self.node), normal)
-        interactor.GetCommand(self._tags[(interactor, event)]).SetAbortFlag(1)
-
-    def _add(self, xy) -> None:
-        ras = self._slice_node.GetXYToRAS().MultiplyPoint((xy[0], xy[1], 0.0, 1.0))[:3]
-        self.node.AddControlPointWorld(vtk.vtkVector3d(*ras))
-        self._last_xy = xy
-
-
 class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.backend = None
-        self.session: PromptSession | None = None
+        self.logic: SlicerNNInteractiveLogic | None = None
         self.positive = True
         self.active_tool: str | None = None
-        self.queue: list[QueuedPrompt] = []
-        self.running: tuple[Any, Future, QueuedPrompt] | None = None
-        self.building: Future | None = None
-        self.building_config: BackendConfig | None = None
-        self.progress = None
-        self.markups: dict[str, Any] = {}
-        self.shortcuts: dict[str, Any] = {}
-        self._restarting_place = False
-        self._restart_scheduled = False
-        self._box_corner: np.ndarray | None = None
-        self._last_download_check = 0.0
-        self.started_at = 0.0
+        self.markups: dict = {}
+        self.shortcuts: dict = {}
+        self.progress = None  # the model-loading dialog
+        self._keep_tool = False  # a box was completed: place mode ends, and the tool restarts it
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -180,93 +74,78 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.layout.addWidget(ui_widget)
         self.ui = slicer.util.childWidgetVariables(ui_widget)
         ui_widget.setMRMLScene(slicer.mrmlScene)
-
         self.editorWidget = slicer.qMRMLSegmentEditorWidget()
         self.editorWidget.setMaximumNumberOfUndoStates(20)
         self.editorWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.segmentEditorFrame.layout().addWidget(self.editorWidget)
-
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnInteractive-setup")
         self.timer = qt.QTimer()
-        self.timer.setInterval(POLL_MS)
+        self.timer.setInterval(TIMER_MS)
         self.timer.timeout.connect(self.poll)
         self.recorder = StrokeRecorder(self.onStrokeFinished)
-
-        for kind, label in KINDS.items():
+        planes = lambda: [slice_to_ras(w.mrmlSliceNode()) for w in self.sliceWidgets()]  # noqa: E731
+        self.boxes = BoxPlacement(slicer.mrmlScene, self.onBox, planes)
+        self.placeMode = PlaceMode(slicer.app.applicationLogic())
+        for kind, label in CHOICES.items():
             self.ui.backendCombo.addItem(label, kind)
-        for device in DEVICES:
-            self.ui.deviceCombo.addItem(device)
-        self.ui.pbRedo.setVisible(False)  # no backend offers redo yet
-        self.ui.cb3DBox.setVisible(False)
-        self.ui.pbApplyBox.setVisible(False)
+        self.ui.deviceCombo.addItems(list(DEVICES))
+        for widget in (self.ui.pbRedo, self.ui.cb3DBox, self.ui.pbApplyBox, self.ui.pbAlignViews):
+            widget.setVisible(False)
         self.signGroup = qt.QButtonGroup(self.ui.promptTypeGroup)
-        self.signGroup.setExclusive(True)
-        self.signGroup.addButton(self.ui.pbPositive)
-        self.signGroup.addButton(self.ui.pbNegative)
-
+        for button in (self.ui.pbPositive, self.ui.pbNegative):
+            self.signGroup.addButton(button)
         self.loadSettings()
+        self.setupScene()
         self.connectUi()
         self.setupShortcuts()
-        self.setupScene()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction = self.placeMode.interaction
         self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
 
     def connectUi(self) -> None:
-        for tool, (button, _key, _cls) in TOOLS.items():
+        for tool, button in TOOLS.items():
             getattr(self.ui, button).clicked.connect(lambda checked, t=tool: self.setTool(t if checked else None))
         self.ui.pbPositive.clicked.connect(lambda: self.setPositive(True))
         self.ui.pbNegative.clicked.connect(lambda: self.setPositive(False))
         self.ui.pbResetSegment.clicked.connect(self.resetSegment)
         self.ui.pbNextSegment.clicked.connect(self.nextSegment)
-        self.ui.pbUndo.clicked.connect(self.undoPrompt)
-        self.ui.pbApplyBox.clicked.connect(self.onBoxPlaced)
+        self.ui.pbUndo.clicked.connect(lambda: self.enqueue(QueuedPrompt(UNDO)))
+        self.ui.pbApplyBox.clicked.connect(self.onApplyBox)
+        self.ui.pbAlignViews.clicked.connect(self.alignViews)
         self.ui.backendCombo.currentIndexChanged.connect(self.onBackendKindChanged)
         for edit in (self.ui.serverUrlEdit, self.ui.apiKeyEdit, self.ui.modelEdit):
-            edit.editingFinished.connect(self.onConfigEdited)
+            edit.editingFinished.connect(self.onConfigEdited)  # also on every focus-out: configure() compares
         self.ui.deviceCombo.currentIndexChanged.connect(self.onConfigEdited)
         self.ui.pbTestConnection.clicked.connect(self.testConnection)
         self.ui.pbInstallLocal.clicked.connect(lambda: self.installRequirements("local"))
+        self.ui.pbExportHistory.clicked.connect(self.exportHistory)
+        self.ui.pbReplayHistory.clicked.connect(self.replayHistory)
+        self.ui.autosaveFolderEdit.currentPathChanged.connect(self.onAutosaveChanged)
+        self.ui.autosaveEverySpin.valueChanged.connect(self.onAutosaveChanged)
 
     def setupShortcuts(self) -> None:
-        """Single-key shortcuts (the underlined letters), enabled only while the module is shown."""
-        actions = {key: getattr(self.ui, button).click for button, key, _cls in TOOLS.values()}
-        actions.update({"T": self.togglePositive, "R": self.resetSegment, "E": self.nextSegment, "U": self.undoPrompt})
-        for key, action in actions.items():
+        """The scheme of SlicerNNInteractiveLib.shortcuts, enabled only while the module is shown."""
+        actions = {tool: getattr(self.ui, button).click for tool, button in TOOLS.items()}
+        actions.update(sign=lambda: self.setPositive(not self.positive), reset=self.resetSegment,
+                       next=self.nextSegment, undo=self.ui.pbUndo.click)
+        for action, key in SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.setEnabled(False)
-            shortcut.activated.connect(action)
-            self.shortcuts[key] = shortcut
+            shortcut.activated.connect(actions[action])
+            self.shortcuts[action] = shortcut
 
     def setupScene(self) -> None:
-        """The module's Segment Editor node and markups nodes; again after the scene is closed."""
-        node = slicer.mrmlScene.GetSingletonNode(EDITOR_NODE_TAG, "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
-            node.UnRegister(None)
-            node.SetSingletonTag(EDITOR_NODE_TAG)
-            node = slicer.mrmlScene.AddNode(node)
-        self.editorNode = node
-        self.editorWidget.setMRMLSegmentEditorNode(node)
-        self.session = PromptSession(
-            slicer.mrmlScene,
-            self.backend,
-            node,
-            slicer.app.applicationLogic(),
-            save_undo=self.editorWidget.saveStateForUndo,  # prompts are undone with the editor's Undo too
-        )
-        self.markups = {}
-        for tool, (_button, _key, class_name) in TOOLS.items():
-            markup = slicer.mrmlScene.AddNewNodeByClass(class_name, f"nnInteractive {tool}")
-            markup.SetSaveWithScene(False)
-            markup.CreateDefaultDisplayNodes()
-            if tool in ("scribble", "lasso"):
-                markup.SetCurveTypeToLinear()
-                markup.SetLocked(True)
-                markup.GetDisplayNode().SetPropertiesLabelVisibility(False)
-            self.markups[tool] = markup
+        """The module's Segment Editor node, markups nodes and session; again after the scene is closed."""
+        self.editorNode = nodes.editor_node(slicer.mrmlScene)
+        self.editorWidget.setMRMLSegmentEditorNode(self.editorNode)
+        # Prompts are undone with the embedded Segment Editor's Undo too; each segment's history is recorded.
+        session = RecordingPromptSession(slicer.mrmlScene, self.logic.backend if self.logic else None,
+                                         self.editorNode, slicer.app.applicationLogic(),
+                                         save_undo=self.editorWidget.saveStateForUndo, autosave=self.autosave())
+        if self.logic is None:
+            self.logic = SlicerNNInteractiveLogic(session, self.choice())
+        self.logic.session = session
+        self.markups = nodes.prompt_markups(slicer.mrmlScene)
         self.addObserver(self.markups["point"], slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
-        self.addObserver(self.markups["bbox"], slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onBoxDefined)
         self.updateSignColors()
 
     def enter(self) -> None:
@@ -288,305 +167,278 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.editorWidget.setSourceVolumeNode(volume)
 
     def exit(self) -> None:
+        """Leaving the module: no tool, no Segment Editor effect and no shortcut stays active (as Segment Editor)."""
         for shortcut in self.shortcuts.values():
             shortcut.setEnabled(False)
         self.setTool(None)
+        self.editorWidget.setActiveEffect(None)
         self.editorWidget.removeViewObservations()
 
     def cleanup(self) -> None:
+        """Quit or reload: nothing here waits for a download, a model load or a request (see Logic.close)."""
         self.exit()
         self.removeObservers()
         self.timer.stop()
         for shortcut in self.shortcuts.values():
             shortcut.setParent(None)
-        self.shortcuts = {}
-        if self.backend is not None:
-            self.backend.close()
-        self.executor.shutdown(wait=False)
+        self.logic.close()
 
     def onSceneEndClose(self, caller=None, event=None) -> None:
         self.setTool(None)
-        self.queue = []  # their markups went with the scene
+        self.logic.drop_queue()  # their markups went with the scene
         self.setupScene()
 
     # -- settings ---------------------------------------------------------------------------------
-    def config(self) -> BackendConfig:
-        kind = self.ui.backendCombo.currentData or "local"
-        return BackendConfig(
-            kind=kind,
-            url=self.ui.serverUrlEdit.text.strip(),
-            api_key=self.ui.apiKeyEdit.text.strip(),
-            device=self.ui.deviceCombo.currentText,
-            model=self.ui.modelEdit.text.strip(),
+    def choice(self) -> BackendChoice:
+        kind = self.ui.backendCombo.currentData or AUTOMATIC
+        return BackendChoice(
+            kind,
+            BackendConfig("local", device=self.ui.deviceCombo.currentText, model=self.ui.modelEdit.text.strip()),
+            BackendConfig(settings.server_kind(qt.QSettings(), kind), self.ui.serverUrlEdit.text.strip(),
+                          self.ui.apiKeyEdit.text.strip()),
         )
 
     def loadSettings(self) -> None:
-        settings = qt.QSettings()
-        kind = settings.value(f"{SETTINGS}/backend") or "local"
-        self.ui.backendCombo.setCurrentIndex(max(0, self.ui.backendCombo.findData(kind)))
-        self.ui.deviceCombo.setCurrentText(settings.value(f"{SETTINGS}/local/device") or "auto")
-        self.ui.modelEdit.text = settings.value(f"{SETTINGS}/local/model") or ""
-        self.showServerSettings(kind)
+        choice = settings.load(qt.QSettings())
+        self.ui.backendCombo.setCurrentIndex(max(0, self.ui.backendCombo.findData(choice.kind)))
+        self.addDevice(choice.local.device)
+        self.ui.deviceCombo.setCurrentText(choice.local.device)
+        self.ui.modelEdit.text = choice.local.model
+        self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value = settings.autosave(qt.QSettings())
+        self.showServerSettings(choice.kind)
+
+    def addDevice(self, device: str) -> None:
+        if self.ui.deviceCombo.findText(device) < 0:
+            self.ui.deviceCombo.addItem(device)
 
     def showServerSettings(self, kind: str) -> None:
-        """URL and key are kept per server kind; the local backend has device and model instead."""
-        settings = qt.QSettings()
-        server = kind != "local"
-        self.ui.serverUrlEdit.text = settings.value(f"{SETTINGS}/{kind}/url") or DEFAULT_URLS.get(kind, "")
-        self.ui.apiKeyEdit.text = settings.value(f"{SETTINGS}/{kind}/apiKey") or ""
+        """Automatic shows both the local and the server settings."""
+        self.ui.serverUrlEdit.text, self.ui.apiKeyEdit.text = settings.server_fields(qt.QSettings(), kind)
         for widget in (self.ui.serverUrlEdit, self.ui.serverUrlLabel, self.ui.apiKeyEdit, self.ui.apiKeyLabel):
-            widget.setVisible(server)
-        for widget in (
-            self.ui.deviceCombo,
-            self.ui.deviceLabel,
-            self.ui.modelEdit,
-            self.ui.modelLabel,
-            self.ui.pbInstallLocal,
-        ):
-            widget.setVisible(not server)
-
-    def saveSettings(self) -> None:
-        config = self.config()
-        settings = qt.QSettings()
-        settings.setValue(f"{SETTINGS}/backend", config.kind)
-        if config.kind == "local":
-            settings.setValue(f"{SETTINGS}/local/device", config.device)
-            settings.setValue(f"{SETTINGS}/local/model", config.model)
-        else:
-            settings.setValue(f"{SETTINGS}/{config.kind}/url", config.url)
-            settings.setValue(f"{SETTINGS}/{config.kind}/apiKey", config.api_key)
+            widget.setVisible(kind != "local")
+        for widget in (self.ui.deviceCombo, self.ui.deviceLabel, self.ui.modelEdit, self.ui.modelLabel):
+            widget.setVisible(kind not in SERVER_KINDS)
+        self.ui.pbInstallLocal.setVisible(kind not in SERVER_KINDS)
 
     def onBackendKindChanged(self, index: int) -> None:
-        self.showServerSettings(self.ui.backendCombo.itemData(index))
+        kind = self.ui.backendCombo.itemData(index)
+        if kind in SERVER_KINDS:
+            settings.remember_server(qt.QSettings(), kind)
+        self.showServerSettings(kind)
         self.onConfigEdited()
 
     def onConfigEdited(self, *args) -> None:
-        """A changed configuration takes effect with the next prompt (a new backend gets everything again)."""
-        self.saveSettings()
-        self.useBackend(None)
-        self.ui.connectionLabel.text = ""
+        """Only a real change of configuration drops the backend; it takes effect with the next prompt."""
+        settings.save(qt.QSettings(), self.choice())
+        if self.logic is not None and self.logic.configure(self.choice()):
+            self.ui.connectionLabel.text = ""
 
-    # -- backend ----------------------------------------------------------------------------------
-    def useBackend(self, backend) -> None:
-        """Switch to ``backend`` (None: build the configured one on the next prompt)."""
-        old, self.backend = self.backend, backend
-        if old is not None and old is not backend:
-            self.executor.submit(old.close)
-        if self.session is not None:
-            self.session.backend = backend
-        self.updateCapabilities()
+    def testConnection(self) -> None:
+        self.logic.configure(self.choice())
+        self.logic.test_connection()
+        self.timer.start()
 
-    def updateCapabilities(self) -> None:
-        caps = self.backend.capabilities() if self.backend is not None else None
-        for tool, (button, _key, _cls) in TOOLS.items():
+    def installRequirements(self, kind: str) -> None:
+        """Ask once, then install what the backend kind lacks (PyTorch is not asked about again)."""
+        missing = missing_requirements(kind)
+        if not missing:
+            self.status(_("Everything this backend needs is installed."))
+            return
+        if not self.ask(_("This backend needs {what}. Install now? It can take several minutes.").format(
+                what=", ".join(missing))):
+            return
+        progress = slicer.util.createProgressDialog(labelText=_("Installing ..."), maximum=len(missing))
+
+        def step(requirement: str, index: int) -> None:
+            progress.labelText, progress.value = _("Installing {what} ...").format(what=requirement), index
+            slicer.app.processEvents()
+
+        try:
+            self.status(install(missing, slicer.util.pip_install, step=step))
+        finally:
+            progress.close()
+
+    def ask(self, question: str) -> bool:  # the self-test answers in its place
+        return slicer.util.confirmYesNoDisplay(question)
+
+    def offerFallback(self, question: str) -> None:
+        if not self.ask(question):
+            self.logic.decline_fallback()
+            return
+        self.logic.accept_fallback()
+        self.ui.backendCombo.setCurrentIndex(self.ui.backendCombo.findData(self.logic.choice.kind))
+        self.timer.start()
+
+    # -- the Logic's events -------------------------------------------------------------------------
+    def enqueue(self, item: QueuedPrompt) -> None:
+        self.logic.enqueue(item)
+        self.timer.start()
+
+    def poll(self) -> None:
+        for event in self.logic.poll():
+            self.show(event)
+        if not self.logic.busy:
+            self.timer.stop()
+
+    def show(self, event: Event) -> None:
+        """Dialogs open from their own timer callback: never inside a markups callback or a poll."""
+        handlers = {
+            "status": lambda: self.status(event.text),
+            "connection": lambda: setattr(self.ui.connectionLabel, "text", event.text),
+            "backend": lambda: self.updateCapabilities(event.data),
+            "devices": lambda: [self.addDevice(device) for device in event.data],
+            "loading": lambda: self.showLoading(event.text),
+            "align": lambda: self.ui.pbAlignViews.setVisible(True),
+            "install": lambda: qt.QTimer.singleShot(0, lambda: self.installRequirements(event.data)),
+            "fallback": lambda: qt.QTimer.singleShot(0, lambda: self.offerFallback(event.text)),
+        }
+        handlers[event.kind]()
+
+    def showLoading(self, text: str) -> None:
+        """A busy dialog while the model loads (it is downloaded on first use); empty text: it has loaded."""
+        if text:
+            self.progress = self.progress or slicer.util.createProgressDialog(labelText=text, maximum=0)
+            self.progress.labelText = text
+        elif self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+    def updateCapabilities(self, caps) -> None:
+        """Tools and the undo button follow what the backend can do (all enabled until one is built)."""
+        for tool, button in TOOLS.items():
             getattr(self.ui, button).setEnabled(caps is None or tool in caps.prompt_kinds)
         self.ui.cb3DBox.setVisible(bool(caps and caps.supports_3d_bbox))
         self.ui.pbUndo.setEnabled(caps is None or caps.undo_depth > 0)
 
-    def ensureBackend(self) -> bool:
-        """True when a backend is ready; otherwise start building the configured one (off the main thread)."""
-        if self.backend is not None:
-            return True
-        if self.building is not None:
-            return False
-        config = self.config()
-        if missing_requirements(config.kind) and not self.installRequirements(config.kind):
-            self.dropQueue()
-            self.status(_("The backend is not installed: install it in the Configuration tab, then prompt again."))
-            return False
-        logging.info("nnInteractive: starting %s", config.describe())  # describe() never contains the key
-        self.status(_("Starting the backend: {what} ...").format(what=config.describe()))
-        if config.kind == "local":
-            self.progress = slicer.util.createProgressDialog(
-                labelText=_("Loading the nnInteractive model (downloaded on first use) ..."), maximum=0
-            )
-        self.building, self.building_config = self.executor.submit(make_backend, config), config
-        self.timer.start()
-        return False
-
-    def installRequirements(self, kind: str) -> bool:
-        """Install what a backend kind needs, asking first: torch via PyTorchUtils, then pip packages."""
-        missing = missing_requirements(kind)
-        if not missing:
-            self.status(_("Everything this backend needs is installed."))
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-            _("This backend needs {what}. Install now? It can take several minutes.").format(what=", ".join(missing))
-        ):
-            return False
-        progress = slicer.util.createProgressDialog(labelText=_("Installing ..."), maximum=len(missing))
-        try:
-            for step, requirement in enumerate(missing):
-                progress.labelText = _("Installing {what} ...").format(what=requirement)
-                progress.value = step
-                slicer.app.processEvents()
-                if requirement == "torch":
-                    if not self.installTorch():
-                        return False
-                else:
-                    slicer.util.pip_install(requirement)
-        except Exception as exc:  # pip or the network failed: say so, keep the module usable
-            logging.exception("nnInteractive: installation failed")
-            self.status(_("Installation failed: {error}. Check the network and the Python console.").format(error=exc))
-            return False
-        finally:
-            progress.close()
-        return not missing_requirements(kind)
-
-    def installTorch(self) -> bool:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            self.status(
-                _("Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, then try again.")
-            )
-            return False
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT
-        )
-        return torch is not None
-
-    def testConnection(self) -> None:
-        def check(config: BackendConfig) -> tuple[Any, str]:
-            backend = make_backend(config)
-            return backend, backend.check_connection()
-
-        config = self.config()
-        if missing_requirements(config.kind) and not self.installRequirements(config.kind):
-            return
-        self.ui.connectionLabel.text = _("Testing ...")
-        self.useBackend(None)
-        self.building, self.building_config = self.executor.submit(check, config), config
-        self.timer.start()
+    def status(self, message: str) -> None:
+        self.ui.statusLabel.text = message
 
     # -- tools ------------------------------------------------------------------------------------
+    def sliceWidgets(self) -> list:
+        layout = slicer.app.layoutManager()
+        return [layout.sliceWidget(name) for name in layout.sliceViewNames()]
+
     def setTool(self, tool: str | None) -> None:
         """Activate one tool (or none); it stays active after each prompt so the next one can follow at once."""
         self.active_tool = tool
-        for name, (button, _key, _cls) in TOOLS.items():
+        for name, button in TOOLS.items():
             getattr(self.ui, button).setChecked(name == tool)
         self.recorder.stop()
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        if tool != "bbox":
+            self.boxes.stop()
         if tool in ("point", "bbox"):
             self.startPlace(tool)
-        elif interaction.GetCurrentInteractionMode() == interaction.Place:
-            self._restarting_place = True
-            interaction.SwitchToViewTransformMode()
-            self._restarting_place = False
+        else:
+            self.placeMode.stop()
         if tool in ("scribble", "lasso"):
-            self.recorder.start(self.markups[tool])
-        self.ui.pbApplyBox.setVisible(tool == "bbox" and self.ui.cb3DBox.checked)
+            views = [(w.sliceView().interactorStyle().GetInteractor(), w.mrmlSliceNode()) for w in self.sliceWidgets()]
+            self.recorder.start(self.markups[tool], views)
+        self.ui.pbApplyBox.setVisible(False)
 
     def startPlace(self, tool: str) -> None:
-        self._restart_scheduled = False
-        self._box_corner = None
-        if self.active_tool != tool:
-            return
-        node = self.markups[tool]
-        selection = slicer.app.applicationLogic().GetSelectionNode()
-        selection.SetReferenceActivePlaceNodeClassName(node.GetClassName())
-        selection.SetActivePlaceNodeID(node.GetID())
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        self._restarting_place = True
-        interaction.SetPlaceModePersistence(1 if tool == "point" else 0)
-        interaction.SetCurrentInteractionMode(interaction.Place)
-        self._restarting_place = False
+        self._keep_tool = False
+        if self.active_tool == tool:
+            node = self.boxes.start() if tool == "bbox" else self.markups["point"]  # a fresh ROI: no stale corner
+            self.updateSignColors()
+            self.placeMode.start(node, persistent=tool == "point")
 
     def onInteractionModeChanged(self, caller=None, event=None) -> None:
-        """The user left place mode (Esc, right-click, another module): deactivate the tool.
-
-        A box placement also ends place mode; the next one is then started again by a timer.
-        """
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
-        if self._restarting_place or self._restart_scheduled or self.active_tool not in ("point", "bbox"):
-            return
-        if interaction.GetCurrentInteractionMode() != interaction.Place:
+        """The user left place mode (Esc, right-click, another module): deactivate the tool."""
+        if self.active_tool in ("point", "bbox") and not self._keep_tool and self.placeMode.left_by_user():
             self.setTool(None)
 
     def setPositive(self, positive: bool) -> None:
         self.positive = positive
-        self.ui.pbPositive.setChecked(positive)
-        self.ui.pbNegative.setChecked(not positive)
+        (self.ui.pbPositive if positive else self.ui.pbNegative).setChecked(True)  # exclusive group
         self.updateSignColors()
-
-    def togglePositive(self) -> None:
-        self.setPositive(not self.positive)
 
     def updateSignColors(self) -> None:
         color = (0.2, 0.8, 0.3) if self.positive else (0.9, 0.2, 0.2)
-        for markup in self.markups.values():
-            markup.GetDisplayNode().SetSelectedColor(*color)
-            markup.GetDisplayNode().SetColor(*color)
+        for markup in [*self.markups.values(), self.boxes.roi]:
+            if markup is not None and markup.GetDisplayNode() is not None:
+                markup.GetDisplayNode().SetSelectedColor(*color)
+                markup.GetDisplayNode().SetColor(*color)
+
+    def alignViews(self) -> None:
+        """One click for oblique volumes: every slice view on the volume's voxel planes."""
+        volume = self.editorNode.GetSourceVolumeNode()
+        if volume is not None:
+            align_with_volume([w.mrmlSliceNode() for w in self.sliceWidgets()], volume)
+            for widget in self.sliceWidgets():
+                widget.sliceLogic().SnapSliceOffsetToIJK()
+            self.status(_("The slice views now follow the volume's voxel planes: draw the prompt again."))
+        self.ui.pbAlignViews.setVisible(False)
 
     # -- prompts from markups -----------------------------------------------------------------------
     def onPointPlaced(self, caller=None, event=None) -> None:
         node = self.markups["point"]
-        position = control_points_world(node)[-1]
-        positive = self.positive
-        label = "+" if positive else "-"
-        node.SetNthControlPointLabel(node.GetNumberOfControlPoints() - 1, label)
+        position, positive = control_points_world(node)[-1], self.positive
+        node.SetNthControlPointLabel(node.GetNumberOfControlPoints() - 1, "+" if positive else "-")
         self.enqueue(QueuedPrompt(lambda g: point_prompt(position, g, positive)))
 
-    def onBoxDefined(self, caller=None, event=None) -> None:
-        """An ROI placed with two clicks reports its first corner, then its centre (as the original extension saw)."""
-        roi = self.markups["bbox"]
-        position = control_points_world(roi)[0]
-        if self._box_corner is None:
-            self._box_corner = position
-            return
-        corner, self._box_corner = self._box_corner, None
-        _centre, axes, _size = roi_frame_world(roi)
-        size = np.abs(axes.T @ (2.0 * (position - corner)))
+    def onBox(self, frame) -> None:
+        """The second corner was clicked: send the box, or let the user adjust it in 3D first."""
+        self._keep_tool = True  # placement ends now; the box tool goes on
         if self.ui.cb3DBox.checked:
-            self.ui.pbApplyBox.setVisible(True)  # adjust the box in 3D, then Apply box
+            self.ui.pbApplyBox.setVisible(True)
             return
-        self.submitBox((position, axes, size), three_d=False)
+        self.submitBox(frame, three_d=False)
 
-    def onBoxPlaced(self) -> None:
-        """Apply box (3D): the ROI as the user adjusted it."""
-        roi = self.markups["bbox"]
-        if roi.GetNumberOfDefinedControlPoints() > 0:
-            self.submitBox(roi_frame_world(roi), three_d=True)
+    def onApplyBox(self) -> None:
+        """3D box: the ROI as the user adjusted it (the button shows once a box is placed)."""
+        self.ui.pbApplyBox.setVisible(False)
+        self.submitBox(roi_frame_world(self.boxes.roi), three_d=True)
 
     def submitBox(self, frame, three_d: bool) -> None:
-        positive, roi = self.positive, self.markups["bbox"]
+        positive = self.positive
         self.enqueue(QueuedPrompt(lambda g: box_prompt(*frame, g, positive, three_d)))
-        roi.RemoveAllControlPoints()
         if self.active_tool == "bbox":
-            self._restart_scheduled = True
             qt.QTimer.singleShot(0, lambda: self.startPlace("bbox"))
 
-    def onStrokeFinished(self, points: np.ndarray, normal: np.ndarray) -> None:
-        self.submitStroke(self.active_tool, points, normal)
-
-    def submitStroke(self, tool: str, points: np.ndarray, normal: np.ndarray) -> None:
+    def onStrokeFinished(self, points, normal) -> None:
         """A finished freehand stroke becomes a scribble or (closed) lasso prompt on that slice."""
-        positive, node = self.positive, self.markups[tool]
-        if tool == "lasso":
-            build = lambda g: lasso_prompt(points, g, positive, normal)  # noqa: E731
-        else:
-            # The model's preferred thickness, read when the prompt is prepared (the backend exists by then).
-            build = lambda g: scribble_prompt(  # noqa: E731
-                points, g, self.backend.capabilities().scribble_thickness, positive, normal
-            )
-        self.enqueue(QueuedPrompt(build, node.RemoveAllControlPoints))
+        thickness = lambda: self.logic.backend.capabilities().scribble_thickness  # noqa: E731
+        build = stroke_builder(self.active_tool, points, normal, self.positive, thickness)
+        self.enqueue(QueuedPrompt(build, self.markups[self.active_tool].RemoveAllControlPoints))
 
-    def undoPrompt(self) -> None:
-        self.enqueue(QueuedPrompt(UNDO))
+    # -- segment histories ------------------------------------------------------------------------
+    def autosave(self) -> HistoryAutosave:
+        return HistoryAutosave(self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
 
-    def dropQueue(self) -> None:
-        for item in self.queue:
-            item.done()
-        self.queue = []
+    def onAutosaveChanged(self, *args) -> None:
+        settings.save_autosave(qt.QSettings(), self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
+        self.logic.session.autosave = self.autosave()
+
+    def exportHistory(self) -> None:
+        segmentation, segment_id = self.editorNode.GetSegmentationNode(), self.editorNode.GetSelectedSegmentID()
+        if segmentation is None or not segment_id:
+            return self.status(_("Select the segment whose history to export."))
+        name = segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+        path = qt.QFileDialog.getSaveFileName(None, _("Export segment history"), f"{name}.history.json", HISTORY_FILES)
+        try:
+            if path:
+                self.status(_("History written to {path}.").format(path=export_history(segmentation, segment_id, path)))
+        except (PromptError, OSError) as exc:
+            self.status(str(exc))
+
+    def replayHistory(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Replay segment history"), "", HISTORY_FILES)
+        try:
+            history = load_history(path) if path else None
+        except PromptError as exc:
+            return self.status(str(exc))
+        if history is not None:
+            self.changeSegment(self.logic.session.new_segment, _("Replaying the history into a new segment ..."))
+            self.enqueue(QueuedPrompt(ReplayRequest(history)))
 
     def resetSegment(self) -> None:
-        self.dropQueue()
-        self.changeSegment(self.session.reset_segment, _("Segment emptied; the next prompt starts it again."))
+        self.logic.drop_queue()
+        self.changeSegment(self.logic.session.reset_segment, _("Segment emptied; the next prompt starts it again."))
 
     def nextSegment(self) -> None:
-        self.changeSegment(self.session.new_segment, _("New segment: the next prompt starts it."))
+        self.changeSegment(self.logic.session.new_segment, _("New segment: the next prompt starts it."))
 
-    def changeSegment(self, change: Callable[[], object], done: str) -> None:
+    def changeSegment(self, change, done: str) -> None:
         """Start the segment over or start a new one: the placed points belong to the old object."""
         self.markups["point"].RemoveAllControlPoints()
         try:
@@ -594,214 +446,3 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.status(done)
         except PromptError as exc:
             self.status(str(exc))
-
-    # -- running prompts off the main thread ------------------------------------------------------
-    def enqueue(self, item: QueuedPrompt) -> None:
-        self.queue.append(item)
-        self.pump()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.queue or self.running or self.building)
-
-    def pump(self) -> None:
-        """Start the next queued prompt: read the scene here, run the backend call on its request thread."""
-        if self.running is not None or not self.queue or not self.ensureBackend():
-            return
-        item = self.queue.pop(0)
-        try:
-            prepared = self.session.prepare(item.build)
-        except Exception as exc:  # nothing was sent or written
-            self.status(str(exc) if isinstance(exc, PromptError) else self.errorText(exc))
-            item.done()
-            self.pump()
-            return
-        sending = "uploading the image, " if prepared.image is not None else ""
-        self.status(
-            _("nnInteractive is working ({sending}segment {segment}) ...").format(
-                sending=sending, segment=prepared.segment_id
-            )
-        )
-        self.running = (prepared, self.backend.start(self.session.run, prepared), item)
-        self.started_at = time.perf_counter()
-        self.timer.start()
-
-    def poll(self) -> None:
-        if self.building is not None:
-            self.pollBuilding()
-        if self.running is not None and self.running[1].done():
-            prepared, future, item = self.running
-            self.running = None
-            try:
-                result = future.result()
-            except Exception as exc:
-                self.session.abandon(prepared)  # the segment stays exactly as it was
-                self.status(self.errorText(exc))
-            else:
-                outcome = self.session.apply(prepared, result)
-                seconds = time.perf_counter() - self.started_at
-                self.status(f"{outcome.message} ({seconds:.1f} s)")
-            item.done()
-            self.pump()
-        if not self.busy:
-            self.timer.stop()
-
-    def pollBuilding(self) -> None:
-        if not self.building.done():
-            if self.progress is not None and time.monotonic() - self._last_download_check > 0.5:
-                self._last_download_check = time.monotonic()
-                megabytes = model_download_bytes() / 1e6
-                self.progress.labelText = _("Loading the nnInteractive model ({mb:.0f} MB on disk) ...").format(
-                    mb=megabytes
-                )
-            return
-        future, self.building = self.building, None
-        if self.progress is not None:
-            self.progress.close()
-            self.progress = None
-        try:
-            built = future.result()
-        except Exception as exc:
-            self.dropQueue()
-            self.status(self.errorText(exc))
-            self.ui.connectionLabel.text = self.errorText(exc)
-            return
-        if isinstance(built, tuple):  # Test connection: (backend, description)
-            built, description = built
-            self.ui.connectionLabel.text = description
-        if self.building_config != self.config():  # the configuration changed while it was built
-            self.executor.submit(built.close)
-            self.pump()
-            return
-        self.useBackend(built)
-        caps = built.capabilities()
-        self.status(
-            _("Ready: {backend}, model {model} on {device}.").format(
-                backend=caps.backend, model=caps.model_id, device=caps.device
-            )
-        )
-        self.pump()
-
-    def errorText(self, exc: BaseException) -> str:
-        """Backend errors carry messages written for the user; anything else is logged with its traceback."""
-        from nninteractive_slicer.errors import BackendError
-
-        if isinstance(exc, (BackendError, PromptError)):
-            return str(exc) + _(" The segment was not changed.")
-        logging.error("nnInteractive: the prompt failed", exc_info=exc)
-        return _("The prompt failed ({error}); the segment was not changed. Details are in the Python console.").format(
-            error=type(exc).__name__
-        )
-
-    def status(self, message: str) -> None:
-        self.ui.statusLabel.text = message
-
-
-class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
-    """Drives the real widget with the tiny synthetic model on the CPU (needs torch + nnInteractive)."""
-
-    def setUp(self) -> None:
-        slicer.mrmlScene.Clear()
-
-    def runTest(self) -> None:
-        self.setUp()
-        self.test_prompts_become_segments()
-
-    def wait(self, widget, seconds: float = 300.0) -> None:
-        deadline = time.monotonic() + seconds
-        while widget.busy:
-            self.assertLess(time.monotonic(), deadline, "the prompt did not finish in time")
-            slicer.app.processEvents()
-            time.sleep(0.02)
-
-    def test_prompts_become_segments(self) -> None:
-        import tempfile
-        from pathlib import Path
-
-        if missing_requirements("local"):
-            self.delayDisplay("Skipped: the local backend (torch + nnInteractive) is not installed.")
-            return
-        from nninteractive_slicer.backends.local import LocalBackend
-        from nninteractive_slicer.core.synthetic_model import write_model
-        from nninteractive_slicer.errors import BackendUnavailableError
-
-        self.delayDisplay("Writing the tiny synthetic model and a test volume")
-        model_dir = write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)
-        grid = np.indices((48, 64, 64)).astype(np.float32)
-        blob = ((grid[0] - 24) / 10) ** 2 + ((grid[1] - 30) / 12) ** 2 + ((grid[2] - 30) / 12) ** 2 < 1
-        image = 300.0 + 600.0 * blob + np.random.default_rng(0).normal(0, 20, blob.shape)
-        volume = slicer.util.addVolumeFromArray(image.astype(np.float32), name="nnInteractive test")
-
-        slicer.util.selectModule("SlicerNNInteractive")
-        widget = slicer.modules.slicernninteractive.widgetRepresentation().self()
-        backend = LocalBackend(model_dir=model_dir, device="cpu")
-        widget.useBackend(backend)
-        widget.setVolume(volume)
-        self.assertTrue(all(s.enabled for s in widget.shortcuts.values()))
-
-        def world(kji):
-            matrix = vtk.vtkMatrix4x4()
-            volume.GetIJKToRASMatrix(matrix)
-            return matrix.MultiplyPoint((kji[2], kji[1], kji[0], 1.0))[:3]
-
-        def segment_array():
-            node = widget.editorNode.GetSegmentationNode()
-            segment_id = widget.editorNode.GetSelectedSegmentID()
-            return slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume)
-
-        self.delayDisplay("Point")
-        widget.ui.pbPoint.click()
-        self.assertEqual(widget.active_tool, "point")
-        widget.markups["point"].AddControlPointWorld(vtk.vtkVector3d(*world((24, 30, 30))))
-        self.wait(widget)
-        self.assertTrue(segment_array().any(), widget.ui.statusLabel.text)
-        np.testing.assert_array_equal(segment_array(), backend.get_mask())
-        self.assertEqual(widget.active_tool, "point")  # the tool stays active
-
-        self.delayDisplay("Lasso and scribble on an axial slice")
-        axial = np.array([0.0, 0.0, 1.0])
-        ring = [world((24, 30 + 8 * np.cos(a), 30 + 8 * np.sin(a))) for a in np.linspace(0, 6.2, 32)]
-        widget.ui.pbLasso.click()
-        widget.submitStroke("lasso", np.array(ring), axial)
-        self.wait(widget)
-        np.testing.assert_array_equal(segment_array(), backend.get_mask())
-        widget.ui.pbScribble.click()
-        widget.submitStroke("scribble", np.array([world((24, 30, c)) for c in range(24, 36)]), axial)
-        self.wait(widget)
-        np.testing.assert_array_equal(segment_array(), backend.get_mask())
-
-        self.delayDisplay("Negative point, undo")
-        widget.togglePositive()
-        self.assertTrue(widget.ui.pbNegative.checked)
-        before = segment_array().copy()
-        widget.markups["point"].AddControlPointWorld(vtk.vtkVector3d(*world((24, 30, 36))))
-        self.wait(widget)
-        widget.ui.pbUndo.click()
-        self.wait(widget)
-        np.testing.assert_array_equal(segment_array(), before)
-
-        self.delayDisplay("Reset and next segment")
-        first = widget.editorNode.GetSelectedSegmentID()
-        widget.ui.pbResetSegment.click()
-        self.assertFalse(segment_array().any())
-        widget.ui.pbNextSegment.click()
-        self.assertNotEqual(widget.editorNode.GetSelectedSegmentID(), first)
-
-        self.delayDisplay("A broken server leaves the segment alone, with a message")
-        widget.togglePositive()
-        widget.markups["point"].AddControlPointWorld(vtk.vtkVector3d(*world((24, 30, 30))))
-        self.wait(widget)
-        kept = segment_array().copy()
-
-        def server_gone(prompt):
-            raise BackendUnavailableError("The server went away (self-test).")
-
-        backend._prompt = server_gone  # this instance only
-        widget.markups["point"].AddControlPointWorld(vtk.vtkVector3d(*world((24, 28, 30))))
-        self.wait(widget)
-        np.testing.assert_array_equal(segment_array(), kept)
-        self.assertIn("not changed", widget.ui.statusLabel.text)
-        del backend._prompt
-        widget.setTool(None)
-        widget.useBackend(None)
-        self.delayDisplay("Test passed")

@@ -18,13 +18,32 @@ from synthetic import mr_like_image
 from nninteractive_slicer.core.synthetic_model import write_model
 from nninteractive_slicer.interface import Backend
 
-pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312"]
+pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312", "fixtures_rule",
+                  "fixtures_cluster"]
 
-BACKEND_KINDS = ["local", "remote", "official"]
+BACKEND_KINDS = ["local", "remote", "official", "ray"]  # ray: the server on Ray Serve, 2 replicas
 
 history_schema.install()
 
 BackendFactory = Callable[[], Backend]
+SKIPPED: list[str] = []  # node id and reason of every skipped test, for --no-skips
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--no-skips", action="store_true",
+                     help="fail the run if any test was skipped: CI is meant to run every check (Python 3.12 too)")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        SKIPPED.append(f"{report.nodeid}: {report.longrepr[2] if isinstance(report.longrepr, tuple) else ''}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("--no-skips") and SKIPPED:
+        lines = "\n  ".join(SKIPPED)
+        print(f"\n\nFAILED: {len(SKIPPED)} check(s) meant to run were skipped:\n  {lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

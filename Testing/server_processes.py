@@ -55,11 +55,15 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server not healthy after {self.startup_timeout} s:\n{self.log_text()[-4000:]}")
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def stop(self, timeout: float = 15.0) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
-                self._process.wait(timeout=15)
+                self._process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 

@@ -63,3 +63,30 @@ def prompt_script(shape: tuple[int, int, int], seed: int = 0, count: int = 8) ->
             crop = disk_crop(plane, axis, filled=kind == "lasso")
             prompts.append((Lasso if kind == "lasso" else Scribble)(crop, box, positive))
     return prompts
+
+
+# Scenes for the ``rule`` synthetic model, which segments exactly the voxels brighter than BRIGHT_Z
+# standard deviations above the image mean: the answer to a prompt is known from the image.
+PATCH = 64  # the tiny models' patch size per axis
+
+
+def bright_box_image(shape: tuple[int, int, int], box: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A flat image (1.0) with one bright box (2.0), and the box as a uint8 mask."""
+    image = np.ones(shape, np.float32)
+    bright = np.zeros(shape, np.uint8)
+    bright[tuple(slice(lo, hi) for lo, hi in box)] = 1
+    image[bright == 1] = 2.0
+    return image, bright
+
+
+# A rod longer than a patch, clicked near one end: the first prediction cuts it at the patch's border,
+# AutoZoom zooms out once (1.5x), refinement then covers the rod with 5 patches, the last placed by
+# nnInteractive's random sampling fallback (measured with nnInteractive 2.6; the tests check each step).
+ROD_SHAPE = (96, 64, 64)
+ROD_BOX = ((34, 80), (26, 38), (26, 38))
+ROD_CLICK = Point((40, 32, 32))
+
+# A cube well inside one patch: no zoom-out, so prompts on it take one forward pass.
+CUBE_SHAPE = (64, 64, 64)
+CUBE_BOX = ((20, 44), (20, 44), (20, 44))
+CUBE_CENTRE = (32, 32, 32)

@@ -101,6 +101,12 @@ def test_bad_backend_and_missing_files_are_refused_up_front(image_file, tmp_path
     assert "none.nii: cannot be read as an image" in capsys.readouterr().err
     assert cli.main(["replay", str(prompts), str(image_file), *out]) == cli.BAD_INPUT
     assert "not an nnInteractive segment history" in capsys.readouterr().err
+    assert cli.main(["segment", str(image_file), "--prompts", str(prompts), "-o", str(tmp_path / "seg.png")]) == 2
+    assert "seg.png: the output must end in one of .nii, .nii.gz" in capsys.readouterr().err
+    assert cli.main(["segment", str(image_file), "--prompts", str(prompts), "-o", str(tmp_path / "no" / "s.nrrd")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["segment", str(image_file), "--prompts", str(prompts), *out, "--preview", "p.jpg"]) == 2
+    assert "p.jpg: the preview is a PNG picture" in capsys.readouterr().err
 
 
 def test_api_key_is_not_taken_from_the_command_line(image_file, tmp_path):

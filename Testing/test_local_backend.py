@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +115,31 @@ def test_a_closed_backend_refuses_calls_instead_of_hanging(local_backend_factory
         backend.set_image(image64)
 
 
-def test_device_choice():
-    with pytest.warns(UserWarning, match="CPU"):
-        assert choose_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+def assert_device_choice(has_cuda: bool) -> None:
+    """``auto`` takes CUDA silently where there is a GPU, else the CPU with a warning; explicit choices as given."""
+    if has_cuda:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert choose_device("auto").type == "cuda"
+        assert choose_device("cuda:0") == torch.device("cuda:0")
+    else:
+        with pytest.warns(UserWarning, match="runs on the CPU"):
+            assert choose_device("auto").type == "cpu"
+        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+            choose_device("cuda")
     assert choose_device("cpu").type == "cpu"
     with pytest.raises(BackendUnavailableError, match="not supported|Unknown device"):
         choose_device("mps")
-    if not torch.cuda.is_available():
-        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
-            choose_device("cuda")
+
+
+def test_device_choice_on_this_host():
+    assert_device_choice(torch.cuda.is_available())
+
+
+@pytest.mark.parametrize("has_cuda", [True, False], ids=["cuda-host", "cpu-host"])
+def test_device_choice_on_either_kind_of_host(monkeypatch, has_cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    assert_device_choice(has_cuda)
 
 
 def test_folder_without_model_names_the_fix(tmp_path):

@@ -14,18 +14,28 @@ from synthetic import prompt_script
 from test_backend_contract import BAD_PROMPTS, check_patch, one_prompt
 
 from nninteractive_slicer.errors import InvalidPromptError, NoImageError
-from nninteractive_slicer.interface import Backend, PromptResult
+from nninteractive_slicer.interface import Backend, Point, Prompt, PromptResult
+
+
+def with_negative_points(prompts: list[Prompt]) -> list[Prompt]:
+    """The script with a negative point after each positive one, on the same voxel."""
+    out: list[Prompt] = []
+    for prompt in prompts:
+        out.append(prompt)
+        if isinstance(prompt, Point) and prompt.positive:
+            out.append(Point(prompt.coord, positive=False))
+    return out
 
 
 def run_script(backend: Backend, image: np.ndarray, seed: int) -> list[PromptResult]:
-    """A starting mask, a seeded prompt script with an undo in the middle; every result, in order."""
+    """A starting mask, a seeded prompt script with negative points and an undo; every result, in order."""
     backend.set_image(image, (1.0, 1.2, 0.8))
     start = np.zeros(image.shape, np.uint8)
     start[24:30, 24:30, 24:30] = 1
     backend.set_initial_mask(start)
     mirror = start.copy()
     results = []
-    for i, prompt in enumerate(prompt_script(image.shape, seed=seed, count=8)):
+    for i, prompt in enumerate(with_negative_points(prompt_script(image.shape, seed=seed, count=8))):
         results.append(backend.prompt(prompt))
         check_patch(results[-1], mirror, backend)
         if i == 4:

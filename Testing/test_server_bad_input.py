@@ -13,9 +13,12 @@ from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
+from nninteractive_slicer.core.protocol import AFFINITY_HEADER
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest, pack_mask
 
-AUTH = {"Authorization": f"Bearer {ALICE_KEY}"}
+# On Ray Serve, the key keeps the raw requests on the replica of the sessions they name.
+AFFINITY = "bad-input-corpus"
+AUTH = {"Authorization": f"Bearer {ALICE_KEY}", AFFINITY_HEADER: AFFINITY}
 JSON = {**AUTH, "Content-Type": "application/json"}
 FRAME = {**AUTH, "Content-Type": "application/octet-stream"}
 DIGEST = "ab" * 32
@@ -108,12 +111,17 @@ def corpus(session: str, empty_session: str, bob_session: str, shape) -> dict[st
     }
 
 
+@pytest.fixture(params=["remote", "ray"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """One server, or the server on Ray Serve (two replicas behind Ray's proxy)."""
+    return request.getfixturevalue({"remote": "remote_server", "ray": "ray_cluster"}[request.param]).url
+
+
 @pytest.fixture
-def sessions(remote_server, image64):
+def sessions(server_url, image64):
     """Alice's session with an image, her session without one, and Bob's session with the same image."""
-    alice = SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
-    empty = SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
-    bob = SlicerServerBackend(remote_server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S)
+    alice, empty, bob = (SlicerServerBackend(server_url, key, timeout=CLIENT_TIMEOUT_S, affinity_key=AFFINITY)
+                         for key in (ALICE_KEY, ALICE_KEY, BOB_KEY))
     alice.set_image(image64)
     bob.set_image(image64)
     empty.check_connection()
@@ -123,10 +131,10 @@ def sessions(remote_server, image64):
         backend.close()
 
 
-def test_bad_input_corpus_gets_4xx_on_one_healthy_connection(remote_server, sessions, image64):
+def test_bad_input_corpus_gets_4xx_on_one_healthy_connection(server_url, sessions, image64):
     alice, empty, bob = sessions
     mask_before = alice.get_mask()
-    parts = urlsplit(remote_server.url)
+    parts = urlsplit(server_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=CLIENT_TIMEOUT_S)
     conn.connect()
     sock = conn.sock
@@ -136,9 +144,11 @@ def test_bad_input_corpus_gets_4xx_on_one_healthy_connection(remote_server, sess
     ).items():
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
-        reply = json.loads(response.read())
+        raw = response.read()
         seen[name] = response.status
-        assert response.status == expected, f"{name}: {response.status} {reply}"
+        # The status first, with the body as bytes: a wrong answer may well not be JSON (a mask, say).
+        assert response.status == expected, f"{name}: {response.status} {raw[:200]!r}"
+        reply = json.loads(raw)
         assert set(reply) == {"error", "detail"} and reply["detail"], name
         assert conn.sock is sock, f"{name}: the connection was not kept alive"
     # The server still serves, on the same connection, and nobody's state changed.
@@ -153,8 +163,8 @@ def test_bad_input_corpus_gets_4xx_on_one_healthy_connection(remote_server, sess
     print("\n".join(f"{status}  {name}" for name, status in seen.items()))
 
 
-def test_an_oversized_body_is_refused_unread(remote_server):
-    parts = urlsplit(remote_server.url)
+def test_an_oversized_body_is_refused_unread(server_url):
+    parts = urlsplit(server_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     conn.putrequest("PUT", f"/v1/images/{DIGEST}/chunks/0")
     conn.putheader("Authorization", f"Bearer {ALICE_KEY}")
@@ -164,4 +174,4 @@ def test_an_oversized_body_is_refused_unread(remote_server):
     assert response.status == 413 and json.loads(response.read())["error"] == "too_large"
     conn.close()
     # ... and the server answers the next client.
-    assert SlicerServerBackend(remote_server.url, ALICE_KEY).check_connection()
+    assert SlicerServerBackend(server_url, ALICE_KEY).check_connection()

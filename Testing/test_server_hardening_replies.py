@@ -32,10 +32,11 @@ class TamperedReplies:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.tamper = None
+        self.path_part = "/prompts"  # the replies it rewrites: those to paths with this in them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tamper = self.tamper
-        if tamper is None or scope["type"] != "http" or "/prompts" not in scope["path"]:
+        if tamper is None or scope["type"] != "http" or self.path_part not in scope["path"]:
             await self.app(scope, receive, send)
             return
         self.tamper = None
@@ -45,7 +46,7 @@ class TamperedReplies:
             if message["type"] == "http.response.start":
                 start.append(message)
                 return
-            body = tamper(message["body"]) if start[0]["status"] == 200 else message["body"]
+            body = tamper(message["body"]) if start[0]["status"] < 300 else message["body"]
             headers = [(k, v) for k, v in start[0]["headers"] if k != b"content-length"]
             await send({**start[0], "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({**message, "body": body})
@@ -109,3 +110,23 @@ def test_a_malformed_reply_is_a_typed_error_that_changes_nothing(tiny_model_dir,
             np.testing.assert_array_equal(backend.get_mask(), mirror)
         assert next(cases, None) is None
     np.testing.assert_array_equal(mirror, uninterrupted)
+
+
+def test_malformed_json_replies_are_typed_errors(tiny_model_dir, image64):
+    """Issue 13.9: garbage in any success reply is a BackendError, whatever the call."""
+    server = ThreadedServer(server_config(tiny_model_dir))
+    server.app.add_middleware(TamperedReplies)
+    with server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+        backend.check_connection()
+        tampering = server.app.middleware_stack
+        while not isinstance(tampering, TamperedReplies):
+            tampering = tampering.app
+        for path_part, call in (("/v1/images/", lambda: backend.set_image(image64)),
+                                ("/v1/sessions", lambda: backend.set_image(image64)),
+                                ("/v1/info", lambda: SlicerServerBackend(server.url, ALICE_KEY).check_connection())):
+            tampering.path_part, tampering.tamper = path_part, lambda body: b'{"present": "yes", "revision": "1"}'
+            with pytest.raises(BackendError, match="reply"):
+                call()
+        tampering.tamper = None
+        backend.set_image(image64)  # and the backend still works
+        assert backend.get_mask().shape == image64.shape

@@ -3,6 +3,7 @@ resumed bit-identically in a fresh process, exported, replayed, autosaved; misma
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -59,7 +60,7 @@ class Scene:
         return read_history(self.segmentation, self.segment_id)
 
 
-def test_every_step_is_recorded_in_the_scene(real_backend):
+def test_every_step_is_recorded_in_the_scene(real_backend, tiny_model_dir):
     scene = Scene(real_backend)
     c = blob_centre(SHAPE)
     for prompt in PROMPTS[:3]:
@@ -75,6 +76,8 @@ def test_every_step_is_recorded_in_the_scene(real_backend):
     assert [s.op for s in saved.steps] == ["prompt"] * 3 + ["undo", "set_mask", "prompt"]
     assert saved.final_digest == h.mask_digest(scene.mask()) == h.mask_digest(real_backend.get_mask())
     assert saved.model.id == real_backend.capabilities().model_id and saved.backend == "counting"
+    weights = (tiny_model_dir / "fold_0" / "checkpoint_final.pth").read_bytes()
+    assert saved.model.checkpoint_digest == "sha256:" + hashlib.sha256(weights).hexdigest()
     g = VolumeGeometry.from_volume_node(scene.volume)
     assert np.allclose(saved.image.index_to_ras, g.index_to_world)
     assert np.allclose(saved.image.to_ras(c), (g.index_to_world @ np.r_[c, 1.0])[:3])
@@ -195,3 +198,23 @@ def test_histories_of_deleted_segments_are_not_listed(real_backend):
     scene.session.submit(Point(blob_centre(SHAPE), True))
     scene.segmentation.GetSegmentation().RemoveSegment(scene.segment_id)
     assert segments_with_history(scene.segmentation) == []
+
+
+def test_another_backend_starts_a_new_history_and_an_empty_ending_is_not_replayed(real_backend):
+    scene = Scene(real_backend)
+    for prompt in PROMPTS[:2]:
+        scene.session.submit(prompt)
+    before = scene.mask()
+    scene.session.backend = real_backend  # e.g. the user picked another backend in the Configuration tab
+    scene.session.submit(Point(blob_centre(SHAPE), True))
+    saved = scene.saved()
+    assert saved.backend == "local" and [s.op for s in saved.steps] == ["prompt"]
+    assert h.mask_digest(saved.initial_mask) == h.mask_digest(before)
+
+    emptied = h.loads(scene.segmentation.GetAttribute(attribute_name(scene.segment_id)))
+    emptied.steps.append(h.Step("reset", h.StepResult(h.mask_digest(np.zeros(SHAPE, np.uint8)))))
+    fresh = Scene(real_backend)  # an empty segment whose id carries a history that ended empty
+    fresh.segmentation.SetAttribute(attribute_name(fresh.segment_id), h.dumps(emptied))
+    outcome = fresh.session.submit(Point(blob_centre(SHAPE), True))
+    assert fresh.backend.calls["prompt"] == 1 and "stays as saved" not in outcome.message
+    assert [s.op for s in fresh.saved().steps] == ["prompt"] and fresh.saved().initial_mask is None

@@ -13,6 +13,7 @@ import vtk
 from slicer_scene import CountingBackend, make_scene, oblique_lps_matrix, rigid_transform
 from synthetic import blob_centre, mr_like_image
 
+from nninteractive_slicer.errors import BackendUnavailableError
 from SlicerNNInteractiveLib import (
     UNDO,
     PromptError,
@@ -278,7 +279,7 @@ def test_a_backend_that_fails_mid_prompt_leaves_every_segment_bit_identical(worl
     world.editor.SetOverwriteMode(Editor.OverwriteAllSegments)
     before = snapshot(world)
     world.backend.fail_on = {failing_call}
-    with pytest.raises(Exception, match="Try again"):
+    with pytest.raises(BackendUnavailableError, match="failed on purpose: the server went away. Try again."):
         world.point(tuple(c))
     assert_same(snapshot(world), before)
     # The next prompt works and sends only what the backend is missing.

@@ -9,3 +9,10 @@ class PromptError(Exception):
     Raised before anything is sent or written, so nothing has changed; the widget shows ``str(error)``
     in its status line instead of a dialog.
     """
+
+
+class ObliqueViewError(PromptError):
+    """The slice view a box, lasso or scribble was drawn on is oblique to the volume's voxel grid.
+
+    The widget then offers to align the slice views with the volume (Slicer's "Rotate to volume plane").
+    """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import vtk
 
-from .errors import PromptError
+from .errors import ObliqueViewError, PromptError
 
 # (k, j, i, 1) -> (i, j, k, 1): array index order to VTK's IJK order (the permutation is its own inverse).
 KJI_TO_IJK = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -101,10 +101,10 @@ class VolumeGeometry:
         for axis in range(3):
             if abs(float(np.dot(normal, self.plane_normal(axis)))) >= 1.0 - ALIGNMENT_TOLERANCE:
                 return axis
-        raise PromptError(
+        raise ObliqueViewError(
             "This slice view is oblique to the volume's voxel grid, so a box, lasso or scribble drawn on it has no "
-            "exact voxel slice. Align the view with the volume (slice view menu: 'Rotate to volume plane') and draw "
-            "again, or use point prompts."
+            "exact voxel slice. Align the views with the volume (the button below, or the slice view menu: 'Rotate to "
+            "volume plane') and draw again, or use point prompts."
         )
 
     def parallel_axis(self, direction_world: np.ndarray) -> int | None:

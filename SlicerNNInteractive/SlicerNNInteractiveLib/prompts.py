@@ -13,7 +13,7 @@ import vtk
 from nninteractive_slicer.interface import BBox, Box, Lasso, Point, Scribble
 from nninteractive_slicer.raster import brush_reach, dilate, draw_polyline, fill_polygon
 
-from .errors import PromptError
+from .errors import ObliqueViewError, PromptError
 from .geometry import VolumeGeometry
 
 EPS = 1e-4  # voxels: a box edge this close to a voxel centre includes it
@@ -80,7 +80,7 @@ def box_prompt(
         flat = int(np.argmin([size_world[n] / _step_along(geometry, axes_world[:, n]) for n in range(3)]))
         index_axes[flat] = geometry.aligned_axis(axes_world[:, flat])
     if None in index_axes or len(set(index_axes)) != 3:
-        raise PromptError(
+        raise ObliqueViewError(
             "The box is rotated against the volume's voxel grid: draw it on a slice view aligned with the volume "
             "(slice view menu: 'Rotate to volume plane')."
         )

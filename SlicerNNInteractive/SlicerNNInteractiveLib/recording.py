@@ -122,6 +122,9 @@ class RecordingPromptSession(PromptSession):
         saved = plan.saved
         assert saved is not None
         segment = prepared.mask if prepared.mask is not None else np.zeros(prepared.geometry.shape, np.uint8)
+        if prepared.mask is None and saved.final_digest == mask_digest(segment):
+            plan.saved = None  # it ended empty: nothing to resume, and an empty segment starts a new history
+            return
         why = self._why_not_resumable(saved, plan, segment)
         if why:
             plan.notice = f"The segment stays as saved and the model starts from it: {why}."
@@ -173,6 +176,13 @@ class RecordingPromptSession(PromptSession):
 
     # -- recording -------------------------------------------------------------------------------
     @staticmethod
+    def _same_source(history: History, plan: HistoryPlan, prepared: PreparedPrompt) -> bool:
+        """Same image, model and backend: the object restarting from the segment goes on in the same history."""
+        return (plan.identity is not None and plan.model is not None and prepared.backend is not None
+                and history.image.digest == plan.identity.digest and history.model.id == plan.model.id
+                and history.backend == prepared.backend.kind)
+
+    @staticmethod
     def _continues(plan: HistoryPlan) -> bool:
         saved, identity, model = plan.saved, plan.identity, plan.model
         return (saved is not None and identity is not None and model is not None
@@ -190,8 +200,7 @@ class RecordingPromptSession(PromptSession):
             elif self._continues(plan) and plan.saved is not None:  # same image and model, not resumable: go on
                 recorder = HistoryRecorder.resume(plan.saved, plan.saved.start_mask())
                 recorder.mask_set(prepared.mask)
-            elif recorder is not None and plan.identity is not None and recorder.history.image.digest == \
-                    plan.identity.digest:
+            elif recorder is not None and self._same_source(recorder.history, plan, prepared):
                 recorder.mask_set(prepared.mask)
             elif plan.identity is not None and plan.model is not None and prepared.backend is not None:
                 segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)

@@ -31,7 +31,8 @@ class LocalBackend(Backend):
 
     kind = "local"
     label = "Local GPU (this computer)"
-    requirements = (Requirement("torch", "torch"), Requirement("nnInteractive", "nninteractive>=2.6,<3"))
+    requirements = (Requirement("torch", "torch"),
+                    Requirement("nnInteractive.inference.inference_session", "nninteractive>=2.6,<3"))
 
     def __init__(
         self,

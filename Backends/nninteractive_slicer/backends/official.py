@@ -31,7 +31,7 @@ from ..core.engine import Engine
 from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult
 from .journal import Restore
-from .official_errors import CLIENT_MISSING, server_errors
+from .official_errors import CLIENT_MISSING, client_version, server_errors, version_mismatch
 from .registry import BackendConfig, Requirement, register_backend
 from .server_backend import CONNECT_TIMEOUT_S, ServerBackend
 
@@ -63,7 +63,7 @@ class OfficialBackend(ServerBackend):
 
     kind = "official"
     label = "Official nnInteractive server"
-    requirements = (Requirement("nnInteractive", "nninteractive-client>=2.6,<3"),)
+    requirements = (Requirement("nnInteractive.inference.remote", "nninteractive-client>=2.6,<3"),)
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0, device: str = "unknown") -> None:
         super().__init__()
@@ -85,12 +85,12 @@ class OfficialBackend(ServerBackend):
     # -- queries ---------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
         if self._capabilities is None:
-            self._capabilities = _capabilities_from(self._fetch_capabilities(), self.url, self._device)
+            self._capabilities = _capabilities_from(self._checked_capabilities(), self.url, self._device)
         return self._capabilities
 
     def check_connection(self) -> str:
         """Ask the server again (the UI's "Test connection"): version, address and model license."""
-        info = self._fetch_capabilities()
+        info = self._checked_capabilities()
         self._capabilities = _capabilities_from(info, self.url, self._device)
         version = info.get("inference_session_version", "(version not reported)")
         return f"official nnInteractive server {version} at {self.url}: model {_license(info)}"
@@ -166,6 +166,14 @@ class OfficialBackend(ServerBackend):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def _checked_capabilities(self) -> dict[str, Any]:
+        """The server's capabilities, once its nnInteractive version is known to work with this client."""
+        info = self._fetch_capabilities()
+        mismatch = version_mismatch(self.url, info.get("inference_session_version"), client_version())
+        if mismatch is not None:
+            raise mismatch
+        return info
 
     def _fetch_capabilities(self) -> dict[str, Any]:
         """GET /capabilities (needs the key, not a lease): proves the server is there and answers us."""

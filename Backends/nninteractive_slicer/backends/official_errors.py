@@ -144,3 +144,39 @@ def _is_tls_failure(exc: Exception) -> bool:
         seen = seen.__cause__ or seen.__context__
     text = str(exc).upper()
     return "SSL" in text or "CERTIFICATE" in text or "TLS" in text
+
+
+def client_version() -> str | None:
+    """The installed nnInteractive client's version (nninteractive-client, or the full nnInteractive)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("nninteractive-client", "nnInteractive"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def version_mismatch(url: str, server: str | None, client: str | None) -> BackendUnavailableError | None:
+    """The error to raise when the server's nnInteractive cannot serve this client (None when it can).
+
+    The official client and server speak the protocol of their nnInteractive release: the major versions
+    must agree, and the server must be at least as new as the client's minor release. Otherwise requests
+    fail with bare HTTP errors (upstream users see 502s), so this is said up front, in words.
+    """
+    def major_minor(text: str | None) -> tuple[int, int] | None:
+        parts = (text or "").split(".")
+        return (int(parts[0]), int(parts[1])) if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() else None
+
+    theirs, ours = major_minor(server), major_minor(client)
+    if theirs is None or ours is None or (theirs[0] == ours[0] and theirs[1] >= ours[1]):
+        return None
+    older = "the server" if theirs < ours else "this computer's nnInteractive client"
+    how = ("ask its operator to update nnInteractive on it" if older == "the server"
+           else "update the client (pip install -U nninteractive-client, or update the extension)")
+    return BackendUnavailableError(
+        f"Version mismatch: the nnInteractive server at {url} runs nnInteractive {server}, this computer's client is "
+        f"{client}; they cannot work together. {older[0].upper()}{older[1:]} is older: {how}."
+    )
+

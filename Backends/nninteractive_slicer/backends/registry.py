@@ -26,7 +26,8 @@ _REGISTERED: dict[str, type[Backend]] = {}
 
 @dataclass(frozen=True)
 class Requirement:
-    """A pip requirement and the module that shows it is installed."""
+    """A pip requirement and the module that shows it is installed (inside nnInteractive, a namespace package
+    that the official client alone also provides, the module tells the two apart)."""
 
     module: str
     pip: str
@@ -74,7 +75,15 @@ def backend_class(kind: str) -> type[Backend]:
 def missing_requirements(kind: str) -> list[str]:
     """The pip requirements the backend of ``kind`` still lacks."""
     importlib.invalidate_caches()  # packages may have been installed since the last look
-    return [r.pip for r in backend_class(kind).requirements if importlib.util.find_spec(r.module) is None]
+    return [r.pip for r in backend_class(kind).requirements if not _importable(r.module)]
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it (its parent packages are imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def build_backend(config: BackendConfig) -> Backend:

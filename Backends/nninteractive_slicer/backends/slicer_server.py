@@ -15,9 +15,11 @@ is closed before a new one is claimed, so its own recoveries never fill the serv
 from __future__ import annotations
 
 import logging
+import secrets
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -42,14 +44,22 @@ from ..interface import BBox, Capabilities, Point, Prompt, PromptResult
 from .journal import Restore
 from .registry import BackendConfig, register_backend
 from .server_backend import RecoveryStats, ServerBackend
-from .slicer_server_http import Heartbeat, ImageMissing, ServerConnection, SessionLost, Unreachable
+from .slicer_server_http import (
+    Heartbeat,
+    ImageMissing,
+    MalformedReply,
+    ReplicaFull,
+    ServerConnection,
+    SessionLost,
+    Unreachable,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-
-class _MalformedReply(BackendError):
-    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
+PLACEMENT_PROBES = 8  # keys a new backend compares on a replicated server, to start on the least busy replica
+PLACEMENT_TRIES = 8  # affinity keys tried before a replicated server counts as full
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +76,7 @@ class SlicerServerStats(RecoveryStats):
 
     image_uploads: int = 0  # complete image uploads
     upload_bytes: int = 0  # frame bytes of image chunks sent
+    replicas: Counter[str] = field(default_factory=Counter)  # answers per replica of a replicated server
 
 
 @register_backend
@@ -75,26 +86,29 @@ class SlicerServerBackend(ServerBackend):
     ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
     if it needs one; ``timeout`` the read timeout of every call in seconds (a prompt waiting behind other
     users' predictions counts); ``verify`` is requests' TLS verification: True, False, or a CA bundle
-    path for a self-signed certificate. Constructing does no I/O; :meth:`check_connection` tests it.
+    path for a self-signed certificate. ``affinity_key`` pins the session to one replica of a replicated
+    server (default: a random key per backend, placed on the least busy replica). Constructing does no I/O;
+    :meth:`check_connection` tests it.
     """
 
     kind = "remote"
     label = "nnInteractive-Slicer server"
     # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
     # the server may have applied what a malformed reply should have described.
-    failures_losing_session = (_MalformedReply,)
+    failures_losing_session = (MalformedReply,)
     stats: SlicerServerStats
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, affinity_key: str | None = None) -> None:
         super().__init__()
-        self._server = ServerConnection(url, api_key, timeout, verify)
+        self._server = ServerConnection(url, api_key, timeout, verify, affinity_key or secrets.token_urlsafe(12))
+        self._placed = affinity_key is not None  # a key the caller chose is kept as it is
         self.url = self._server.url
         self._server_session_id: str | None = None
         self._revision = 0
         self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
         self._heartbeat = Heartbeat(self._server, lambda: self._server_session_id)
-        self.stats = SlicerServerStats()
+        self.stats = SlicerServerStats(replicas=self._server.replicas)
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> SlicerServerBackend:
@@ -156,7 +170,7 @@ class SlicerServerBackend(ServerBackend):
                     raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {shape}")
                 return unpack_mask(payload, shape, header["codec"])
             except WireError as exc:
-                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
+                raise MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
@@ -169,7 +183,7 @@ class SlicerServerBackend(ServerBackend):
     # -- the server session --------------------------------------------------------------------------
     def _claim_session(self, restore: Restore) -> int:
         self._discard_session()
-        state = self._state(self._server.request(Routes.CREATE_SESSION))
+        state = self._create_session()
         self._server_session_id = state["session_id"]
         self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
         return self._journal.restore_into(lambda sent, spacing: self._send_image(sent, spacing, check=True),
@@ -204,8 +218,24 @@ class SlicerServerBackend(ServerBackend):
         if session_id is not None:
             self._server.release(session_id)
 
+    def _create_session(self) -> dict[str, Any]:
+        """A new session. On a replicated server, the first one starts on the least busy replica, and when
+        that replica is full anyway, another key may reach one with room; recoveries keep the key."""
+        if not self._placed:
+            self._placed = True
+            self._server.place(PLACEMENT_PROBES)
+        for _ in range(PLACEMENT_TRIES - 1):
+            try:
+                return self._state(self._server.request(Routes.CREATE_SESSION))
+            except ReplicaFull:
+                self._server.affinity_key = secrets.token_urlsafe(12)
+        return self._state(self._server.request(Routes.CREATE_SESSION))
+
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
-        present = self._server.request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
+        status = read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest))
+        present = status.get("present") if isinstance(status, dict) else None
+        if not isinstance(present, bool):
+            raise MalformedReply("The server's reply to an image query does not say whether it holds the image.")
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, check)
@@ -261,13 +291,10 @@ class SlicerServerBackend(ServerBackend):
         return self._server.request(route, session_id=self._server_session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            state = response.json()
-        except ValueError as exc:
-            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        state = read_json(response)
         if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
                 type(state.get("revision")) is not int:
-            raise _MalformedReply("The server's reply does not describe a session.")
+            raise MalformedReply("The server's reply does not describe a session.")
         self._revision = state["revision"]
         return state
 
@@ -277,7 +304,7 @@ class SlicerServerBackend(ServerBackend):
             header, payload = decode_frame(response.content)
             region = read_changed_region(header, payload, self._image_shape())
         except WireError as exc:
-            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
+            raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._revision = header["revision"]
         if region is None:
             return PromptResult(backend_ms=header["backend_ms"])

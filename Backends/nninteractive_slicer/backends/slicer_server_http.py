@@ -8,13 +8,24 @@ two of them (:class:`SessionLost`, :class:`ImageMissing`) are repaired by the ba
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from ..core.protocol import ACCEPT_CODECS_HEADER, PROTOCOL_VERSION, SERVER_NAME, ErrorCode, Route, Routes
+from ..core.protocol import (
+    ACCEPT_CODECS_HEADER,
+    AFFINITY_HEADER,
+    PROTOCOL_VERSION,
+    REPLICA_HEADER,
+    SERVER_NAME,
+    ErrorCode,
+    Route,
+    Routes,
+)
 from ..core.wire import AVAILABLE_CODECS
 from ..errors import (
     AuthenticationError,
@@ -34,12 +45,20 @@ class Unreachable(BackendUnavailableError):
     """The request did not get an answer: refused, reset or dropped connection."""
 
 
+class ReplicaFull(ServerBusyError):
+    """One replica of a replicated server is full; the others may not be."""
+
+
 class SessionLost(Exception):
     """The server no longer has our session, or it is not in the state we recorded: rebuild it."""
 
 
 class ImageMissing(Exception):
     """The server does not hold the image (any more)."""
+
+
+class MalformedReply(BackendError):
+    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
 
 
 # The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
@@ -66,10 +85,15 @@ class ServerConnection:
 
     Keep-alive connections carry every call, with explicit connect and read timeouts (the read timeout
     also bounds each socket write). ``verify`` goes with each request: REQUESTS_CA_BUNDLE would override
-    a pool's own setting."""
+    a pool's own setting.
 
-    def __init__(self, url: str, api_key: str | None, timeout: float, verify: bool | str) -> None:
+    ``affinity_key`` goes with every call, heartbeats and closes included: on a server replicated on Ray
+    Serve (:mod:`..server.cluster`), it keeps all calls of a session on one replica."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float, verify: bool | str, affinity_key: str) -> None:
         self.url = url.rstrip("/")
+        self.affinity_key = affinity_key
+        self.replicas: Counter[str] = Counter()  # answers per replica that named itself
         self._api_key = api_key
         self._verify = verify
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
@@ -88,7 +112,8 @@ class ServerConnection:
         """One call of the contract: ``route`` with its path parameters filled in from ``params``."""
         try:
             response = self._pool.request(route.method, self.url + route.url(**params), data=data, json=json,
-                                          headers=headers, timeout=self.timeout, verify=self._verify)
+                                          headers={**self._affinity(), **(headers or {})}, timeout=self.timeout,
+                                          verify=self._verify)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(
                 f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
@@ -105,13 +130,16 @@ class ServerConnection:
                               "an SSH tunnel, is it open?") from exc
         except requests.RequestException as exc:
             raise BackendUnavailableError(f"Request to {self.url} failed: {exc}") from exc
+        replica = response.headers.get(REPLICA_HEADER)
+        if replica:
+            self.replicas[replica] += 1
         if response.status_code >= 400:
             raise self.error(response)
         return response
 
     def check_server(self) -> None:
         """Raise a typed error unless an nnInteractive-Slicer server of our protocol version answers."""
-        health = self.request(Routes.HEALTH).json()
+        health = read_json(self.request(Routes.HEALTH))
         if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
             raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
         if health.get("protocol_version") != PROTOCOL_VERSION:
@@ -124,7 +152,9 @@ class ServerConnection:
     def info(self) -> dict[str, Any]:
         """The server's /v1/info (limits, codecs, timeouts), fetched once until :meth:`forget_info`."""
         if self._info is None:
-            info = self.request(Routes.INFO).json()
+            info = read_json(self.request(Routes.INFO))
+            if not isinstance(info, dict) or not all(isinstance(info.get(k), t) for k, t in _INFO_FIELDS.items()):
+                raise MalformedReply(f"The server's /info reply lacks one of {', '.join(_INFO_FIELDS)}.")
             if info.get("protocol_version") != PROTOCOL_VERSION:
                 raise BackendUnavailableError(
                     f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
@@ -141,7 +171,7 @@ class ServerConnection:
         route = Routes.CLOSE_SESSION
         try:
             self._pool.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
-                               verify=self._verify)
+                               verify=self._verify, headers=self._affinity())
         except requests.RequestException as exc:
             log.debug("could not close session %s...: %s", session_id[:8], exc)
 
@@ -150,12 +180,33 @@ class ServerConnection:
         route = Routes.HEARTBEAT
         try:
             pool.request(route.method, self.url + route.url(session_id=session_id), timeout=self.timeout,
-                         verify=self._verify)
+                         verify=self._verify, headers=self._affinity())
         except requests.RequestException as exc:
             log.debug("heartbeat failed: %s", exc)
 
     def close(self) -> None:
         self._pool.close()
+
+    def place(self, probes: int) -> None:
+        """Take the key, of ``probes`` random ones, whose replica holds the fewest sessions: hashing alone often
+        puts two users on one replica while another idles. A plain server (no replica header) is asked once."""
+        keys = [self.affinity_key] + [secrets.token_urlsafe(12) for _ in range(probes - 1)]
+        loads: dict[str, tuple[int, str]] = {}  # replica -> (its open sessions, the first key that reached it)
+        route = Routes.INFO
+        for key in keys:
+            try:
+                reply = self._pool.request(route.method, self.url + route.path, timeout=self.timeout,
+                                           verify=self._verify, headers={AFFINITY_HEADER: key})
+                replica = reply.headers.get(REPLICA_HEADER)
+                if replica is None or reply.status_code != 200:
+                    return
+                loads.setdefault(replica, (int(reply.json()["sessions"]["open"]), key))
+            except (requests.RequestException, ValueError, KeyError, TypeError):
+                return  # placement is an optimisation; the call that follows reports what is wrong
+        self.affinity_key = min(loads.values(), key=lambda load: load[0])[1]
+
+    def _affinity(self) -> dict[str, str]:
+        return {AFFINITY_HEADER: self.affinity_key}
 
     def error(self, response: requests.Response) -> Exception:
         """The typed error for an error reply: by its JSON ``error`` code, else (a proxy, not our server) its status."""
@@ -173,7 +224,8 @@ class ServerConnection:
                 retry = float(response.headers.get("Retry-After", 5))
             except ValueError:
                 retry = 5.0
-            return ServerBusyError(detail, retry_after=retry)
+            busy = ReplicaFull if REPLICA_HEADER in response.headers else ServerBusyError
+            return busy(detail, retry_after=retry)
         if error is BackendUnavailableError:
             return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
                                            "nnInteractive-Slicer server?")
@@ -208,6 +260,17 @@ class Heartbeat:
             if session_id is not None:
                 self._connection.heartbeat(session_id, pool)
         pool.close()
+
+
+_INFO_FIELDS = {"capabilities": dict, "codecs": list, "limits": dict, "timeouts": dict}
+
+
+def read_json(response: requests.Response) -> Any:
+    """The JSON of a success reply; MalformedReply if it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise MalformedReply(f"The server's reply to {response.request.path_url} is not JSON: {exc}") from exc
 
 
 def _reason(exc: BaseException) -> str:

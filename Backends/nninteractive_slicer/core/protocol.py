@@ -20,6 +20,10 @@ SERVER_NAME = "nninteractive-slicer"
 REVISION_HEADER = "X-Revision"
 # The codecs the client decodes, best first; the server packs replies with the first it also has.
 ACCEPT_CODECS_HEADER = "X-Accept-Codecs"
+# On Ray Serve (:mod:`..server.cluster`): the client's stable key for all calls of one backend, which the
+# consistent-hash router maps to one replica, and the replica that answered.
+AFFINITY_HEADER = "X-Affinity-Key"
+REPLICA_HEADER = "X-Replica"
 
 
 class Route(NamedTuple):

@@ -2,14 +2,23 @@
 
 No model weights can be downloaded in CI, yet every backend must run the real nnInteractive
 inference code. This writes ``plans.json``, ``dataset.json``, ``inference_info.json``, ``LICENSE``
-and ``fold_0/checkpoint_final.pth`` for a ``ResidualEncoderUNet`` with seeded random weights:
+and ``fold_0/checkpoint_final.pth`` for a 3D U-Net of one of two sizes:
 
 * ``tiny``: 4 stages, 4-32 features, 64^3 patch (about 81k parameters, 0.4 MB) for tests on CPU.
   nnInteractive's refinement needs a patch larger than 48 voxels per axis.
 * ``large``: ResEnc-L-like, 6 stages, 32-320 features, 192^3 patch (about 100M parameters,
   0.4 GB) for realistic timings on a GPU. Generated on demand, never committed.
 
-Run ``nninteractive-slicer-make-model OUT_DIR [--size tiny|large]``.
+Two variants of the weights:
+
+* ``random``: seeded random weights. Predictions are sparse, stay inside one patch and never zoom out.
+* ``rule``: a plain U-Net without normalisation layers, its weights set by hand to compute one rule
+  per voxel: foreground where the image is more than ``BRIGHT_Z`` standard deviations above its mean
+  or a positive prompt marks it; never where a negative prompt marks it. A bright object that crosses
+  a patch's border then makes AutoZoom escalate and refinement run, as real models do on most prompts,
+  and tests know the answer: the bright voxels. Random weights give neither.
+
+Run ``nninteractive-slicer-make-model OUT_DIR [--size tiny|large] [--variant random|rule]``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,16 @@ TRAINER = "nnInteractiveTrainer_stub"
 # (5-60 s per prompt on CPU). Shifted, the prediction is sparse and follows bright structures:
 # measured at 64^3, about 0.3 s per prompt and no zoom-out.
 BACKGROUND_LOGIT_SHIFT = 2.0
+# The ``rule`` variant: how bright a voxel must be (in standard deviations of the normalised image) to be
+# foreground, and how much a negative prompt outweighs everything else.
+BRIGHT_Z = 3.0
+NEGATIVE_WEIGHT = 1000.0
+# Network input channels: the image, then nnInteractive's interactions (prev_seg, then positive/negative
+# pairs for bbox and lasso, points, scribbles). The rule ignores prev_seg: in refinement it holds the coarse,
+# zoomed-out prediction, whose blurred edges the rule must not keep.
+POSITIVE_CHANNELS = [2, 4, 6]
+NEGATIVE_CHANNELS = [3, 5, 7]
+VARIANTS = ("random", "rule")
 LICENSE_TEXT = "Apache-2.0 (synthetic test model, random weights)\nNot for clinical or research use.\n"
 
 SIZES = {
@@ -62,8 +81,16 @@ def architecture(size: str) -> dict:
     }
 
 
-def plans(size: str) -> dict:
+def plans(size: str, variant: str = "random") -> dict:
     patch = SIZES[size]["patch"]
+    network = architecture(size)
+    if variant == "rule":
+        # Per-voxel arithmetic: a normalisation layer would rescale it by each patch's statistics. The residual
+        # U-Net initialises its norms' weights, so a plain one (same stages) carries the rule.
+        network["network_class_name"] = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+        kwargs = network["arch_kwargs"]
+        kwargs["n_conv_per_stage"] = kwargs.pop("n_blocks_per_stage")
+        kwargs["norm_op"] = "torch.nn.Identity"
     return {
         "dataset_name": f"Dataset999_SyntheticNNInteractive{size.capitalize()}",
         "plans_name": "nnUNetResEncUNetPlans",
@@ -93,7 +120,7 @@ def plans(size: str) -> dict:
                     "order_z": 0,
                     "force_separate_z": None,
                 },
-                "architecture": architecture(size),
+                "architecture": network,
                 "batch_dice": False,
             }
         },
@@ -106,16 +133,18 @@ def plans(size: str) -> dict:
     }
 
 
-def write_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write the model folder and return its path. Same ``size`` and ``seed`` give the same weights."""
+def write_model(out_dir: str | Path, size: str = "tiny", seed: int = 0, variant: str = "random") -> Path:
+    """Write the model folder and return its path. Same ``size``, ``seed`` and ``variant`` give the same weights."""
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     out = Path(out_dir)
     (out / "fold_0").mkdir(parents=True, exist_ok=True)
-    the_plans = plans(size)
+    the_plans = plans(size, variant)
     arch = the_plans["configurations"][CONFIGURATION]["architecture"]
     torch.manual_seed(seed)
     network = get_network_from_plans(
@@ -127,9 +156,12 @@ def write_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
         allow_init=True,
         deep_supervision=False,
     )
+    if variant == "rule":
+        _set_rule_weights(network)
     weights = network.state_dict()
-    output_bias = sorted(k for k in weights if k.startswith("decoder.seg_layers.") and k.endswith(".bias"))[-1]
-    weights[output_bias][0] += BACKGROUND_LOGIT_SHIFT
+    if variant == "random":
+        output_bias = sorted(k for k in weights if k.startswith("decoder.seg_layers.") and k.endswith(".bias"))[-1]
+        weights[output_bias][0] += BACKGROUND_LOGIT_SHIFT
     checkpoint = {
         "network_weights": weights,
         "trainer_name": TRAINER,
@@ -144,6 +176,34 @@ def write_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
+def _set_rule_weights(network) -> None:
+    """Zero every weight, then wire the rule through the full-resolution path only (centre taps, no mixing).
+
+    The first encoder stage computes image / BRIGHT_Z, positive prompts and negative prompts; the last
+    decoder stage reads only that stage's skip and adds them up, weighted; the output layer calls a voxel
+    foreground where the sum exceeds 1.
+    """
+    import torch
+
+    centre = (1, 1, 1)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.zero_()
+        first = network.encoder.stages[0][0].convs[0].conv.weight
+        first[(0, 0, *centre)] = 1.0 / BRIGHT_Z
+        for channel in POSITIVE_CHANNELS:
+            first[(1, channel, *centre)] = 1.0
+        for channel in NEGATIVE_CHANNELS:
+            first[(2, channel, *centre)] = 1.0
+        last = network.decoder.stages[-1].convs[0].conv.weight
+        skip = last.shape[1] // 2  # input: the upsampled deeper features, then the first stage's skip
+        for feature, weight in ((0, 1.0), (1, 2.0), (2, -NEGATIVE_WEIGHT)):
+            last[(0, skip + feature, *centre)] = weight
+        output = network.decoder.seg_layers[-1]
+        output.weight[1, 0] = 1.0
+        output.bias[0] = 1.0
+
+
 def _write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2), encoding="utf-8")
 
@@ -153,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", help="folder to write the model into")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", choices=VARIANTS, default="random")
     args = parser.parse_args(argv)
-    path = write_model(args.out_dir, args.size, args.seed)
-    print(f"Wrote a {args.size} synthetic nnInteractive model to {path}")
+    path = write_model(args.out_dir, args.size, args.seed, args.variant)
+    print(f"Wrote a {args.size} {args.variant} synthetic nnInteractive model to {path}")
     return 0
 
 

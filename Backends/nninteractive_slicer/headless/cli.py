@@ -17,7 +17,7 @@ from .. import history as history_io
 from ..errors import BackendError
 from .api import check_replay, replay, segment
 from .backend_spec import API_KEY_VARIABLE, BackendSpecError, check_spec, make_backend
-from .images import ImageReadError, read_image, write_labels
+from .images import ImageReadError, check_output, read_image, write_labels
 from .preview import write_preview
 from .progress import Progress
 from .prompt_file import PromptFileError, load_prompts
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = Progress()
     try:
         check_spec(args.backend)
+        check_output(args.output)
+        if args.preview and not args.preview.lower().endswith(".png"):
+            raise ImageReadError(f"{args.preview}: the preview is a PNG picture; name it .png.")
         volume = read_image(args.image)
         if args.command == "segment":
             objects = load_prompts(args.prompts, volume)

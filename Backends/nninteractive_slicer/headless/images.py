@@ -91,6 +91,18 @@ def index_to_ras(image: Any) -> np.ndarray:
     return LPS_TO_RAS @ ijk_to_lps @ REVERSE
 
 
+OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Refuse an output that cannot be written, before any model time is spent on it."""
+    path = Path(path)
+    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise ImageReadError(f"{path}: the output must end in one of {', '.join(OUTPUT_SUFFIXES)}.")
+    if not path.parent.is_dir():
+        raise ImageReadError(f"{path}: the folder {path.parent} does not exist.")
+
+
 def write_labels(labels: np.ndarray, like: Volume, path: str | os.PathLike) -> None:
     """Write a (k, j, i) label array with exactly the geometry ``like`` was read with (compressed)."""
     sitk = _sitk()

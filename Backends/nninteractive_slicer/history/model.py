@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..interface import Box, Capabilities, Prompt
-from .codec import mask_digest
+from .codec import image_digest, mask_digest
 
 StepOp = Literal["prompt", "undo", "redo", "reset", "set_mask"]
 STEP_OPS: tuple[StepOp, ...] = ("prompt", "undo", "redo", "reset", "set_mask")
@@ -33,8 +33,6 @@ class ImageIdentity:
     def of(cls, image: np.ndarray, index_to_ras: np.ndarray, spacing: tuple[float, float, float] | None = None,
            digest: str | None = None) -> ImageIdentity:
         """Identify an image array; spacing defaults to the matrix's column lengths."""
-        from .codec import image_digest
-
         matrix = np.asarray(index_to_ras, dtype=float)
         if spacing is None:
             columns = np.linalg.norm(matrix[:3, :3], axis=0)

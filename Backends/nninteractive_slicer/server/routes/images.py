@@ -34,10 +34,8 @@ async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[
     def work() -> UploadStatus:
         raw, payload = decode_frame(body)
         head = ChunkHeader.model_validate(raw)
-        shape, spacing = _triple(head.shape), _triple(head.spacing)
-        core.sessions.check_fits(shape)  # before any of it is received: no session could use it
-        progress = core.uploads.add_chunk(user, digest, index, shape, head.dtype, spacing, head.codec,
-                                          head.chunk_elements, payload)
+        progress = core.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
+                                          _triple(head.spacing), head.codec, head.chunk_elements, payload)
         return UploadStatus(**asdict(progress))
 
     return await run_in_threadpool(work)

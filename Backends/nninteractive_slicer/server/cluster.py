@@ -1,0 +1,204 @@
+"""The server on Ray Serve: the same FastAPI app on several replicas, one per GPU, on any number of nodes.
+
+A session lives in one replica's memory (its engine, on that replica's device thread), so every call of
+a client must reach the replica that holds it. The remote client sends a stable key in
+:data:`~..core.wire.AFFINITY_HEADER` with every call, and Ray's consistent-hash router maps the key to
+a replica, strictly (no fallback replica: a fallback would answer "session unknown"). Clients that send
+no key still work, but each call lands on a random replica, so only one-replica deployments suit them.
+
+When a replica dies, Ray starts another and the ring moves the dead replica's keys; the client finds
+its session gone and restores it from its journal. With a ``--cache-dir`` every replica can read, the
+restored session binds the image from disk and nothing is uploaded again.
+
+The router reads the header name from ``RAY_SERVE_SESSION_ID_HEADER_KEY`` in Ray's own processes, so
+it must be set on every node before Ray starts; a replica refuses to start when it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import os
+import signal
+import time
+from types import FrameType, TracebackType
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.config import HTTPOptions, RequestRouterConfig
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..core.protocol import AFFINITY_HEADER, REPLICA_HEADER
+from . import logs
+from .app import create_app
+from .cluster_metrics import deployment_render, publish_forever
+from .config import ServerConfig
+
+log = logging.getLogger("nninteractive_slicer.server")
+
+APP_NAME = "nninteractive"
+DEPLOYMENT_NAME = "Server"
+ROUTER_ENV = "RAY_SERVE_SESSION_ID_HEADER_KEY"
+ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
+# Calls one replica accepts at once; our app queues predictions on its device thread itself, and a
+# router queue in front of it would only hide heartbeats and uploads behind prompts.
+MAX_ONGOING_REQUESTS = 256
+
+
+class ReplicaHeader:
+    """Names the replica that answered in every response, so clients, tests and logs can see placement."""
+
+    def __init__(self, app: ASGIApp, replica: str) -> None:
+        self.app, self.replica = app, replica.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tag(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (REPLICA_HEADER.lower().encode(), self.replica)]
+            await send(message)
+
+        await self.app(scope, receive, tag)
+
+
+@serve.ingress()
+class ServerReplica:
+    """One replica: its own model, device thread, sessions and memory cache (the disk cache may be shared)."""
+
+    def __init__(self, config: ServerConfig, log_level: str = "info", log_format: str = "json") -> None:
+        header = os.environ.get(ROUTER_ENV, "x-session-id")
+        if header.lower() != AFFINITY_HEADER.lower():
+            raise RuntimeError(f"Session affinity is not configured: set {ROUTER_ENV}={AFFINITY_HEADER} on every Ray "
+                               f"node before Ray starts (it is {header!r}); see docs/deployment.md.")
+        logs.configure(log_level, log_format)
+        self._config = config
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        """Called by Serve on the replica, so the model loads there and not in the process that deploys."""
+        app = create_app(self._config)
+        replica = serve.get_replica_context().replica_id.unique_id
+        app.add_middleware(ReplicaHeader, replica=replica)
+        metrics = app.state.core.metrics
+        own = metrics.render
+        self._publishing = asyncio.create_task(publish_forever(replica, own))
+        metrics.render = deployment_render(replica, own)  # /metrics shows every replica, labelled
+        return app
+
+
+def application(config: ServerConfig, replicas: int, replica_cpus: float, replica_gpus: float,
+                log_level: str = "info", log_format: str = "json") -> serve.Application:
+    """The Serve application: ``replicas`` copies of the server behind the consistent-hash router."""
+    return serve.deployment(ServerReplica, name=DEPLOYMENT_NAME).options(
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": replica_cpus, "num_gpus": replica_gpus},
+        max_ongoing_requests=MAX_ONGOING_REQUESTS,
+        request_router_config=RequestRouterConfig(request_router_class=ROUTER,
+                                                  request_router_kwargs={"num_fallback_replicas": 0}),
+    ).bind(config, log_level, log_format)
+
+
+def build(args: dict[str, Any]) -> serve.Application:
+    """Application builder for a Serve config file (``serve deploy``): ``args.argv`` are server CLI options.
+
+    Replica count and resources come from ``--replicas``/``--replica-cpus``/``--device`` here, and may be
+    overridden per deployment in the config file."""
+    from .cli import build_parser, config_from_args
+
+    parsed = build_parser().parse_args([str(a) for a in args.get("argv", [])])
+    config = config_from_args(parsed)
+    if not config.api_keys and not parsed.allow_remote_without_key:  # the proxies' address is not ours to check
+        raise ValueError("A Ray Serve deployment needs API keys (--api-keys-file or --api-key in args.argv), or "
+                         "--allow-remote-without-key.")
+    replicas = int(parsed.replicas) if parsed.replicas not in (None, "auto") else 1
+    return application(config, replicas, parsed.replica_cpus, 0.0 if config.device == "cpu" else 1.0,
+                       parsed.log_level, parsed.log_format)
+
+
+def resolve_replicas(replicas: str, device: str) -> tuple[int, str]:
+    """``N`` or ``auto`` (one per visible GPU) -> (count, device); ``auto`` without a GPU runs one CPU replica."""
+    if replicas != "auto":
+        count = int(replicas)
+        if count < 1:
+            raise SystemExit("error: --replicas must be at least 1.")
+        return count, device
+    import torch
+
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    if gpus == 0:
+        log.warning("--replicas auto: no GPU is visible, so one replica runs on the CPU")
+        return 1, "cpu"
+    return gpus, device
+
+
+class LocalCluster:
+    """A Ray instance on this machine serving the application on ``host:port``; stops Ray when it exits."""
+
+    def __init__(self, config: ServerConfig, replicas: int, *, host: str = "127.0.0.1", port: int = 1527,
+                 replica_cpus: float = 1.0, tls_cert: str | None = None, tls_key: str | None = None,
+                 log_level: str = "info", log_format: str = "json") -> None:
+        if config.device == "cpu" and config.torch_threads is None:  # replicas share the cores, not each take all
+            config = ServerConfig(**{**config.__dict__, "torch_threads": max(1, (os.cpu_count() or 1) // replicas)})
+        self.config, self.replicas, self.replica_cpus = config, replicas, replica_cpus
+        self.http = HTTPOptions(host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                                keep_alive_timeout_s=65)
+        self.log_level, self.log_format = log_level, log_format
+        self.url = f"{'https' if tls_cert else 'http'}://{host}:{port}"
+
+    def __enter__(self) -> LocalCluster:
+        os.environ[ROUTER_ENV] = AFFINITY_HEADER  # inherited by every Ray process started below
+        # A Ray of our own ("local"), never a cluster already running here, so stopping it stops nothing else.
+        gpus = 0.0 if self.config.device == "cpu" else 1.0
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(self.replicas * self.replica_cpus)),
+                 include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+        try:
+            serve.start(http_options=self.http)
+            serve.run(application(self.config, self.replicas, self.replica_cpus, gpus, self.log_level,
+                                  self.log_format), name=APP_NAME, route_prefix="/")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @staticmethod
+    def stop() -> None:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def replica_actor_name(replica: str) -> str:
+    """The Ray actor name (namespace ``serve``) of the replica a response named in its replica header."""
+    return f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT_NAME}#{replica}"
+
+
+def serve_locally(config: ServerConfig, args: argparse.Namespace) -> None:
+    """``nninteractive-slicer-server --replicas N``: serve until SIGINT or SIGTERM, then stop Ray."""
+    replicas, device = resolve_replicas(args.replicas, config.device)
+    if device != config.device:
+        config = ServerConfig(**{**config.__dict__, "device": device})
+
+    def stop(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    with LocalCluster(config, replicas, host=args.host, port=args.port, replica_cpus=args.replica_cpus,
+                      tls_cert=str(args.tls_cert) if args.tls_cert else None,
+                      tls_key=str(args.tls_key) if args.tls_key else None,
+                      log_level=args.log_level, log_format=args.log_format) as cluster:
+        log.info("serving %d replicas on %s", replicas, cluster.url)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            log.info("stopping the replicas and Ray")

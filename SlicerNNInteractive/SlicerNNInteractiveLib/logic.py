@@ -1,0 +1,374 @@
+"""The module without its GUI: a queue of prompts, the backend's lifecycle, and a poll() for the widget's timer.
+
+Why poll() waits instead of peeking: inside Slicer the main thread holds the Python GIL while Qt's
+event loop is idle (PythonQt's thread support is off), so a worker thread runs only while the main
+thread executes Python that releases the GIL. A poll that merely checks ``done()`` lets the worker
+move one GIL-free step per timer tick (a prompt then takes tens of times longer); poll() instead
+waits on the work in flight for most of its tick, and that wait releases the GIL.
+
+Every thread started here is a daemon, so quitting Slicer or reloading the module never waits for a
+download, a model load or a request; backends are closed on such threads too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from nninteractive_slicer.errors import BackendError
+from nninteractive_slicer.interface import Backend, Capabilities, Prompt
+
+from .automatic import CHOICES, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
+from .backends import BackendConfig, make_backend, missing_requirements, model_download_bytes
+from .errors import ObliqueViewError, PromptError
+from .geometry import VolumeGeometry
+from .prompt_session import Action, PreparedPrompt, PromptSession
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The widget's timer fires every TIMER_MS; each poll() then waits up to POLL_WAIT_S on the work in
+# flight. Qt needs the GIL for ~10 ms per tick, so the worker gets it ~75% of the time, and the GUI
+# is never blocked for longer than about POLL_WAIT_S.
+TIMER_MS = 10
+POLL_WAIT_S = 0.03
+LOADING_CHECK_S = 0.5
+
+EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices", "align"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something for the widget to show. ``data``: Capabilities (or None) for "backend", a kind for
+    "install", the device names for "devices"; "loading" with empty text means the model finished
+    loading; "align" means a drawing was refused because the views are oblique to the volume."""
+
+    kind: EventKind
+    text: str = ""
+    data: Any = None
+
+
+@dataclass
+class QueuedPrompt:
+    """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
+
+    build: Callable[[VolumeGeometry], Prompt] | Action
+    done: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a build gave: a backend, what it said about itself and why it was chosen; or why it failed.
+
+    ``config`` is what was chosen (None when nothing could be), so a failure of the local backend can
+    be told from one of the server.
+    """
+
+    config: BackendConfig | None
+    backend: Backend | None = None
+    description: str = ""
+    error: BaseException | None = None
+    devices: tuple[str, ...] = ()
+    reason: str = ""  # why this backend was chosen
+
+
+@dataclass
+class _Running:
+    prepared: PreparedPrompt
+    future: Future
+    item: QueuedPrompt
+    started: float
+
+
+@dataclass
+class _Build:
+    future: Future
+    local: bool  # a model may be loading (and downloading): progress is reported
+    last_check: float = 0.0
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any, name: str = "nnInteractive") -> Future[T]:
+    """Run ``fn(*args)`` on a new daemon thread: nothing at quit or reload ever waits for it."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the main thread through the future
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def build_backend(choice: BackendChoice) -> Built:
+    """Worker thread: choose, build and check a backend (a server is asked for its version and the key)."""
+    try:
+        config, reason = resolve(choice)
+    except Exception as exc:
+        return Built(None, error=exc)
+    try:
+        backend = make_backend(config)
+    except Exception as exc:
+        return Built(config, error=exc, reason=reason)
+    try:
+        description = backend.check_connection()
+        devices = tuple(cuda_devices()) if config.kind == "local" else ()
+    except Exception as exc:
+        backend.close()
+        return Built(config, error=exc, reason=reason)
+    return Built(config, backend, f"{description}. {reason}.", devices=devices, reason=reason)
+
+
+def error_text(exc: BaseException) -> str:
+    """Backend and scene errors carry messages written for the user; anything else is logged with its traceback."""
+    if isinstance(exc, (BackendError, PromptError)):
+        return f"{exc} The segment was not changed."
+    log.error("nnInteractive: the prompt failed", exc_info=exc)
+    return (
+        f"The prompt failed ({type(exc).__name__}); the segment was not changed. "
+        "Details are in the Python console."
+    )
+
+
+def _close_when_built(future: Future) -> None:
+    """A build nobody wants any more: close its backend as soon as it exists (on the builder's thread)."""
+    if not future.cancelled() and future.exception() is None and future.result().backend is not None:
+        future.result().backend.close()
+
+
+class SlicerNNInteractiveLogic:
+    """Runs prompts for one :class:`PromptSession`, one at a time, on a worker thread, building backends as needed.
+
+    The widget calls :meth:`enqueue` (markups callbacks), :meth:`poll` (its timer, while :attr:`busy`)
+    and shows the events poll() returns. ``build`` makes a backend from a choice (worker thread),
+    ``wait`` blocks until one future is done or a timeout passes (it must release the GIL), ``clock`` times.
+    """
+
+    def __init__(
+        self,
+        session: PromptSession,
+        choice: BackendChoice | None = None,
+        *,
+        build: Callable[[BackendChoice], Built] = build_backend,
+        wait: Callable[[list[Future], float], object] = lambda fs, t: wait_futures(fs, t, FIRST_COMPLETED),
+        clock: Callable[[], float] = time.monotonic,
+        poll_wait: float = POLL_WAIT_S,
+        missing: Callable[[str], list[str]] = missing_requirements,
+    ) -> None:
+        self.session = session
+        self.choice = choice or BackendChoice()
+        self.used: BackendConfig | None = None  # what the current backend was built from
+        self.queue: list[QueuedPrompt] = []
+        self.fallback_queue: list[QueuedPrompt] = []  # prompts kept while the user decides on the server
+        self._build, self._wait, self._clock, self._poll_wait, self._missing = build, wait, clock, poll_wait, missing
+        self._running: _Running | None = None
+        self._building: _Build | None = None
+        self._events: list[Event] = []
+        self._rebuild_shown: tuple[int, int] = (0, 0)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend | None:
+        return self.session.backend
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self._running or self._building)
+
+    # -- configuration ---------------------------------------------------------------------------
+    def configure(self, choice: BackendChoice) -> bool:
+        """Take a new configuration; only a real change drops the backend (and its loaded model or session)."""
+        if choice == self.choice:
+            return False
+        self.choice = choice
+        self._abandon_build()
+        self.use_backend(None)
+        return True
+
+    def use_backend(self, backend: Backend | None, config: BackendConfig | None = None) -> None:
+        """Switch to ``backend`` (None: build the configured one with the next prompt); the old one is closed."""
+        old = self.session.backend
+        if old is not None and old is not backend:
+            in_daemon_thread(old.close, name="nnInteractive-close")
+        self.session.backend = backend
+        self.used = config
+        self._emit("backend", "", backend.capabilities() if backend is not None else None)
+
+    def test_connection(self) -> None:
+        """Build the configured backend again, whatever is in use or being built; poll() reports what it says."""
+        self._abandon_build()
+        self.use_backend(None)
+        self._emit("connection", "Testing ...")
+        self._start_build()
+
+    def accept_fallback(self) -> None:
+        """Continue on the configured server with the prompts the local backend could not run."""
+        self.configure(fallen_back(self.choice))
+        self.queue[:0], self.fallback_queue = self.fallback_queue, []
+
+    def decline_fallback(self) -> None:
+        self._drop(self.fallback_queue)
+        self.fallback_queue = []
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def enqueue(self, item: QueuedPrompt) -> None:
+        """Queue a prompt; it is read from the scene and started by the next :meth:`poll`, never in the caller."""
+        self.queue.append(item)
+
+    def drop_queue(self) -> None:
+        self._drop(self.queue)
+        self.queue = []
+
+    def poll(self) -> list[Event]:
+        """Finish what is done, start what is next, and wait (GIL released) for at most ``poll_wait`` seconds."""
+        deadline = self._clock() + self._poll_wait
+        self._finish_build()
+        self._finish_prompt()
+        self._start_next()
+        pending = [job.future for job in (self._building, self._running) if job is not None]
+        remaining = deadline - self._clock()
+        if pending and remaining > 0:
+            # What finishes during the wait is taken up by the next tick, a few ms later: the GUI
+            # then gets its turn between this wait and writing the result.
+            self._wait(pending, remaining)
+        self._report_loading()
+        self._report_rebuild()
+        events, self._events = self._events, []
+        return events
+
+    def close(self) -> None:
+        """Quit or reload: forget the queue and close everything on daemon threads; nothing here waits."""
+        self.drop_queue()
+        self.decline_fallback()
+        self._abandon_build()
+        self._running = None
+        self.use_backend(None)
+
+    # -- steps of poll() -------------------------------------------------------------------------
+    def _start_next(self) -> None:
+        while self._running is None and self.queue and self._building is None:
+            if self.backend is None:
+                self._start_build()
+                return
+            item = self.queue.pop(0)
+            try:
+                prepared = self.session.prepare(item.build)
+            except Exception as exc:  # nothing was sent or written
+                self._emit("status", error_text(exc))
+                if isinstance(exc, ObliqueViewError):
+                    self._emit("align", str(exc))
+                item.done()
+                continue
+            sending = "uploading the image, " if prepared.image is not None else ""
+            self._emit("status", f"nnInteractive is working ({sending}segment {prepared.segment_id}) ...")
+            future = in_daemon_thread(self.session.run, prepared, name="nnInteractive-prompt")
+            self._running = _Running(prepared, future, item, self._clock())
+
+    def _finish_prompt(self) -> None:
+        running = self._running
+        if running is None or not running.future.done():
+            return
+        self._running = None
+        error = running.future.exception()
+        if error is not None:
+            self.session.abandon(running.prepared)  # the segment stays exactly as it was
+            if can_fall_back(self.choice, self.used, error):
+                self._offer_fallback(error, [running.item])
+                return
+            self._emit("status", error_text(error))
+            running.item.done()
+            return
+        try:
+            outcome = self.session.apply(running.prepared, running.future.result())
+        except Exception as exc:  # writing failed: say so, and let the next prompt run
+            self._emit("status", error_text(exc))
+        else:
+            self._emit("status", f"{outcome.message} ({self._clock() - running.started:.1f} s)")
+        finally:
+            running.item.done()
+
+    def _start_build(self) -> None:
+        kind = self.choice.server.kind if self.choice.kind == "automatic" else self.choice.kind
+        missing = self._missing(kind)
+        if missing:
+            self.drop_queue()
+            self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
+            return
+        future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
+        self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
+        self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
+
+    def _finish_build(self) -> None:
+        building = self._building
+        if building is None or not building.future.done():
+            return
+        self._building = None
+        self._emit("loading", "")
+        built: Built = building.future.result()
+        if built.error is not None:
+            text = f"{built.reason}: {error_text(built.error)}" if built.reason else error_text(built.error)
+            self._emit("connection", text)
+            if can_fall_back(self.choice, built.config, built.error):
+                self._offer_fallback(built.error, self.queue)
+                self.queue = []
+                return
+            self._emit("status", text)
+            self.drop_queue()
+            return
+        assert built.backend is not None
+        self.use_backend(built.backend, built.config)
+        caps: Capabilities = built.backend.capabilities()
+        self._emit("connection", built.description)
+        if built.devices:
+            self._emit("devices", "", built.devices)
+        self._emit("status", f"Ready: {caps.backend}, model {caps.model_id} on {caps.device}. {built.description}")
+
+    def _report_loading(self) -> None:
+        """While a model loads, say how much of it is on disk (once nnInteractive was imported, off this thread)."""
+        building = self._building
+        if building is None or not building.local or "nnInteractive.model_management" not in sys.modules:
+            return
+        if self._clock() - building.last_check < LOADING_CHECK_S:
+            return
+        building.last_check = self._clock()
+        megabytes = model_download_bytes() / 1e6
+        self._emit("loading", f"Loading the nnInteractive model ({megabytes:.0f} MB on disk) ...")
+
+    def _report_rebuild(self) -> None:
+        """While a saved history is replayed (once per reopened segment), say how far it got."""
+        running = self._running
+        progress = getattr(running.prepared.history, "progress", (0, 0)) if running else (0, 0)
+        if progress[1] and progress != self._rebuild_shown:
+            self._rebuild_shown = progress
+            self._emit("status", "Rebuilding the model from the segment's history: {}/{} steps ...".format(*progress))
+
+    def _offer_fallback(self, error: BaseException, items: list[QueuedPrompt]) -> None:
+        self.fallback_queue.extend(items)
+        self._emit("status", error_text(error))
+        self._emit(
+            "fallback",
+            f"The local backend failed: {error}\n\nContinue on the server ({self.choice.server.describe()})? "
+            "The segment was not changed.",
+        )
+
+    def _abandon_build(self) -> None:
+        if self._building is not None:
+            self._building.future.add_done_callback(_close_when_built)
+            self._building = None
+
+    def _emit(self, kind: EventKind, text: str = "", data: Any = None) -> None:
+        self._events.append(Event(kind, text, data))
+
+    @staticmethod
+    def _drop(items: list[QueuedPrompt]) -> None:
+        for item in items:
+            item.done()

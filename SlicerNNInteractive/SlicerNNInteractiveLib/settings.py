@@ -1,0 +1,65 @@
+"""The Configuration tab's choices in the application settings (a QSettings, passed in: any value/setValue store).
+
+The server's address and key are kept per server kind, so switching between this project's server and
+an official one keeps both; "server" remembers the last server kind chosen, which Automatic and the
+local backend's fallback use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .automatic import AUTOMATIC, CHOICES, SERVER_KINDS, BackendChoice
+from .backends import BackendConfig
+
+PREFIX = "SlicerNNInteractive"
+DEFAULT_URL = "http://127.0.0.1:1527"
+
+
+def server_kind(store: Any, kind: str) -> str:
+    """The server a choice of ``kind`` uses: that kind itself, or the last server kind chosen."""
+    if kind in SERVER_KINDS:
+        return kind
+    last = store.value(f"{PREFIX}/server")
+    return last if last in SERVER_KINDS else "remote"
+
+
+def server_fields(store: Any, kind: str) -> tuple[str, str]:
+    """(URL, API key) stored for the server a choice of ``kind`` uses."""
+    server = server_kind(store, kind)
+    return store.value(f"{PREFIX}/{server}/url") or DEFAULT_URL, store.value(f"{PREFIX}/{server}/apiKey") or ""
+
+
+def remember_server(store: Any, kind: str) -> None:
+    """The user chose this server kind: Automatic and the fallback use it from now on."""
+    store.setValue(f"{PREFIX}/server", kind)
+
+
+def load(store: Any) -> BackendChoice:
+    kind = store.value(f"{PREFIX}/backend")
+    kind = kind if kind in CHOICES else AUTOMATIC
+    url, api_key = server_fields(store, kind)
+    local = BackendConfig("local", device=store.value(f"{PREFIX}/local/device") or "auto",
+                          model=store.value(f"{PREFIX}/local/model") or "")
+    return BackendChoice(kind, local, BackendConfig(server_kind(store, kind), url, api_key))
+
+
+def save(store: Any, choice: BackendChoice) -> None:
+    store.setValue(f"{PREFIX}/backend", choice.kind)
+    if choice.kind in SERVER_KINDS:
+        remember_server(store, choice.kind)
+    store.setValue(f"{PREFIX}/local/device", choice.local.device)
+    store.setValue(f"{PREFIX}/local/model", choice.local.model)
+    store.setValue(f"{PREFIX}/{choice.server.kind}/url", choice.server.url)
+    store.setValue(f"{PREFIX}/{choice.server.kind}/apiKey", choice.server.api_key)
+
+
+def autosave(store: Any) -> tuple[str, int]:
+    """(folder, every how many recorded steps) for writing every segment history; ("", 0) is off."""
+    every = int(store.value(f"{PREFIX}/history/autosaveEvery") or 0)
+    return store.value(f"{PREFIX}/history/autosaveFolder") or "", every
+
+
+def save_autosave(store: Any, folder: str, every: int) -> None:
+    store.setValue(f"{PREFIX}/history/autosaveFolder", folder)
+    store.setValue(f"{PREFIX}/history/autosaveEvery", every)

@@ -1,0 +1,36 @@
+"""The module's keyboard shortcuts, chosen around the keys Slicer's slice views already use.
+
+Slicer's slice views bind B and F (previous/next slice), R (reset field of view), T (foreground
+opacity), G (label opacity) and V (slice visibility), among others (vtkMRMLSliceIntersectionWidget).
+A shortcut taking one of them would break that key in every view while the module is shown, so none
+does; and the one destructive action, emptying the segment, needs two modifiers.
+"""
+
+from __future__ import annotations
+
+SLICE_VIEW_KEYS = frozenset("BFGRTV")
+DESTRUCTIVE = frozenset({"reset"})
+
+# Action -> Qt key sequence. The letters are underlined in the buttons' texts.
+SHORTCUTS = {
+    "point": "P",
+    "bbox": "X",
+    "scribble": "S",
+    "lasso": "L",
+    "sign": "N",
+    "next": "E",
+    "undo": "U",
+    "reset": "Ctrl+Shift+R",
+}
+
+
+def problems(shortcuts: dict[str, str]) -> list[str]:
+    """Why a scheme would break Slicer's slice views or let one stray key destroy work (empty when fine)."""
+    found = []
+    for action, key in shortcuts.items():
+        unmodified = "+" not in key
+        if unmodified and key.upper() in SLICE_VIEW_KEYS:
+            found.append(f"{action}: {key} is a slice-view key")
+        if unmodified and action in DESTRUCTIVE:
+            found.append(f"{action}: a destructive action on one unmodified key")
+    return found

@@ -1,0 +1,1 @@
+"""The module's self-test, run inside Slicer (Reload and Test, or ctest)."""

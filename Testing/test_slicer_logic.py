@@ -1,0 +1,237 @@
+"""SlicerNNInteractiveLogic through its public methods, on slicer-core with the real local and remote backends.
+
+The widget's timer is replaced by a loop calling poll() until the Logic is no longer busy.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as wait_futures
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import vtk
+from fixtures_remote import ALICE_KEY
+from slicer_scene import make_scene
+from synthetic import blob_centre, mr_like_image
+
+from nninteractive_slicer.backends.local import LocalBackend
+from SlicerNNInteractiveLib import PromptSession, VolumeGeometry, control_points_world, point_prompt
+from SlicerNNInteractiveLib.automatic import BackendChoice
+from SlicerNNInteractiveLib.backends import BackendConfig
+from SlicerNNInteractiveLib.logic import Built, Event, QueuedPrompt, SlicerNNInteractiveLogic, build_backend
+from SlicerNNInteractiveLib.segments import full_box, index_to_segmentation, read_mask
+
+SHAPE = (32, 48, 48)
+
+
+class Scene:
+    """A volume, its segmentation, a Segment Editor node, and a Logic whose builds are recorded."""
+
+    def __init__(self, choice: BackendChoice, save_undo=None, **logic_options) -> None:
+        self.s = make_scene()
+        self.volume = self.s.volume(mr_like_image(SHAPE, seed=2))
+        self.segmentation = self.s.segmentation(self.volume)
+        self.editor = self.s.editor_node(self.volume, self.segmentation)
+        self.session = PromptSession(self.s.scene, None, self.editor, self.s.app_logic, save_undo=save_undo)
+        self.built: list[Built] = []
+        self.logic = SlicerNNInteractiveLogic(self.session, choice, build=self.build, **logic_options)
+        self.events: list[Event] = []
+        self.cleared: list[str] = []
+
+    def build(self, choice: BackendChoice) -> Built:
+        built = build_backend(choice)
+        self.built.append(built)
+        return built
+
+    def point(self, kji, name: str = "point") -> QueuedPrompt:
+        node = self.s.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+        node.AddControlPointWorld(vtk.vtkVector3d(*(float(c) for c in reversed(kji))))  # identity IJK-to-RAS
+        return QueuedPrompt(lambda g: point_prompt(control_points_world(node)[0], g), lambda: self.cleared.append(name))
+
+    def drive(self, seconds: float = 120.0) -> list[Event]:
+        deadline = time.monotonic() + seconds
+        while self.logic.busy:
+            assert time.monotonic() < deadline, "the Logic did not finish in time"
+            self.events.extend(self.logic.poll())
+        return self.events
+
+    def texts(self, kind: str = "status") -> list[str]:
+        return [e.text for e in self.events if e.kind == kind]
+
+    def mask(self) -> np.ndarray:
+        index_to_seg = index_to_segmentation(VolumeGeometry.from_volume_node(self.volume), self.segmentation)
+        return read_mask(self.segmentation, self.editor.GetSelectedSegmentID(), index_to_seg, full_box(SHAPE))
+
+
+def wait_closed(backend, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not backend._closed:
+        assert time.monotonic() < deadline, f"{backend!r} was never closed"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def local_choice(tiny_model_dir) -> BackendChoice:
+    return BackendChoice("local", BackendConfig("local", device="cpu", model=str(tiny_model_dir)),
+                         BackendConfig("remote"))
+
+
+@pytest.fixture
+def remote_choice(remote_server) -> BackendChoice:
+    return BackendChoice("remote", BackendConfig("local", device="cpu"),
+                         BackendConfig("remote", remote_server.url, ALICE_KEY, timeout=120.0))
+
+
+CENTRE = blob_centre(SHAPE)
+
+
+def test_a_prompt_placed_while_the_previous_one_runs_follows_it(local_choice):
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE, "first"))
+    while scene.logic.backend is None or scene.cleared == [] and not scene.logic._running:
+        scene.events.extend(scene.logic.poll())  # until the first prompt is running
+    scene.logic.enqueue(scene.point((CENTRE[0], CENTRE[1] + 3, CENTRE[2]), "second"))
+    scene.drive()
+    assert scene.cleared == ["first", "second"]
+    assert len([t for t in scene.texts() if t.startswith("Done")]) == 2
+    np.testing.assert_array_equal(scene.mask(), scene.logic.backend.get_mask())
+    assert scene.mask().any()
+    scene.logic.close()
+
+
+def test_an_error_while_writing_the_result_does_not_stall_the_queue(local_choice):
+    failures = ["the undo state could not be saved"]
+
+    def save_undo() -> None:
+        if failures:
+            raise RuntimeError(failures.pop())
+
+    scene = Scene(local_choice, save_undo=save_undo)
+    scene.logic.enqueue(scene.point(CENTRE, "first"))
+    scene.logic.enqueue(scene.point((CENTRE[0], CENTRE[1] + 3, CENTRE[2]), "second"))
+    scene.drive()
+    assert scene.cleared == ["first", "second"]
+    assert any("RuntimeError" in t and "not changed" in t for t in scene.texts())
+    assert scene.texts()[-1].startswith("Done")
+    np.testing.assert_array_equal(scene.mask(), scene.logic.backend.get_mask())
+    scene.logic.close()
+
+
+def test_a_configuration_changed_while_building_closes_what_was_built(local_choice, remote_choice):
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.logic.poll()  # the local model starts loading
+    assert scene.logic.configure(remote_choice)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    deadline = time.monotonic() + 60
+    while len(scene.built) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    local = next(b.backend for b in scene.built if b.config.kind == "local")
+    wait_closed(local)
+    assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
+    assert scene.mask().any()
+    scene.logic.close()
+
+
+def test_test_connection_while_building_closes_the_first_build(local_choice):
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.logic.poll()
+    scene.logic.test_connection()
+    scene.drive()
+    deadline = time.monotonic() + 60
+    while len(scene.built) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (used,) = [b.backend for b in scene.built if b.backend is scene.logic.backend]
+    (abandoned,) = [b.backend for b in scene.built if b.backend is not used]  # either may finish first
+    wait_closed(abandoned)
+    assert not used._closed
+    assert any("tiny" in t for t in scene.texts("connection"))
+    scene.logic.close()
+    wait_closed(used)
+
+
+def test_only_a_real_change_of_configuration_drops_the_backend(local_choice, tiny_model_dir):
+    scene = Scene(local_choice)
+    backend = LocalBackend(model_dir=tiny_model_dir, device="cpu")
+    scene.logic.use_backend(backend, local_choice.local)
+    assert not scene.logic.configure(replace(local_choice))  # focus in and out of a field: equal values
+    assert scene.logic.backend is backend
+    assert scene.logic.configure(replace(local_choice, local=replace(local_choice.local, device="auto")))
+    assert scene.logic.backend is None
+    wait_closed(backend)
+
+
+def test_a_missing_requirement_asks_for_an_install_and_drops_the_queue(local_choice):
+    scene = Scene(local_choice, missing=lambda kind: ["nninteractive>=2.6,<3"])
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    (install,) = [e for e in scene.events if e.kind == "install"]
+    assert install.data == "local" and "nninteractive" in install.text
+    assert scene.cleared == ["point"] and scene.built == []
+
+
+def test_closing_never_waits_for_a_model_load(local_choice):
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.logic.poll()
+    began = time.monotonic()
+    scene.logic.close()
+    assert time.monotonic() - began < 0.5
+    assert not scene.logic.busy
+    deadline = time.monotonic() + 60
+    while not scene.built:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    wait_closed(scene.built[0].backend)
+
+
+def test_automatic_uses_the_server_without_a_gpu_and_says_why(remote_choice):
+    scene = Scene(replace(remote_choice, kind="automatic"))
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
+    (ready,) = [t for t in scene.texts() if t.startswith("Ready")]
+    assert "Automatic: no usable CUDA GPU here" in ready
+    assert scene.mask().any()
+    scene.logic.close()
+
+
+def test_a_local_backend_without_a_gpu_offers_the_server_and_continues_there(local_choice, remote_choice):
+    choice = replace(local_choice, local=replace(local_choice.local, device="cuda"), server=remote_choice.server)
+    scene = Scene(choice)
+    scene.logic.enqueue(scene.point(CENTRE, "kept"))
+    scene.drive()
+    (offer,) = [e for e in scene.events if e.kind == "fallback"]
+    assert "no CUDA GPU" in offer.text and remote_choice.server.url in offer.text
+    assert ALICE_KEY not in offer.text
+    # Nothing was written (no segment was even made), and the prompt waits for the answer.
+    assert scene.segmentation.GetSegmentation().GetNumberOfSegments() == 0 and scene.cleared == []
+    scene.logic.accept_fallback()
+    scene.drive()
+    assert scene.logic.choice.kind == "remote"
+    assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
+    assert scene.cleared == ["kept"] and scene.mask().any()
+    scene.logic.close()
+
+
+def test_poll_waits_on_the_work_in_flight_and_never_past_its_budget(local_choice):
+    waits: list[tuple[int, float]] = []
+
+    def wait(futures, timeout: float) -> None:  # the real wait, recorded
+        waits.append((len(futures), timeout))
+        wait_futures(futures, timeout, FIRST_COMPLETED)
+
+    scene = Scene(local_choice, wait=wait, poll_wait=0.02)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    assert scene.mask().any()
+    assert len(waits) > 3, "poll() should have waited on the model load and the prompt"
+    assert all(count == 1 and 0 < timeout <= 0.02 for count, timeout in waits)
+    scene.logic.close()

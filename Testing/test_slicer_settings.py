@@ -1,0 +1,51 @@
+"""The Configuration tab's choices in the settings: per-server addresses and keys, and the server Automatic uses."""
+
+from __future__ import annotations
+
+import slicer_scene  # noqa: F401 (puts the module folder on sys.path)
+
+from SlicerNNInteractiveLib import settings
+from SlicerNNInteractiveLib.automatic import BackendChoice
+from SlicerNNInteractiveLib.backends import BackendConfig
+
+
+class Store:
+    """QSettings' value/setValue on a dict (QSettings returns None for a missing key)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def value(self, key: str):
+        return self.values.get(key)
+
+    def setValue(self, key: str, value: str) -> None:  # noqa: N802 (QSettings' name)
+        self.values[key] = value
+
+
+def test_a_first_start_is_automatic_with_this_projects_server_on_this_computer():
+    choice = settings.load(Store())
+    assert choice.kind == "automatic"
+    assert choice.server == BackendConfig("remote", settings.DEFAULT_URL, "")
+    assert choice.local.device == "auto"
+
+
+def test_each_server_kind_keeps_its_address_and_automatic_uses_the_last_chosen():
+    store = Store()
+    local = BackendConfig("local", device="cuda:1", model="/models/x")
+    settings.save(store, BackendChoice("remote", local, BackendConfig("remote", "http://lab:1527", "k1")))
+    settings.save(store, BackendChoice("official", local, BackendConfig("official", "https://gpu:8000", "k2")))
+    assert settings.server_fields(store, "remote") == ("http://lab:1527", "k1")
+    assert settings.server_fields(store, "official") == ("https://gpu:8000", "k2")
+    store.setValue(f"{settings.PREFIX}/backend", "automatic")
+    assert settings.load(store).server == BackendConfig("official", "https://gpu:8000", "k2")
+    settings.remember_server(store, "remote")
+    choice = settings.load(store)
+    assert choice.server == BackendConfig("remote", "http://lab:1527", "k1") and choice.local == local
+
+
+def test_an_unknown_stored_kind_falls_back_to_automatic():
+    store = Store()
+    store.setValue(f"{settings.PREFIX}/backend", "gpu-cluster")
+    store.setValue(f"{settings.PREFIX}/server", "nonsense")
+    choice = settings.load(store)
+    assert choice.kind == "automatic" and choice.server.kind == "remote"
