@@ -16,7 +16,7 @@ import pytest
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, server_config
 from server_processes import free_port
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 
 RAY_REPLICAS = 2
 
@@ -67,4 +67,4 @@ def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def ray_backend_factory(ray_cluster):
-    return lambda: RemoteBackend(ray_cluster.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+    return lambda: SlicerServerBackend(ray_cluster.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.server import ServerConfig, create_app, serving
 
 ALICE_KEY = "alice-key-0123456789"
@@ -71,4 +71,4 @@ def remote_server(tiny_model_dir: Path) -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="session")
 def remote_backend_factory(remote_server: ThreadedServer):
-    return lambda: RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+    return lambda: SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)

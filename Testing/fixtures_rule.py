@@ -17,7 +17,7 @@ from server_processes import ServerProcess
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.official import OfficialBackend
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.synthetic_model import write_model
 from nninteractive_slicer.interface import Backend
 
@@ -44,7 +44,7 @@ def rule_backend(request: pytest.FixtureRequest, backend_kind: str, rule_model_d
     """A fresh backend of the parametrised kind on the rule model, closed afterwards."""
     makers: dict[str, Callable[[], Backend]] = {
         "local": lambda: LocalBackend(model_dir=rule_model_dir, device="cpu", torch_threads=2),
-        "remote": lambda: RemoteBackend(request.getfixturevalue("rule_remote_server").url, ALICE_KEY,
+        "remote": lambda: SlicerServerBackend(request.getfixturevalue("rule_remote_server").url, ALICE_KEY,
                                         timeout=CLIENT_TIMEOUT_S),
         "official": lambda: OfficialBackend(request.getfixturevalue("rule_official_server").url, OFFICIAL_KEY,
                                             device="cpu"),

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from synthetic import mr_like_image, prompt_script
 
-from nninteractive_slicer.backends import remote
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends import slicer_server
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER
 from nninteractive_slicer.server.cluster import DEPLOYMENT_NAME, build, replica_actor_name
 
@@ -49,7 +49,7 @@ def alone(local_backend_factory, image, seed: int, stop: int = PROMPTS) -> np.nd
         return backend.get_mask()
 
 
-def only_replica(backend: RemoteBackend) -> str:
+def only_replica(backend: SlicerServerBackend) -> str:
     (replica,) = backend.stats.replicas
     return replica
 
@@ -68,7 +68,7 @@ def test_eight_concurrent_sessions_each_stay_on_one_replica(ray_backend_factory,
     images = [mr_like_image((64, 64, 64), seed=60 + i % 2) for i in range(SESSIONS)]
     seeds = [70 + i for i in range(SESSIONS)]
 
-    def user(i: int) -> tuple[np.ndarray, RemoteBackend]:
+    def user(i: int) -> tuple[np.ndarray, SlicerServerBackend]:
         with ray_backend_factory() as backend:
             run_prompts(backend, images[i], seeds[i])
             return backend.get_mask(), backend
@@ -84,7 +84,7 @@ def test_eight_concurrent_sessions_each_stay_on_one_replica(ray_backend_factory,
 
 def test_a_killed_replica_costs_a_replay_never_a_result_or_an_upload(ray_backend_factory, local_backend_factory):
     """Kill the replica of the first session half-way; every next prompt succeeds, from the shared disk cache."""
-    backends: list[RemoteBackend] = []
+    backends: list[SlicerServerBackend] = []
     images: list[np.ndarray] = []
     while len({only_replica(b) for b in backends}) < RAY_REPLICAS or len(backends) < 3:
         assert len(backends) < 16, "16 random affinity keys all landed on one replica"
@@ -161,7 +161,7 @@ def replica_loads(url: str) -> dict[str, int]:
 def test_a_new_session_starts_on_the_least_busy_replica(ray_cluster, ray_backend_factory, image64, monkeypatch):
     """Each new backend compares a few keys' replicas and takes the emptiest (by hash alone, a new session
     lands on the busier of two replicas half the time)."""
-    monkeypatch.setattr(remote, "PLACEMENT_PROBES", 32)  # so the probes surely reach both replicas
+    monkeypatch.setattr(slicer_server, "PLACEMENT_PROBES", 32)  # so the probes surely reach both replicas
     backends = []
     try:
         for _ in range(4):

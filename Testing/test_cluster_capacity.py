@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 
-from nninteractive_slicer.backends.remote import PLACEMENT_TRIES, RemoteBackend
+from nninteractive_slicer.backends.slicer_server import PLACEMENT_TRIES, SlicerServerBackend
 from nninteractive_slicer.errors import ServerBusyError
 from nninteractive_slicer.server.cluster import ReplicaHeader
 
@@ -19,9 +19,9 @@ def test_a_full_server_answers_busy_with_a_retry_hint(tiny_model_dir, image64, r
     server = ThreadedServer(server_config(tiny_model_dir, max_sessions=1))
     if replicated:
         server.app.add_middleware(ReplicaHeader, replica="only")
-    with server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as first:
+    with server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as first:
         first.set_image(image64)
-        second = RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S, affinity_key="fixed")
+        second = SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S, affinity_key="fixed")
         with pytest.raises(ServerBusyError) as busy:
             second.set_image(image64)
         assert busy.value.retry_after >= 1

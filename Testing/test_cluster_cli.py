@@ -8,7 +8,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S
 from server_processes import our_server
 from synthetic import blob_centre
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.protocol import REPLICA_HEADER
 from nninteractive_slicer.interface import Point
 
@@ -19,7 +19,7 @@ def test_replicas_option_serves_on_ray_and_stops_it_on_sigterm(tiny_model_dir, i
     server.start()
     try:
         assert REPLICA_HEADER in requests.get(f"{server.url}/healthz", timeout=30).headers
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
             backend.set_image(image64)
             assert backend.prompt(Point(blob_centre(image64.shape))).changed
         started = descendants(server.pid)

@@ -29,7 +29,7 @@ def backend(local_backend_factory):
 
 
 def test_all_session_calls_run_on_one_persistent_thread(backend, image64, monkeypatch):
-    session = backend._session.inner
+    session = backend._engine.inner
     calls: dict[str, int] = {}
     for name in SESSION_METHODS:
         original = getattr(session, name)
@@ -52,7 +52,7 @@ def test_all_session_calls_run_on_one_persistent_thread(backend, image64, monkey
 
 def test_each_prompt_runs_with_numpy_seeded_by_its_index(backend, image64, monkeypatch):
     """nnInteractive's refinement may fall back to numpy's global RNG: what it draws must not depend on history."""
-    session = backend._session.inner
+    session = backend._engine.inner
     draws: list[float] = []
     original = session.add_point_interaction
 
@@ -166,7 +166,7 @@ def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64
     point = Point(blob_centre(image64.shape))
     backend.prompt(point)
     before = backend.get_mask()
-    session = backend._session.inner
+    session = backend._engine.inner
     original = session.add_point_interaction
     monkeypatch.setattr(session, "add_point_interaction", lambda *a, **k: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))

@@ -7,7 +7,7 @@ from fixtures_python312 import run_python312
 from fixtures_remote import ALICE_KEY
 from synthetic import prompt_script
 
-CLIENT_MODULES = ["interface", "errors", "backends.journal", "core.wire", "backends.remote", "backends.official",
+CLIENT_MODULES = ["interface", "errors", "backends.journal", "core.wire", "backends.slicer_server", "backends.official",
                   "backends.official_errors"]
 TORCH_FREE_TESTS = ["Testing/test_interface.py"]
 
@@ -16,11 +16,11 @@ import sys
 import numpy as np
 from synthetic import prompt_script
 from nninteractive_slicer.backends.official import OfficialBackend
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 
 image_path, out_dir, remote_url, remote_key, official_url, official_key = sys.argv[1:]
 image = np.load(image_path)
-for name, backend in (("remote", RemoteBackend(remote_url, remote_key)),
+for name, backend in (("remote", SlicerServerBackend(remote_url, remote_key)),
                       ("official", OfficialBackend(official_url, official_key))):
     with backend:
         backend.set_image(image)

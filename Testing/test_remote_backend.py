@@ -7,8 +7,8 @@ import pytest
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import blob_centre, mr_like_image, prompt_script
 
-from nninteractive_slicer.backends import remote_http
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends import slicer_server_http
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.errors import AuthenticationError, BackendUnavailableError, ServerBusyError
 from nninteractive_slicer.interface import Point
 
@@ -48,8 +48,8 @@ def test_masks_are_bit_identical_to_the_local_backend(remote_backend_factory, lo
 
 def test_an_image_the_server_holds_is_never_sent_again(remote_server, image64):
     image = mr_like_image((40, 48, 56), seed=21)  # an image no other test sends
-    first = RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
-    second = RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)  # another client, same image
+    first = SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+    second = SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)  # another client, same image
     with first, second:
         first.set_image(image)
         assert first.stats.image_uploads == 1
@@ -67,7 +67,7 @@ def test_large_images_go_in_chunks_and_keep_their_dtype(tiny_model_dir):
 
     config = server_config(tiny_model_dir, limits=Limits(chunk_bytes=64 * 1024))
     image = (mr_like_image((40, 50, 60), seed=22) * 7).astype(np.int16)  # 240 kB: 4 chunks
-    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as b:
+    with ThreadedServer(config) as server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as b:
         b.set_image(image)
         assert b.stats.image_uploads == 1
         (cached,) = server.core.cache._entries.values()
@@ -77,26 +77,26 @@ def test_large_images_go_in_chunks_and_keep_their_dtype(tiny_model_dir):
 
 
 def test_check_connection_reports_why(remote_server, monkeypatch):
-    ok = RemoteBackend(remote_server.url, ALICE_KEY).check_connection()
+    ok = SlicerServerBackend(remote_server.url, ALICE_KEY).check_connection()
     assert "tiny" in ok and "cpu" in ok
     with pytest.raises(AuthenticationError, match="refused the API key"):
-        RemoteBackend(remote_server.url, "wrong-key").check_connection()
+        SlicerServerBackend(remote_server.url, "wrong-key").check_connection()
     with pytest.raises(AuthenticationError):
-        RemoteBackend(remote_server.url).check_connection()
+        SlicerServerBackend(remote_server.url).check_connection()
     with pytest.raises(BackendUnavailableError, match="Cannot reach"):
-        RemoteBackend("http://127.0.0.1:9", ALICE_KEY, timeout=2).check_connection()
+        SlicerServerBackend("http://127.0.0.1:9", ALICE_KEY, timeout=2).check_connection()
     with pytest.raises(BackendUnavailableError, match="TLS"):
-        RemoteBackend(remote_server.url.replace("http:", "https:"), ALICE_KEY, timeout=5).check_connection()
-    monkeypatch.setattr(remote_http, "PROTOCOL_VERSION", 99)
+        SlicerServerBackend(remote_server.url.replace("http:", "https:"), ALICE_KEY, timeout=5).check_connection()
+    monkeypatch.setattr(slicer_server_http, "PROTOCOL_VERSION", 99)
     with pytest.raises(BackendUnavailableError, match="Version mismatch"):
-        RemoteBackend(remote_server.url, ALICE_KEY).check_connection()
+        SlicerServerBackend(remote_server.url, ALICE_KEY).check_connection()
 
 
 def test_a_full_server_says_busy_and_keeps_its_sessions(tiny_model_dir, image64):
     with ThreadedServer(server_config(tiny_model_dir, max_sessions=1)) as server:
-        first = RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+        first = SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
         first.set_image(image64)
-        second = RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S)
+        second = SlicerServerBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S)
         with pytest.raises(ServerBusyError) as busy:
             second.set_image(image64)
         assert busy.value.retry_after >= 1

@@ -8,7 +8,7 @@ import numpy as np
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import mr_like_image, prompt_script
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 
 SESSIONS = 4
 PROMPTS = 20
@@ -30,7 +30,7 @@ def test_four_concurrent_sessions_match_their_runs_alone(remote_server, local_ba
     keys = [ALICE_KEY, BOB_KEY] * (SESSIONS // 2)
 
     def user(i: int) -> np.ndarray:
-        with RemoteBackend(remote_server.url, keys[i], timeout=CLIENT_TIMEOUT_S) as backend:
+        with SlicerServerBackend(remote_server.url, keys[i], timeout=CLIENT_TIMEOUT_S) as backend:
             return run_script(backend, images[i], seeds[i])
 
     with ThreadPoolExecutor(SESSIONS) as pool:

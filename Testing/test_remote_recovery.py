@@ -11,7 +11,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_
 from server_processes import our_server
 from synthetic import prompt_script
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import image_digest
 from nninteractive_slicer.errors import UndoError
 from nninteractive_slicer.interface import UndoState
@@ -29,7 +29,7 @@ def uninterrupted(local_backend_factory, image64) -> np.ndarray:
         return backend.get_mask()
 
 
-def run_with_interruption(backend: RemoteBackend, image: np.ndarray, interrupt) -> np.ndarray:
+def run_with_interruption(backend: SlicerServerBackend, image: np.ndarray, interrupt) -> np.ndarray:
     """The script with the mask kept by applying replies, as the Slicer module does; ``interrupt`` mid-way."""
     mirror = np.zeros(image.shape, np.uint8)
     backend.set_image(image)
@@ -47,7 +47,7 @@ def test_server_killed_and_restarted_mid_sequence(tmp_path, tiny_model_dir, imag
     extra = ("--cache-dir", str(tmp_path / "cache")) if cache_dir else ()
     server = our_server(tiny_model_dir, "alice", ALICE_KEY, *extra).start()
     try:
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
 
             def restart() -> None:
                 server.kill()
@@ -65,7 +65,8 @@ def test_server_killed_and_restarted_mid_sequence(tmp_path, tiny_model_dir, imag
 
 def test_idle_and_dead_sessions_are_reaped_on_their_own_clocks(tiny_model_dir, image64, uninterrupted):
     config = server_config(tiny_model_dir, idle_timeout_s=4.0, liveness_timeout_s=2.0)
-    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with ThreadedServer(config) as server, \
+            SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         auth = {"Authorization": f"Bearer {ALICE_KEY}"}
         silent = requests.post(f"{server.url}/v1/sessions", headers=auth, timeout=10).json()["session_id"]
 
@@ -73,11 +74,11 @@ def test_idle_and_dead_sessions_are_reaped_on_their_own_clocks(tiny_model_dir, i
             time.sleep(config.liveness_timeout_s + 1.0)
             # The client without heartbeats is gone; the heartbeating one is not, though idle.
             assert requests.get(f"{server.url}/v1/sessions/{silent}", headers=auth, timeout=10).status_code == 404
-            assert backend._session_id in server.core.sessions._sessions
+            assert backend._server_session_id in server.core.sessions._sessions
             deadline = time.monotonic() + 10
-            while backend._session_id in server.core.sessions._sessions and time.monotonic() < deadline:
+            while backend._server_session_id in server.core.sessions._sessions and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert backend._session_id not in server.core.sessions._sessions  # reaped as idle
+            assert backend._server_session_id not in server.core.sessions._sessions  # reaped as idle
 
         mask = run_with_interruption(backend, image64, wait_for_reaping)
         assert backend.stats.recoveries == 1
@@ -93,10 +94,10 @@ def test_a_call_the_client_lost_is_detected_and_repaired(remote_server, image64,
     digest = image_digest(image64, (1.0, 1.0, 1.0))
     cached = requests.get(f"{remote_server.url}/v1/images/{digest}", headers={"Authorization": f"Bearer {ALICE_KEY}"},
                           timeout=10).json()["present"]  # another test of this session may have sent it
-    with RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
 
         def applied_behind_the_clients_back() -> None:
-            reply = requests.post(f"{remote_server.url}/v1/sessions/{backend._session_id}/prompts",
+            reply = requests.post(f"{remote_server.url}/v1/sessions/{backend._server_session_id}/prompts",
                                   json={"kind": "point", "coord": [5, 5, 5]},
                                   headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=CLIENT_TIMEOUT_S)
             assert reply.ok
@@ -118,12 +119,12 @@ def test_a_lost_session_comes_back_with_its_undo_and_redo(remote_server, local_b
         backend.prompt(script[3])
         backend.undo(3)  # back across the reset
 
-    with RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend, \
+    with SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend, \
             local_backend_factory() as reference:
         steps(backend)
         steps(reference)
         mirror = backend.get_mask()
-        requests.delete(f"{remote_server.url}/v1/sessions/{backend._session_id}",
+        requests.delete(f"{remote_server.url}/v1/sessions/{backend._server_session_id}",
                         headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=CLIENT_TIMEOUT_S).raise_for_status()
         backend.redo(2).apply_to(mirror)  # the server forgot the session: rebuilt, redo stack included
         reference.redo(2)
@@ -139,7 +140,8 @@ def test_a_lost_session_comes_back_with_its_undo_and_redo(remote_server, local_b
 def test_the_server_keeps_what_its_limit_allows_and_a_rebuild_replays_no_more(tiny_model_dir, image64):
     config = server_config(tiny_model_dir, undo_steps=2)
     prompts = prompt_script(image64.shape, seed=4, count=4)
-    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with ThreadedServer(config) as server, \
+            SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         assert backend.capabilities().undo_depth == 2 and backend.capabilities().supports_redo
         backend.set_image(image64)
         backend.prompt(prompts[0])

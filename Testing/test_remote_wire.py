@@ -62,10 +62,10 @@ def test_a_client_with_only_numpy_and_requests_works_without_torch(remote_server
         from synthetic import blob_centre, mr_like_image
         from nninteractive_slicer.core import wire
         from nninteractive_slicer.interface import Point
-        from nninteractive_slicer.backends.remote import RemoteBackend
+        from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
         assert wire.AVAILABLE_CODECS == ("zlib", "none"), wire.AVAILABLE_CODECS
         image = mr_like_image((32, 40, 48), seed=77)
-        with RemoteBackend({remote_server.url!r}, {ALICE_KEY!r}, timeout=120) as backend:
+        with SlicerServerBackend({remote_server.url!r}, {ALICE_KEY!r}, timeout=120) as backend:
             backend.set_image(image)
             result = backend.prompt(Point(blob_centre(image.shape)))
             assert result.changed and backend.stats.image_uploads == 1

@@ -12,7 +12,7 @@ import zstandard
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.protocol import AFFINITY_HEADER
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest, pack_mask
 
@@ -126,7 +126,7 @@ def server_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def sessions(server_url, image64):
     """Alice's session with an image, her session without one, and Bob's session with the same image."""
-    alice, empty, bob = (RemoteBackend(server_url, key, timeout=CLIENT_TIMEOUT_S, affinity_key=AFFINITY)
+    alice, empty, bob = (SlicerServerBackend(server_url, key, timeout=CLIENT_TIMEOUT_S, affinity_key=AFFINITY)
                          for key in (ALICE_KEY, ALICE_KEY, BOB_KEY))
     alice.set_image(image64)
     bob.set_image(image64)
@@ -146,7 +146,7 @@ def test_bad_input_corpus_gets_4xx_on_one_healthy_connection(server_url, session
     sock = conn.sock
     seen = {}
     for name, (method, path, headers, body, expected) in corpus(
-        alice._session_id, empty._session_id, bob._session_id, image64.shape
+        alice._server_session_id, empty._server_session_id, bob._server_session_id, image64.shape
     ).items():
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
@@ -158,7 +158,7 @@ def test_bad_input_corpus_gets_4xx_on_one_healthy_connection(server_url, session
         assert set(reply) == {"error", "detail"} and reply["detail"], name
         assert conn.sock is sock, f"{name}: the connection was not kept alive"
     # The server still serves, on the same connection, and nobody's state changed.
-    conn.request("POST", f"/v1/sessions/{alice._session_id}/prompts", headers=JSON,
+    conn.request("POST", f"/v1/sessions/{alice._server_session_id}/prompts", headers=JSON,
                  body=json.dumps({"kind": "point", "coord": list(blob_centre(image64.shape))}))
     response = conn.getresponse()
     response.read()
@@ -180,4 +180,4 @@ def test_an_oversized_body_is_refused_unread(server_url):
     assert response.status == 413 and json.loads(response.read())["error"] == "too_large"
     conn.close()
     # ... and the server answers the next client.
-    assert RemoteBackend(server_url, ALICE_KEY).check_connection()
+    assert SlicerServerBackend(server_url, ALICE_KEY).check_connection()

@@ -6,7 +6,7 @@ import numpy as np
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import blob_centre, mr_like_image
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import image_digest
 from nninteractive_slicer.interface import Point
 from nninteractive_slicer.server.images import CachedImage, ImageCache
@@ -32,12 +32,14 @@ def test_a_valid_file_with_other_voxels_under_a_digest_is_rejected_and_deleted(t
 
 def test_the_client_uploads_again_when_the_servers_copy_was_tampered_with(tmp_path, tiny_model_dir, image64):
     config = server_config(tiny_model_dir, cache_dir=tmp_path)
-    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as first:
+    with ThreadedServer(config) as server, \
+            SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as first:
         first.set_image(image64)
         expected = first.prompt(Point(blob_centre(image64.shape)))
     [npy] = tmp_path.glob("*.npy")
     swap_voxels(npy, mr_like_image(image64.shape, seed=99))
-    with ThreadedServer(config) as server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with ThreadedServer(config) as server, \
+            SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.set_image(image64)
         result = backend.prompt(Point(blob_centre(image64.shape)))
         assert backend.stats.image_uploads == 1  # this client sent it: the server's copy was not used

@@ -9,7 +9,7 @@ import requests
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import disk_crop
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk
 from nninteractive_slicer.errors import InvalidPromptError, ServerBusyError
 from nninteractive_slicer.interface import Lasso
@@ -54,7 +54,7 @@ def test_one_user_cannot_take_every_session_nor_the_upload_budget(tiny_model_dir
         too_big = tiny_chunk_of_a_big_image((256, 256, 192))  # 48 MiB: more than one user's share
         assert requests.put(f"{url}/v1/images/{'c' * 64}/chunks/0", data=too_big, headers=BOB,
                             timeout=30).status_code == 413
-        with RemoteBackend(url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:  # Bob's uploads still go through
+        with SlicerServerBackend(url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:  # Bob's uploads still go through
             bob.set_image(image64)
             assert bob.stats.image_uploads == 1
 
@@ -65,8 +65,8 @@ def test_sessions_are_admitted_by_memory_and_prompts_by_size(tiny_model_dir, ima
     config = server_config(tiny_model_dir, session_memory_bytes=per_session * 3 // 2,
                            limits=Limits(max_prompt_voxels=64 * 64 * 8))
     with ThreadedServer(config) as server:
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice, \
-                RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice, \
+                SlicerServerBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
             alice.set_image(image64)
             with pytest.raises(ServerBusyError, match="memory") as busy:
                 bob.set_image(image64)  # fits the budget, but not beside Alice's session
@@ -80,5 +80,5 @@ def test_sessions_are_admitted_by_memory_and_prompts_by_size(tiny_model_dir, ima
             with pytest.raises(InvalidPromptError, match="at most 32768"):
                 alice.prompt(whole)
             assert alice.prompt(Lasso(disk_crop((20, 20), 0, True), ((30, 31), (20, 40), (20, 40)))).changed
-        with RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+        with SlicerServerBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
             bob.set_image(image64)  # Alice's session closed: its memory is free again

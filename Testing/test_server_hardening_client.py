@@ -9,7 +9,7 @@ import pytest
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import prompt_script
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.errors import BackendUnavailableError
 
 SCRIPT = 6
@@ -27,7 +27,7 @@ def uninterrupted(local_backend_factory, image64) -> np.ndarray:
 def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image64, uninterrupted):
     """Issue 13.3: each prompt that outlived the client's timeout left a session open on the server."""
     with ThreadedServer(server_config(tiny_model_dir, max_sessions=2)) as server:
-        backend = RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+        backend = SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
         mirror = np.zeros(image64.shape, np.uint8)
         backend.set_image(image64)
         for i, prompt in enumerate(prompt_script(image64.shape, seed=7, count=SCRIPT)):

@@ -17,7 +17,7 @@ import requests
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import blob_centre, mr_like_image
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
 from nninteractive_slicer.server import images
@@ -79,7 +79,7 @@ def test_a_chunk_racing_the_completion_cannot_change_the_verified_image(remote_s
     assert late.status_code == 422, late.text  # refused: it does not match the image
     np.testing.assert_array_equal(remote_server.core.cache.get(digest).array, image)
     # A client binding the image uses the verified voxels: its prediction matches the local backend's.
-    with RemoteBackend(url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with SlicerServerBackend(url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.set_image(image)
         assert backend.stats.image_uploads == 0
         backend.prompt(Point(blob_centre(image.shape)))
@@ -92,7 +92,7 @@ def test_images_are_private_to_their_uploader_unless_the_server_shares_them(tiny
     digest = image_digest(image, (1, 1, 1))
     garbage = chunk_body(image, 0, image.size, image.size, values=np.full(image.size, 7.0, np.float32))
     with ThreadedServer(server_config(tiny_model_dir)) as server:
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
             alice.set_image(image)
         status = requests.get(f"{server.url}/v1/images/{digest}", headers=BOB, timeout=10).json()
         assert status["present"] is False
@@ -101,16 +101,16 @@ def test_images_are_private_to_their_uploader_unless_the_server_shares_them(tiny
         refused = put_chunk(server.url, digest, 0, garbage)
         assert refused.status_code == 422 and refused.json()["error"] == "digest_mismatch"
         assert put_chunk(server.url, digest, 0, chunk_body(image, 0, image.size, image.size)).json()["complete"]
-        with RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+        with SlicerServerBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
             bob.set_image(image)
             assert bob.stats.image_uploads == 1  # Bob proved he has the voxels by sending them
         assert len(server.core.cache) == 1  # held once for both
     with ThreadedServer(server_config(tiny_model_dir, share_images=True)) as server:
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
             alice.set_image(image)
         assert requests.get(f"{server.url}/v1/images/{digest}", headers=BOB, timeout=10).json()["present"]
         assert put_chunk(server.url, digest, 0, garbage, BOB).status_code == 422
-        with RemoteBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
+        with SlicerServerBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
             bob.set_image(image)
             assert bob.stats.image_uploads == 0
 
@@ -135,7 +135,7 @@ def test_a_corrupt_disk_cache_entry_is_dropped_and_uploaded_again(tiny_model_dir
         refused = bind(server.url, ALICE, digest)
         assert refused.status_code == 404 and refused.json()["error"] == "image_unknown", refused.text
         assert "unreadable disk-cache entry" in caplog.text
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
             alice.set_image(image)
             assert alice.stats.image_uploads == 1
             assert alice.prompt(Point(blob_centre(image.shape))).changed
@@ -163,7 +163,7 @@ def test_leftovers_in_the_disk_cache_are_cleaned_at_start_and_counted(tiny_model
     with ThreadedServer(server_config(tiny_model_dir, cache_dir=cache_dir)) as server:
         assert sorted(p.name for p in cache_dir.iterdir()) == valid
         assert "removed 2 leftover files" in caplog.text
-        with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
+        with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
             alice.set_image(kept)  # the valid entry is still served
             assert alice.stats.image_uploads == 0
 

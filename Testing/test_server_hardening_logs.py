@@ -10,7 +10,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S
 from server_processes import our_server
 from synthetic import blob_centre
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.interface import Point
 
 AUTH = {"Authorization": f"Bearer {ALICE_KEY}"}
@@ -33,7 +33,7 @@ def test_nninteractive_prints_become_debug_records(tiny_model_dir, image64):
     """Issue 13.11: nnInteractive's own prints, prompt coordinates included, went into the JSON log as text."""
     for level, expect_prints in (("info", False), ("debug", True)):
         with our_server(tiny_model_dir, "alice", ALICE_KEY, "--log-format", "json", "--log-level", level) as server:
-            with RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+            with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
                 backend.set_image(image64)
                 assert backend.prompt(Point(blob_centre(image64.shape))).changed
             server.stop()  # everything written

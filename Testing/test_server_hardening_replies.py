@@ -11,7 +11,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from synthetic import prompt_script
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import encode_frame, pack_mask
 from nninteractive_slicer.errors import BackendError
 
@@ -91,7 +91,7 @@ def test_a_malformed_reply_is_a_typed_error_that_changes_nothing(tiny_model_dir,
     """Issue 13.9: bad boxes were applied silently or raised ValueError; garbage raised a WireError."""
     server = ThreadedServer(server_config(tiny_model_dir))
     server.app.add_middleware(TamperedReplies)
-    with server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         mirror = np.zeros(image64.shape, np.uint8)
         backend.set_image(image64)
         tampering = server.app.middleware_stack  # built by the first request
@@ -118,14 +118,14 @@ def test_malformed_json_replies_are_typed_errors(tiny_model_dir, image64):
     """Issue 13.9: garbage in any success reply is a BackendError, whatever the call."""
     server = ThreadedServer(server_config(tiny_model_dir))
     server.app.add_middleware(TamperedReplies)
-    with server, RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.check_connection()
         tampering = server.app.middleware_stack
         while not isinstance(tampering, TamperedReplies):
             tampering = tampering.app
         for path_part, call in (("/v1/images/", lambda: backend.set_image(image64)),
                                 ("/v1/sessions", lambda: backend.set_image(image64)),
-                                ("/v1/info", lambda: RemoteBackend(server.url, ALICE_KEY).check_connection())):
+                                ("/v1/info", lambda: SlicerServerBackend(server.url, ALICE_KEY).check_connection())):
             tampering.path_part, tampering.tamper = path_part, lambda body: b'{"present": "yes", "revision": "1"}'
             with pytest.raises(BackendError, match="reply"):
                 call()

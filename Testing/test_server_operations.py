@@ -12,7 +12,7 @@ import requests
 from fixtures_remote import BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre, mr_like_image
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.protocol import PROTOCOL_VERSION
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
@@ -32,7 +32,7 @@ def test_info_metrics_and_logs(remote_server, image64, caplog):
     assert "zstd" in info["codecs"] and info["auth"] is True
 
     caplog.set_level(logging.INFO, logger="nninteractive_slicer.server")
-    with RemoteBackend(remote_server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with SlicerServerBackend(remote_server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.set_image(image64)
         backend.prompt(Point(blob_centre(image64.shape)))
         metrics = requests.get(f"{remote_server.url}/metrics", headers=BOB, timeout=10).text

@@ -9,7 +9,7 @@ import pytest
 import requests
 from fixtures_remote import ALICE_KEY, ThreadedServer, server_config
 
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.errors import BackendUnavailableError
 from nninteractive_slicer.server.auth import ENV_VAR, load_keys
 from nninteractive_slicer.server.cli import build_parser, config_from_args
@@ -61,7 +61,7 @@ def test_without_a_key_the_server_stays_on_loopback(args, allowed, monkeypatch):
 
 def test_a_server_without_keys_serves_loopback_clients(tiny_model_dir):
     with ThreadedServer(server_config(tiny_model_dir, api_keys={})) as server:
-        assert "cpu" in RemoteBackend(server.url).check_connection()
+        assert "cpu" in SlicerServerBackend(server.url).check_connection()
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
@@ -72,8 +72,8 @@ def test_tls_with_a_self_signed_certificate(tiny_model_dir, tmp_path):
                    check=True, capture_output=True)
     with ThreadedServer(server_config(tiny_model_dir), ssl_certfile=str(cert), ssl_keyfile=str(key)) as server:
         assert server.url.startswith("https://")
-        assert "cpu" in RemoteBackend(server.url, ALICE_KEY, verify=str(cert)).check_connection()
+        assert "cpu" in SlicerServerBackend(server.url, ALICE_KEY, verify=str(cert)).check_connection()
         with pytest.raises(BackendUnavailableError, match="TLS.*verify"):
-            RemoteBackend(server.url, ALICE_KEY).check_connection()  # not trusted by default
+            SlicerServerBackend(server.url, ALICE_KEY).check_connection()  # not trusted by default
         with pytest.raises(BackendUnavailableError, match="Cannot reach|not an nnInteractive"):
-            RemoteBackend(server.url.replace("https:", "http:"), ALICE_KEY, timeout=5).check_connection()
+            SlicerServerBackend(server.url.replace("https:", "http:"), ALICE_KEY, timeout=5).check_connection()

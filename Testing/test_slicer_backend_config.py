@@ -22,7 +22,7 @@ def test_the_api_key_never_appears_in_descriptions_or_logs(caplog):
 
 def test_backends_are_built_by_name(tiny_model_dir):
     remote = make_backend(BackendConfig("remote", "http://127.0.0.1:9", SECRET, timeout=1.0))
-    assert type(remote).__name__ == "RemoteBackend"
+    assert type(remote).__name__ == "SlicerServerBackend"
     remote.close()
     local = make_backend(BackendConfig("local", device="cpu", model=str(tiny_model_dir)))
     try:

@@ -22,7 +22,7 @@ from slicer_scene import make_scene
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.local import LocalBackend
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.interface import Backend
 from SlicerNNInteractiveLib import PromptSession, point_prompt
 from SlicerNNInteractiveLib.logic import TIMER_MS, QueuedPrompt, SlicerNNInteractiveLogic
@@ -130,7 +130,7 @@ def test_a_local_prompt_runs_at_full_speed_in_slicers_loop(tiny_model_dir):
 def test_a_remote_prompt_runs_at_full_speed_in_slicers_loop(tiny_model_dir):
     # The server runs in its own process, as it would for a Slicer user: the emulated GIL is only this one's.
     with our_server(tiny_model_dir, "alice", "alice-key-0123456789") as server:
-        backend = RemoteBackend(server.url, server.api_key, timeout=120.0)
+        backend = SlicerServerBackend(server.url, server.api_key, timeout=120.0)
         try:
             compare(PromptTimer(backend))
         finally:

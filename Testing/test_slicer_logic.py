@@ -133,7 +133,7 @@ def test_a_configuration_changed_while_building_closes_what_was_built(local_choi
         time.sleep(0.05)
     local = next(b.backend for b in scene.built if b.config.kind == "local")
     wait_closed(local)
-    assert type(scene.logic.backend).__name__ == "RemoteBackend"
+    assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
     assert scene.mask().any()
     scene.logic.close()
 
@@ -196,7 +196,7 @@ def test_automatic_uses_the_server_without_a_gpu_and_says_why(remote_choice):
     scene = Scene(replace(remote_choice, kind="automatic"))
     scene.logic.enqueue(scene.point(CENTRE))
     scene.drive()
-    assert type(scene.logic.backend).__name__ == "RemoteBackend"
+    assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
     (ready,) = [t for t in scene.texts() if t.startswith("Ready")]
     assert "Automatic: no usable CUDA GPU here" in ready
     assert scene.mask().any()
@@ -216,7 +216,7 @@ def test_a_local_backend_without_a_gpu_offers_the_server_and_continues_there(loc
     scene.logic.accept_fallback()
     scene.drive()
     assert scene.logic.choice.kind == "remote"
-    assert type(scene.logic.backend).__name__ == "RemoteBackend"
+    assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
     assert scene.cleared == ["kept"] and scene.mask().any()
     scene.logic.close()
 

@@ -15,7 +15,7 @@ from nnInteractive.inference.inference_session import nnInteractiveInferenceSess
 from synthetic import PATCH, ROD_BOX, ROD_CLICK, ROD_SHAPE, bright_box_image
 
 from nninteractive_slicer.backends.local import LocalBackend
-from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 
 
 class InferenceSpy:
@@ -102,7 +102,7 @@ def test_a_server_that_forgot_the_session_gets_the_zoomed_out_prompt_replayed(ru
     """Recovery replays the click that zoomed out; the restored object is the rod, bit for bit."""
     image, expected = rod
     core = rule_remote_server.core
-    with RemoteBackend(rule_remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
+    with SlicerServerBackend(rule_remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.set_image(image)
         mirror = np.zeros(image.shape, np.uint8)
         backend.prompt(ROD_CLICK).apply_to(mirror)

@@ -40,10 +40,10 @@ from slicer_scene import make_scene  # noqa: E402
 
 from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
 from nninteractive_slicer.backends.official import OfficialBackend  # noqa: E402
-from nninteractive_slicer.backends.remote import RemoteBackend  # noqa: E402
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
 from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
 from nninteractive_slicer.interface import Backend  # noqa: E402
-from SlicerNNInteractiveLib.session import PromptSession  # noqa: E402
+from SlicerNNInteractiveLib.prompt_session import PromptSession  # noqa: E402
 
 API_KEY = "benchmark-key-0123456789"
 
@@ -109,7 +109,7 @@ def targets(kinds: list[str], model_dir: Path, device: str, threads: int) -> Ite
                             threads=threads)
             stack.enter_context(server)
             proxy = stack.enter_context(CountingProxy(server.port))
-            backend_class = RemoteBackend if kind == "server" else OfficialBackend
+            backend_class = SlicerServerBackend if kind == "server" else OfficialBackend
             out.append(Target(kind, lambda url=proxy.url, cls=backend_class: cls(url, API_KEY, timeout=600), proxy))
         yield out
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "Testing"))
 from server_processes import free_port, our_server  # noqa: E402
 from synthetic import mr_like_image, prompt_script  # noqa: E402
 
-from nninteractive_slicer.backends.remote import RemoteBackend  # noqa: E402
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
 from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER  # noqa: E402
 from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
 from nninteractive_slicer.server import ServerConfig  # noqa: E402
@@ -49,7 +49,7 @@ PLACEMENT_TRIALS = 20_000  # sets of sessions drawn from those shares
 
 def run_sessions(url: str, sessions: int, prompts: int) -> dict[str, Any]:
     """``sessions`` clients at once, each on its own image; the prompt phase starts together."""
-    backends = [RemoteBackend(url, API_KEY, timeout=600) for _ in range(sessions)]
+    backends = [SlicerServerBackend(url, API_KEY, timeout=600) for _ in range(sessions)]
     for i, backend in enumerate(backends):
         backend.set_image(mr_like_image(SHAPE, seed=200 + i))
     latencies: list[float] = []
@@ -77,7 +77,7 @@ def run_sessions(url: str, sessions: int, prompts: int) -> dict[str, Any]:
 
 def overhead_ms(url: str, prompts: int) -> float:
     """Median of (client time - model time) per prompt of one session alone."""
-    with RemoteBackend(url, API_KEY, timeout=600) as backend:
+    with SlicerServerBackend(url, API_KEY, timeout=600) as backend:
         backend.set_image(mr_like_image(SHAPE, seed=199))
         samples = []
         for prompt in prompt_script(SHAPE, seed=299, count=prompts):

@@ -32,7 +32,7 @@ from slicer_scene import make_scene  # noqa: E402
 from synthetic import blob_centre, mr_like_image  # noqa: E402
 
 from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
-from nninteractive_slicer.backends.remote import RemoteBackend  # noqa: E402
+from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
 from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
 from nninteractive_slicer.interface import Backend  # noqa: E402
 from SlicerNNInteractiveLib import PromptSession, point_prompt  # noqa: E402
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalBackend(model_dir=model_dir, device="cpu", torch_threads=2) as backend:
         rows.append(measure("local", Bench(backend, shape), args.pairs, args.old_poll))
     print("remote", flush=True)
-    with our_server(model_dir, "bench", API_KEY) as server, RemoteBackend(server.url, API_KEY, timeout=600) as backend:
+    with our_server(model_dir, "bench", API_KEY) as server, \
+            SlicerServerBackend(server.url, API_KEY, timeout=600) as backend:
         rows.append(measure("remote", Bench(backend, shape), args.pairs, args.old_poll))
     results = {"shape": list(shape), "pairs": args.pairs, "timer_ms": TIMER_MS, "rows": rows}
     out = HERE / "results"

@@ -8,9 +8,16 @@ from ._backends_path import ensure_backends_importable
 
 ensure_backends_importable()
 
-from .apply import SegmentWriter, WriteOutcome  # noqa: E402
 from .errors import PromptError  # noqa: E402
 from .geometry import VolumeGeometry  # noqa: E402
+from .prompt_session import (  # noqa: E402
+    REDO,  # noqa: E402
+    UNDO,
+    Action,
+    Outcome,
+    PreparedPrompt,
+    PromptSession,
+)
 from .prompts import (  # noqa: E402
     box_prompt,
     control_points_world,
@@ -20,11 +27,12 @@ from .prompts import (  # noqa: E402
     roi_frame_world,
     scribble_prompt,
 )
-from .session import REDO, UNDO, Outcome, PreparedPrompt, PromptSession  # noqa: E402
+from .segment_writer import SegmentWriter, WriteOutcome  # noqa: E402
 
 __all__ = [
     "REDO",
     "UNDO",
+    "Action",
     "Outcome",
     "PreparedPrompt",
     "PromptError",

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from nninteractive_slicer.errors import BackendError
-from nninteractive_slicer.interface import Backend, Capabilities
+from nninteractive_slicer.interface import Backend, Capabilities, Prompt
 
 from .automatic import CHOICES, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
 from .backends import BackendConfig, make_backend, missing_requirements, model_download_bytes
 from .errors import ObliqueViewError, PromptError
-from .session import PreparedPrompt, PromptSession
+from .geometry import VolumeGeometry
+from .prompt_session import Action, PreparedPrompt, PromptSession
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Event:
 class QueuedPrompt:
     """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
 
-    build: Any  # geometry -> Prompt, UNDO or REDO
+    build: Callable[[VolumeGeometry], Prompt] | Action
     done: Callable[[], None] = lambda: None
 
 

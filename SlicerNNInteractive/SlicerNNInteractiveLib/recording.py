@@ -30,8 +30,8 @@ from nninteractive_slicer.interface import Backend, PromptResult, changed_box
 
 from .errors import PromptError
 from .history_store import HistoryAutosave, read_history, write_history
+from .prompt_session import REDO, UNDO, Outcome, PreparedPrompt, PromptSession
 from .segments import full_box, read_mask
-from .session import REDO, UNDO, Outcome, PreparedPrompt, PromptSession
 
 
 @dataclass(frozen=True, eq=False)

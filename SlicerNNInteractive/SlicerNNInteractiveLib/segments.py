@@ -6,6 +6,8 @@ shrunk to its non-zero extent; reads therefore threshold by label value and pad 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import slicer
 import vtk
@@ -16,8 +18,27 @@ from .geometry import KJI_TO_IJK, VolumeGeometry, array_to_matrix, node_to_world
 
 BINARY_LABELMAP = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
 
-ImageStamp = tuple
-SegmentStamp = tuple
+
+
+class ImageStamp(NamedTuple):
+    """What the backend's copy of an image depends on: the node, its image object and that object's MTime."""
+
+    volume_node_id: str
+    image_address: str | None
+    image_mtime: int
+    spacing: tuple[float, ...]
+
+
+class SegmentStamp(NamedTuple):
+    """What the backend's copy of a segment depends on (see :func:`segment_stamp`)."""
+
+    segmentation_node_id: str
+    segment_id: str
+    segment_address: str
+    labelmap_address: str | None
+    labelmap_mtime: int
+    label_value: int
+    index_to_seg: tuple[float, ...]
 
 
 def index_to_segmentation(geometry: VolumeGeometry, segmentation_node) -> np.ndarray:
@@ -130,7 +151,7 @@ def _has_content(segmentation) -> bool:
 def image_stamp(volume_node) -> ImageStamp:
     """Changes whenever the voxels or spacing the backend would get change (node, image object, MTime)."""
     image = volume_node.GetImageData()
-    return (
+    return ImageStamp(
         volume_node.GetID(),
         image.GetAddressAsString("vtkImageData") if image is not None else None,
         image.GetMTime() if image is not None else 0,
@@ -154,7 +175,7 @@ def segment_stamp(segmentation_node, segment_id: str, index_to_seg: np.ndarray) 
     if segment is None:
         return None
     labelmap = segment.GetRepresentation(BINARY_LABELMAP)
-    return (
+    return SegmentStamp(
         segmentation_node.GetID(),
         segment_id,
         segment.GetAddressAsString("vtkSegment"),

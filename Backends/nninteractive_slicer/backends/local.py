@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.device_worker import DeviceWorker
-from ..core.engine import ModelSession
+from ..core.engine import ModelEngine
 from ..core.model_loading import LoadedModel, load_model
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
@@ -51,7 +51,7 @@ class LocalBackend(Backend):
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
             self._capabilities = replace(self._model.capabilities, undo_depth=undo_steps)
-            self._session = self._worker.call(ModelSession, self._model, undo_budget_bytes, undo_steps)
+            self._engine = self._worker.call(ModelEngine, self._model, undo_budget_bytes, undo_steps)
         except BaseException:
             self._worker.stop()
             raise
@@ -70,33 +70,33 @@ class LocalBackend(Backend):
     @property
     def prompt_count(self) -> int:
         """Prompts in the current object; also the RNG seed of the next one."""
-        return self._session.prompt_count
+        return self._engine.prompt_count
 
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
-        self._worker.call(self._session.set_image, image, spacing)
+        self._worker.call(self._engine.set_image, image, spacing)
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
-        self._worker.call(self._session.set_initial_mask, mask)
+        self._worker.call(self._engine.set_initial_mask, mask)
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
-        return self._worker.call(self._session.prompt, prompt)
+        return self._worker.call(self._engine.prompt, prompt)
 
     def _undo(self, steps: int) -> PromptResult:
-        return self._worker.call(self._session.undo, steps)
+        return self._worker.call(self._engine.undo, steps)
 
     def _redo(self, steps: int) -> PromptResult:
-        return self._worker.call(self._session.redo, steps)
+        return self._worker.call(self._engine.redo, steps)
 
     def _undo_state(self) -> UndoState:
-        history = self._session.history
+        history = self._engine.history
         return self._worker.call(lambda: UndoState(history.undo_available, history.redo_available))
 
     def _reset(self) -> None:
-        self._worker.call(self._session.reset)
+        self._worker.call(self._engine.reset)
 
     def _get_mask(self) -> np.ndarray:
-        return self._worker.call(self._session.mask_copy)
+        return self._worker.call(self._engine.mask_copy)
 
     def _close(self) -> None:
-        self._worker.call(self._session.close)
+        self._worker.call(self._engine.close)
         self._worker.stop()

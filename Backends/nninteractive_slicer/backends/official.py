@@ -3,7 +3,7 @@
 server can use it from Slicer without redeploying.
 
 The client mirrors nnInteractive's session method by method, so the engine's wrapper
-(:class:`..core.engine.InteractiveSession`) drives it as it drives nnInteractive's own: validated prompts
+(:class:`..core.engine.Engine`) drives it as it drives nnInteractive's own: validated prompts
 in, changed regions out. What this module adds:
 
 * typed errors with actionable messages (:mod:`.official_errors`);
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..core.engine import InteractiveSession
+from ..core.engine import Engine
 from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult, UndoState
 from .journal import Restore
@@ -76,7 +76,7 @@ class OfficialBackend(ServerBackend):
         self._device = device
         self._capabilities: Capabilities | None = None  # asked for on first use: constructing does no I/O
         self._client: Any = None  # the client's session: our lease on the server, claimed with the first image
-        self._engine: InteractiveSession | None = None  # over the client; its mask is the confirmed one
+        self._engine: Engine | None = None  # over the client; its mask is the confirmed one
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> OfficialBackend:
@@ -138,7 +138,7 @@ class OfficialBackend(ServerBackend):
         self._drop_session()
 
     # -- the server session ----------------------------------------------------------------
-    def _ready_engine(self) -> InteractiveSession:
+    def _ready_engine(self) -> Engine:
         assert self._engine is not None, "the engine exists once a session was claimed"
         return self._engine
 
@@ -148,7 +148,7 @@ class OfficialBackend(ServerBackend):
         self._client = self._client_class(self.url, api_key=self._api_key,
                                           connect_timeout=min(CONNECT_TIMEOUT_S, self._timeout),
                                           read_timeout=self._timeout)
-        rebuilt = InteractiveSession(self._client)
+        rebuilt = Engine(self._client)
         replayed = self._journal.restore_into(rebuilt.set_image, rebuilt.set_initial_mask, rebuilt.reset,
                                               rebuilt.prompt, rebuilt.undo, restore)
         if self._engine is None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 B = TypeVar("B", bound="type[Backend]")
 
 # Modules that register the built-in backends, in the order a user interface lists them.
-BUILT_IN = ("local", "remote", "official")
+BUILT_IN = ("local", "slicer_server", "official")
 
 _REGISTERED: dict[str, type[Backend]] = {}
 

@@ -14,7 +14,7 @@ Inputs arrive already validated by :mod:`..interface`. What this adds to the inn
   after a lost session lands on the same state;
 * nothing changed on failure: calls that rewrite the whole mask (reset, a starting mask) write a new
   buffer that replaces the mask only when they succeed; nnInteractive rolls a failed prompt back itself;
-* with nnInteractive's own session (:class:`ModelSession`), typed errors: its input errors become
+* with nnInteractive's own session (:class:`ModelEngine`), typed errors: its input errors become
   InvalidPromptError, CUDA out-of-memory frees the cache and becomes OutOfMemoryError; and multi-step
   undo and redo (:mod:`.undo_history`): every step (prompt, starting mask, reset) leaves a compressed
   snapshot of nnInteractive's state, the mask and the prompt count, and undo/redo restore one exactly,
@@ -59,7 +59,7 @@ def seeded_numpy_rng(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-class InteractiveSession:
+class Engine:
     """Image, current object's mask and prompt count of one user, over an inner nnInteractive-style session."""
 
     # Whether results carry the call's time as the model's: not when the model runs behind a server.
@@ -144,7 +144,7 @@ class InteractiveSession:
         self._prompt_count -= 1
         return self._result(box, elapsed_ms)
 
-    def adopt(self, rebuilt: InteractiveSession) -> Box | None:
+    def adopt(self, rebuilt: Engine) -> Box | None:
         """Go on with ``rebuilt``, a new inner session replayed from a journal after the old one was lost: its
         mask becomes ours. Returns where it differs from what the caller has (a server that does not seed its
         refinement may not replay bit for bit); the next result includes that region."""
@@ -223,7 +223,7 @@ class InteractiveSession:
         return self._mask, self._reported
 
 
-class ModelSession(InteractiveSession):
+class ModelEngine(Engine):
     """Over nnInteractive's own session, on the device thread: model time, typed errors, a clean close."""
 
     reports_model_time = True

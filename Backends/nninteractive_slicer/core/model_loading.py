@@ -130,7 +130,7 @@ def load_model(
     torch_threads: int | None = None,
     backend_name: str = "local",
 ) -> LoadedModel:
-    """Load the network once; sessions attach to it with :meth:`InteractiveSession`'s ``model``."""
+    """Load the network once; sessions attach to it with :meth:`Engine`'s ``model``."""
     torch_device = choose_device(device)
     folder, model_id = resolve_model_folder(model_id, model_dir)
     threads = torch_threads or os.cpu_count() or 1

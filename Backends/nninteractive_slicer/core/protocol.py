@@ -1,4 +1,4 @@
-"""The HTTP contract between this project's server (:mod:`..server`) and its client (:mod:`..backends.remote`).
+"""The HTTP contract between this project's server (:mod:`..server`) and its client (:mod:`..backends.slicer_server`).
 
 Both sides import their routes, error codes, header names, protocol version and server name from here,
 so they cannot drift apart; ``Testing/test_protocol.py`` checks the server's app against this module.

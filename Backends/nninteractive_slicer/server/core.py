@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..core.device_worker import DeviceWorker
-from ..core.engine import InteractiveSession, ModelSession
+from ..core.engine import Engine, ModelEngine
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
 from .auth import Authenticator
@@ -65,7 +65,7 @@ class ServerCore:
         return await asyncio.wrap_future(self.worker.submit(fn, *args))
 
     async def in_session(self, session: ServerSession, expected_revision: int | None,
-                         fn: Callable[[InteractiveSession], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
+                         fn: Callable[[Engine], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
         """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after.
 
         A mutating call that succeeds bumps the revision. The checks run on the device thread too, so
@@ -88,7 +88,7 @@ class ServerCore:
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
-            engine = await self.on_device(ModelSession, self.model, self.config.undo_budget_bytes,
+            engine = await self.on_device(ModelEngine, self.model, self.config.undo_budget_bytes,
                                           self.config.undo_steps)
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)

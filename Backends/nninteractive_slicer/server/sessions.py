@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.engine import ModelSession
+from ..core.engine import ModelEngine
 from ..core.protocol import ErrorCode
 from ..errors import ServerBusyError
 from .errors import ApiError
@@ -31,7 +31,7 @@ def session_unknown(session_id: str) -> ApiError:
 class ServerSession:
     id: str
     owner: str
-    engine: ModelSession
+    engine: ModelEngine
     revision: int = 0
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released

@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ...core.engine import InteractiveSession
+from ...core.engine import Engine
 from ...core.protocol import ErrorCode, Routes
 from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_frame, pack_mask, unpack_mask
 from ...interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
@@ -40,7 +40,7 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
             raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
         core.sessions.reserve_memory(session, image.array.shape)
 
-        def run(engine: InteractiveSession) -> None:
+        def run(engine: Engine) -> None:
             engine.set_image(image.array, image.spacing)
             session.image_digest = image.digest
 
@@ -144,7 +144,7 @@ async def _run_prompt(core: ServerCore, session_id: str, user: str, revision: in
         shape = _require_image(session)
         prompt = await run_in_threadpool(decode, shape)
 
-        def run(engine: InteractiveSession) -> PromptResult:
+        def run(engine: Engine) -> PromptResult:
             valid = validate_prompt(prompt, engine.image_shape, core.model.capabilities)
             return engine.prompt(valid)
 

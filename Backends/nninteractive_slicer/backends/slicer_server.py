@@ -2,7 +2,7 @@
 
 Images are content-addressed: the client asks whether the server holds one before it uploads it, so a
 re-connect or a second user on the same image sends nothing. HTTP, typed errors and heartbeats are
-:mod:`.remote_http`'s; this module keeps the session and its recovery.
+:mod:`.slicer_server_http`'s; this module keeps the session and its recovery.
 
 Nothing is lost when the server forgets (:mod:`.server_backend`): when the server no longer knows the
 session (reaped, restarted, evicted) or may have missed a call (a timeout; the session's revision no longer
@@ -44,7 +44,8 @@ from ..errors import BackendError, BackendUnavailableError, UndoError
 from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, undo_limit_message
 from .journal import Restore
 from .registry import BackendConfig, register_backend
-from .remote_http import (
+from .server_backend import RecoveryStats, ServerBackend
+from .slicer_server_http import (
     Heartbeat,
     ImageMissing,
     MalformedReply,
@@ -54,7 +55,6 @@ from .remote_http import (
     Unreachable,
     read_json,
 )
-from .server_backend import RecoveryStats, ServerBackend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class _SentImage:
 
 
 @dataclass
-class RemoteStats(RecoveryStats):
+class SlicerServerStats(RecoveryStats):
     """What went over the wire, for tests, benchmarks and the log."""
 
     image_uploads: int = 0  # complete image uploads
@@ -81,7 +81,7 @@ class RemoteStats(RecoveryStats):
 
 
 @register_backend
-class RemoteBackend(ServerBackend):
+class SlicerServerBackend(ServerBackend):
     """A session on an nnInteractive-Slicer server.
 
     ``url`` is the server's base URL (``http://127.0.0.1:1527``, ``https://...``); ``api_key`` its key,
@@ -97,7 +97,7 @@ class RemoteBackend(ServerBackend):
     # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
     # the server may have applied what a malformed reply should have described.
     failures_losing_session = (MalformedReply,)
-    stats: RemoteStats
+    stats: SlicerServerStats
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  verify: bool | str = True, affinity_key: str | None = None) -> None:
@@ -105,15 +105,15 @@ class RemoteBackend(ServerBackend):
         self._server = ServerConnection(url, api_key, timeout, verify, affinity_key or secrets.token_urlsafe(12))
         self._placed = affinity_key is not None  # a key the caller chose is kept as it is
         self.url = self._server.url
-        self._session_id: str | None = None
+        self._server_session_id: str | None = None
         self._revision = 0
         self._redo_available = 0  # as the server last said; the journal knows how far undo reaches
         self._server_history = (0, 0)  # undo and redo in the server's last reply
-        self._heartbeat = Heartbeat(self._server, lambda: self._session_id)
-        self.stats = RemoteStats(replicas=self._server.replicas)
+        self._heartbeat = Heartbeat(self._server, lambda: self._server_session_id)
+        self.stats = SlicerServerStats(replicas=self._server.replicas)
 
     @classmethod
-    def from_config(cls, config: BackendConfig) -> RemoteBackend:
+    def from_config(cls, config: BackendConfig) -> SlicerServerBackend:
         return cls(config.url, config.api_key or None, timeout=config.timeout)
 
     # -- queries -------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class RemoteBackend(ServerBackend):
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
-            reply = self._server.request(Routes.GET_MASK, session_id=self._session_id)
+            reply = self._server.request(Routes.GET_MASK, session_id=self._server_session_id)
             shape = self._image_shape()
             try:
                 header, payload = decode_frame(reply.content)
@@ -191,7 +191,7 @@ class RemoteBackend(ServerBackend):
     def _claim_session(self, restore: Restore) -> int:
         self._discard_session()
         state = self._create_session()
-        self._session_id = state["session_id"]
+        self._server_session_id = state["session_id"]
         self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
         return self._journal.restore_into(
             lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask,
@@ -223,7 +223,7 @@ class RemoteBackend(ServerBackend):
 
     def _discard_session(self) -> None:
         """Close our server session, best effort and quickly (the server reaps what this misses)."""
-        session_id, self._session_id = self._session_id, None
+        session_id, self._server_session_id = self._server_session_id, None
         if session_id is not None:
             self._server.release(session_id)
 
@@ -297,8 +297,10 @@ class RemoteBackend(ServerBackend):
         query = None if steps is None else {"steps": steps}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._server.request(route, session_id=self._session_id, data=body, headers=headers, query=query)
-        return self._server.request(route, session_id=self._session_id, json=body, headers=headers, query=query)
+            return self._server.request(route, session_id=self._server_session_id, data=body, headers=headers,
+                                        query=query)
+        return self._server.request(route, session_id=self._server_session_id, json=body, headers=headers,
+                                    query=query)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
         state = read_json(response)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,9 @@ from vtk.util import numpy_support
 
 from nninteractive_slicer.interface import Backend, Prompt, PromptResult
 
-from .apply import SegmentWriter
 from .errors import PromptError
 from .geometry import VolumeGeometry
+from .segment_writer import SegmentWriter
 from .segments import (
     ImageStamp,
     SegmentStamp,
@@ -42,9 +43,16 @@ from .segments import (
     segmentation_stamp,
 )
 
-UNDO = "undo"
-REDO = "redo"
-SYNC = "sync"  # no prompt: only bring the backend up to date
+
+class Action(str, Enum):
+    """A queued call that is not a prompt (a str, as the Lib's other calls, e.g. a redo, are)."""
+
+    UNDO = "undo"  # revert the last prompt
+    REDO = "redo"  # step forward again through an undone prompt
+    SYNC = "sync"  # no prompt: only bring the backend up to date
+
+
+UNDO, REDO, SYNC = Action.UNDO, Action.REDO, Action.SYNC
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class _Step:
 class PreparedPrompt:
     """Everything :meth:`PromptSession.run` needs, read from the scene on the main thread."""
 
-    prompt: Prompt | str
+    prompt: Prompt | Action
     volume_node_id: str
     segmentation_node_id: str
     segment_id: str
@@ -181,7 +189,7 @@ class PromptSession:
             self.writer.clear(self.segmentation_node(), segment_id)
 
     # -- the three steps ------------------------------------------------------------------------
-    def prepare(self, prompt_or_builder: Prompt | str | Callable[[VolumeGeometry], Prompt]) -> PreparedPrompt:
+    def prepare(self, prompt_or_builder: Prompt | Action | Callable[[VolumeGeometry], Prompt]) -> PreparedPrompt:
         """Main thread: resolve nodes, decide what to sync, build the voxel prompt. Raises PromptError.
 
         Pass a finished Prompt, :data:`UNDO`, :data:`REDO`, or a function geometry -> Prompt (markups conversion).

@@ -1,6 +1,6 @@
 """HTTP to this project's server: one keep-alive connection pool, timeouts, typed errors, heartbeats.
 
-The remote backend (:mod:`.remote`) keeps the session logic and its recovery; this module knows only the
+The remote backend (:mod:`.slicer_server`) keeps the session logic and its recovery; this module knows only the
 contract (:mod:`..core.protocol`) and ``requests``. Every error reply becomes a typed error from its code;
 two of them (:class:`SessionLost`, :class:`ImageMissing`) are repaired by the backend, never shown.
 """
