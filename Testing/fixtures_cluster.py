@@ -58,9 +58,10 @@ def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     # Room for the sessions schemathesis claims and never closes.
     config = server_config(tiny_model_dir, torch_threads=1, max_sessions=100_000,
                            cache_dir=tmp_path_factory.mktemp("shared-cache"))
+    before = descendants(os.getpid())  # other servers of this test session, which outlive this fixture
     with LocalCluster(config, RAY_REPLICAS, port=free_port(), replica_cpus=0.5, log_level="warning",
                       log_format="text") as cluster:
-        ray_started = descendants(os.getpid())
+        ray_started = descendants(os.getpid()) - before
         yield cluster
     assert not (left := alive(ray_started)), f"Ray left processes behind: {left}"
 
