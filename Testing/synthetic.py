@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nninteractive_slicer.interface import BBox, Lasso, Point, Prompt, Scribble
+from nninteractive_slicer.interface import Backend, BBox, Lasso, Point, Prompt, Scribble
 
 
 def mr_like_image(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -90,3 +90,11 @@ ROD_CLICK = Point((40, 32, 32))
 CUBE_SHAPE = (64, 64, 64)
 CUBE_BOX = ((20, 44), (20, 44), (20, 44))
 CUBE_CENTRE = (32, 32, 32)
+
+
+def scripted_mask(backend: Backend, image: np.ndarray, count: int, seed: int = 7) -> np.ndarray:
+    """The mask ``backend`` makes of ``image`` from :func:`prompt_script`, run without interruption."""
+    backend.set_image(image)
+    for prompt in prompt_script(image.shape, seed=seed, count=count):
+        backend.prompt(prompt)
+    return backend.get_mask()

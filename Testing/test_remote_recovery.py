@@ -9,7 +9,7 @@ import pytest
 import requests
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from server_processes import our_server
-from synthetic import prompt_script
+from synthetic import prompt_script, scripted_mask
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import image_digest
@@ -23,10 +23,7 @@ CUT = 5  # prompts before the server forgets
 @pytest.fixture(scope="module")
 def uninterrupted(local_backend_factory, image64) -> np.ndarray:
     with local_backend_factory() as backend:
-        backend.set_image(image64)
-        for prompt in prompt_script(image64.shape, seed=7, count=SCRIPT_LENGTH):
-            backend.prompt(prompt)
-        return backend.get_mask()
+        return scripted_mask(backend, image64, SCRIPT_LENGTH)
 
 
 def run_with_interruption(backend: SlicerServerBackend, image: np.ndarray, interrupt) -> np.ndarray:

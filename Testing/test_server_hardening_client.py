@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
-from synthetic import prompt_script
+from synthetic import prompt_script, scripted_mask
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.errors import BackendUnavailableError
@@ -18,10 +18,7 @@ SCRIPT = 6
 @pytest.fixture(scope="module")
 def uninterrupted(local_backend_factory, image64) -> np.ndarray:
     with local_backend_factory() as backend:
-        backend.set_image(image64)
-        for prompt in prompt_script(image64.shape, seed=7, count=SCRIPT):
-            backend.prompt(prompt)
-        return backend.get_mask()
+        return scripted_mask(backend, image64, SCRIPT)
 
 
 def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image64, uninterrupted):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from synthetic import prompt_script
+from synthetic import prompt_script, scripted_mask
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import encode_frame, pack_mask
@@ -21,10 +21,7 @@ SCRIPT = 7
 @pytest.fixture(scope="module")
 def uninterrupted(local_backend_factory, image64) -> np.ndarray:
     with local_backend_factory() as backend:
-        backend.set_image(image64)
-        for prompt in prompt_script(image64.shape, seed=7, count=SCRIPT):
-            backend.prompt(prompt)
-        return backend.get_mask()
+        return scripted_mask(backend, image64, SCRIPT)
 
 class TamperedReplies:
     """Rewrites the next prompt reply with ``tamper(reply body) -> body``: a server gone wrong."""
