@@ -15,6 +15,7 @@ bit-identical to the lost one.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +30,8 @@ from ..core.wire import (
     AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
     choose_codec,
-    chunk_ranges,
     decode_frame,
     encode_frame,
-    encode_image_chunk,
-    image_digest,
     pack_mask,
     unpack_mask,
 )
@@ -47,6 +45,7 @@ from ..errors import (
     ServerBusyError,
 )
 from ..interface import Backend, Capabilities, Prompt, PromptResult, box_shape
+from .image_upload import WORKERS, EncodedImage, UploadProgress
 from .journal import SessionJournal
 
 log = logging.getLogger(__name__)
@@ -112,6 +111,10 @@ class RemoteBackend(Backend):
         self._can_undo = False  # mirrors the server's one level of undo, also across a rebuild
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._uploading: EncodedImage | None = None
+        self._upload_http: queue.SimpleQueue[requests.Session] = queue.SimpleQueue()  # one per concurrent chunk
+        for _ in range(WORKERS):
+            self._upload_http.put(self._new_http())
         self.stats = RemoteStats()
 
     # -- queries -------------------------------------------------------------------------------------
@@ -138,9 +141,20 @@ class RemoteBackend(Backend):
                 f"{info['sessions']['open']}/{info['sessions']['max']} sessions in use")
 
     # -- hooks ---------------------------------------------------------------------------------------
+    def upload_progress(self) -> UploadProgress | None:
+        encoded = self._uploading
+        return encoded.progress() if encoded is not None else None
+
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
-        sent = _SentImage(image, image_digest(image, spacing))
-        self._call(lambda: self._send_image(sent, spacing), restore=False)
+        info = self._server_info()
+        check_image_fits(image, info["limits"], self.url)  # before any hashing, compressing or sending
+        encoded = self._encode(image, spacing)
+        try:
+            sent = _SentImage(image, encoded.digest)
+            self._call(lambda: self._send_image(sent, spacing, encoded), restore=False)
+        finally:
+            encoded.close()
+            self._uploading = None
         self._journal.image_set(sent, spacing)
         self._can_undo = False
 
@@ -185,6 +199,8 @@ class RemoteBackend(Backend):
                 except requests.RequestException:
                     pass  # the server reaps it
             self._http.close()
+            while not self._upload_http.empty():
+                self._upload_http.get().close()
 
     # -- calls and recovery --------------------------------------------------------------------------
     def _call(self, op: Callable[[], T], restore: bool = True) -> T:
@@ -227,15 +243,17 @@ class RemoteBackend(Backend):
         self._start_heartbeat()
         if not restore:
             return 0
-        return self._journal.restore_into(
-            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask, self._send_prompt
-        )
+        return self._journal.restore_into(self._send_image, self._send_mask, self._send_prompt)
 
-    def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
+    def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float],
+                    encoded: EncodedImage | None = None) -> None:
+        """Bind the image to the session, uploading it first if the server lacks it. Without ``encoded`` (a
+        restore) the image is encoded again, and its digest proves the caller's array did not change."""
         present = self._request("GET", f"/v1/images/{sent.digest}").json()["present"]
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
-                self._upload(sent, spacing, check)
+                self._upload(sent, spacing, encoded)
+                encoded = None  # its chunks are spent; a second upload encodes again
             try:
                 self._state(self._post("/image", {"digest": sent.digest}))
                 return
@@ -244,22 +262,32 @@ class RemoteBackend(Backend):
         raise BackendUnavailableError("The server dropped the image right after it was uploaded; its image cache "
                                       "is too small for this image.")
 
-    def _upload(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool) -> None:
-        """Send the image in compressed chunks of the size the server asks for."""
-        if check and image_digest(sent.array, spacing) != sent.digest:
-            raise BackendError("The image changed since it was sent, so the lost session cannot be restored: "
-                               "select the volume again.")
+    def _encode(self, image: np.ndarray, spacing: tuple[float, float, float]) -> EncodedImage:
         info = self._server_info()
-        codec = choose_codec(info["codecs"])
-        flat = np.ascontiguousarray(sent.array).reshape(-1)
-        chunk_elements = max(1, info["limits"]["chunk_bytes"] // flat.dtype.itemsize)
-        header = {"shape": list(sent.array.shape), "dtype": flat.dtype.name, "spacing": list(spacing),
-                  "codec": codec, "chunk_elements": chunk_elements}
-        for index, (start, stop) in enumerate(chunk_ranges(flat.size, chunk_elements)):
-            body = encode_frame(header, encode_image_chunk(flat[start:stop], codec))
-            self._request("PUT", f"/v1/images/{sent.digest}/chunks/{index}", data=body,
-                          headers={"Content-Type": FRAME_CONTENT_TYPE})
-            self.stats.upload_bytes += len(body)
+        self._uploading = EncodedImage(image, spacing, choose_codec(info["codecs"]), info["limits"]["chunk_bytes"])
+        return self._uploading
+
+    def _upload(self, sent: _SentImage, spacing: tuple[float, float, float], encoded: EncodedImage | None) -> None:
+        """Send the image in compressed chunks, several at once, each on its own connection."""
+        if encoded is None:
+            encoded = self._encode(sent.array, spacing)
+            if encoded.digest != sent.digest:
+                encoded.close()
+                raise BackendError("The image changed since it was sent, so the lost session cannot be restored: "
+                                   "select the volume again.")
+
+        def put(index: int, frame: bytes) -> None:
+            http = self._upload_http.get()
+            try:
+                self._request("PUT", f"/v1/images/{sent.digest}/chunks/{index}", data=frame,
+                              headers={"Content-Type": FRAME_CONTENT_TYPE}, http=http)
+            finally:
+                self._upload_http.put(http)
+
+        try:
+            encoded.send(put)
+        finally:
+            self.stats.upload_bytes += encoded.frame_bytes
         self.stats.image_uploads += 1
 
     def _send_mask(self, mask: np.ndarray) -> None:
@@ -319,10 +347,11 @@ class RemoteBackend(Backend):
             self._info = info
         return self._info
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, http: requests.Session | None = None,
+                 **kwargs: Any) -> requests.Response:
         try:
-            response = self._http.request(method, self.url + path, timeout=self._timeout, verify=self._verify,
-                                          **kwargs)
+            response = (http or self._http).request(method, self.url + path, timeout=self._timeout,
+                                                    verify=self._verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(
                 f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
@@ -394,6 +423,22 @@ class RemoteBackend(Backend):
             except requests.RequestException as exc:
                 log.debug("heartbeat failed: %s", exc)
         http.close()
+
+
+def check_image_fits(image: np.ndarray, limits: dict[str, int], url: str) -> None:
+    """Refuse an image the server would refuse, before any work, saying what to do about it."""
+    checks = [
+        (max(image.shape), limits["max_dim"], "voxels along one axis", 1),
+        (image.size, limits["max_image_voxels"], "M voxels", 1e6),
+        (image.nbytes, limits["max_image_bytes"], "MiB", 2**20),
+    ]
+    for value, limit, unit, scale in checks:
+        if value > limit:
+            shape = " x ".join(str(n) for n in image.shape[::-1])
+            raise InvalidPromptError(
+                f"The volume ({shape}, {image.dtype}) is too large for the server at {url}: {value / scale:.0f} "
+                f"{unit}, at most {limit / scale:.0f}. Crop or resample it first (Crop Volume module), or ask the "
+                "server's administrator to raise the limit.")
 
 
 def _reason(exc: BaseException) -> str:
