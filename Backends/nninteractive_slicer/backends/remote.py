@@ -436,8 +436,8 @@ def check_image_fits(image: np.ndarray, limits: dict[str, int], url: str) -> Non
         if value > limit:
             shape = " x ".join(str(n) for n in image.shape[::-1])
             raise InvalidPromptError(
-                f"The volume ({shape}, {image.dtype}) is too large for the server at {url}: {value / scale:.0f} "
-                f"{unit}, at most {limit / scale:.0f}. Crop or resample it first (Crop Volume module), or ask the "
+                f"The volume ({shape}, {image.dtype}) is too large for the server at {url}: {value / scale:,.4g} "
+                f"{unit}, at most {limit / scale:,.4g}. Crop or resample it first (Crop Volume module), or ask the "
                 "server's administrator to raise the limit.")
 
 
