@@ -45,7 +45,10 @@ from SlicerNNInteractiveLib.backends import (
     make_backend,
     missing_requirements,
     model_download_bytes,
+    recommended_requirements,
 )
+from SlicerNNInteractiveLib.session import SYNC
+from SlicerNNInteractiveLib.upload import upload_status
 
 SETTINGS = "SlicerNNInteractive"
 EDITOR_NODE_TAG = "SlicerNNInteractive"
@@ -162,6 +165,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.building: Future | None = None
         self.building_config: BackendConfig | None = None
         self.progress = None
+        self.offered: set[str] = set()  # backend kinds whose recommended packages were offered
         self.markups: dict[str, Any] = {}
         self.shortcuts: dict[str, Any] = {}
         self._restarting_place = False
@@ -224,6 +228,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.deviceCombo.currentIndexChanged.connect(self.onConfigEdited)
         self.ui.pbTestConnection.clicked.connect(self.testConnection)
         self.ui.pbInstallLocal.clicked.connect(lambda: self.installRequirements("local"))
+        self.editorWidget.connect("sourceVolumeNodeChanged(vtkMRMLVolumeNode*)", self.onSourceVolumeChanged)
 
     def setupShortcuts(self) -> None:
         """Single-key shortcuts (the underlined letters), enabled only while the module is shown."""
@@ -387,7 +392,8 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if self.building is not None:
             return False
         config = self.config()
-        if missing_requirements(config.kind) and not self.installRequirements(config.kind):
+        offer = bool(recommended_requirements(config.kind)) and config.kind not in self.offered
+        if (missing_requirements(config.kind) or offer) and not self.installRequirements(config.kind):
             self.dropQueue()
             self.status(_("The backend is not installed: install it in the Configuration tab, then prompt again."))
             return False
@@ -402,15 +408,17 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         return False
 
     def installRequirements(self, kind: str) -> bool:
-        """Install what a backend kind needs, asking first: torch via PyTorchUtils, then pip packages."""
-        missing = missing_requirements(kind)
+        """Install what a backend kind needs (and what makes it faster, offered once), asking first: torch via
+        PyTorchUtils, then pip packages. True when the backend can run."""
+        self.offered.add(kind)
+        missing = missing_requirements(kind) + recommended_requirements(kind)
         if not missing:
             self.status(_("Everything this backend needs is installed."))
             return True
         if not slicer.util.confirmOkCancelDisplay(
             _("This backend needs {what}. Install now? It can take several minutes.").format(what=", ".join(missing))
         ):
-            return False
+            return not missing_requirements(kind)
         progress = slicer.util.createProgressDialog(labelText=_("Installing ..."), maximum=len(missing))
         try:
             for step, requirement in enumerate(missing):
@@ -425,7 +433,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         except Exception as exc:  # pip or the network failed: say so, keep the module usable
             logging.exception("nnInteractive: installation failed")
             self.status(_("Installation failed: {error}. Check the network and the Python console.").format(error=exc))
-            return False
+            return not missing_requirements(kind)
         finally:
             progress.close()
         return not missing_requirements(kind)
@@ -571,6 +579,11 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def undoPrompt(self) -> None:
         self.enqueue(QueuedPrompt(UNDO))
 
+    def onSourceVolumeChanged(self, volume) -> None:
+        """Send the new image now, while the user looks for the first prompt's place (a backend in use only)."""
+        if volume is not None and self.backend is not None and self.session is not None:
+            self.enqueue(QueuedPrompt(SYNC))
+
     def dropQueue(self) -> None:
         for item in self.queue:
             item.done()
@@ -626,6 +639,8 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def poll(self) -> None:
         if self.building is not None:
             self.pollBuilding()
+        if self.running is not None and not self.running[1].done():
+            self.status(upload_status(self.backend) or self.ui.statusLabel.text)
         if self.running is not None and self.running[1].done():
             prepared, future, item = self.running
             self.running = None

@@ -217,6 +217,8 @@ class PromptSession:
         same_backend = prepared.backend is self._backend
         if same_backend:
             self._sent_segment = prepared.segment_stamp
+        if prepared.prompt == SYNC:
+            return Outcome(False, "The image is ready for prompts.", prepared.segment_id)
         if not result.changed:
             return Outcome(False, "The prompt changed nothing.", prepared.segment_id)
         outcome = self.writer.write(segmentation, prepared.segment_id, prepared.index_to_seg, result.box, result.patch)

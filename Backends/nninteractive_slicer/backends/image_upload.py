@@ -18,28 +18,16 @@ import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.wire import DIGEST_TAG, chunk_ranges, encode_frame, encode_image_chunk, wire_dtype
+from ..interface import UploadProgress
 
 # Small enough that the first chunk is on the wire within tens of milliseconds and a slow link still
 # shows progress; large enough that per-request costs stay negligible. The server's limit caps it.
 CHUNK_BYTES = 4 * 1024 * 1024
 WORKERS = 3  # compressing threads, and as many concurrent requests
-
-
-@dataclass(frozen=True)
-class UploadProgress:
-    """Raw image bytes the server has confirmed, out of the image's size."""
-
-    sent_bytes: int
-    total_bytes: int
-
-    @property
-    def fraction(self) -> float:
-        return self.sent_bytes / self.total_bytes if self.total_bytes else 1.0
 
 
 class EncodedImage:

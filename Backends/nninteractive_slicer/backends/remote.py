@@ -26,8 +26,8 @@ import numpy as np
 import requests
 
 from .. import PROTOCOL_VERSION
+from ..core import wire
 from ..core.wire import (
-    AVAILABLE_CODECS,
     FRAME_CONTENT_TYPE,
     choose_codec,
     decode_frame,
@@ -44,8 +44,8 @@ from ..errors import (
     OutOfMemoryError,
     ServerBusyError,
 )
-from ..interface import Backend, Capabilities, Prompt, PromptResult, box_shape
-from .image_upload import WORKERS, EncodedImage, UploadProgress
+from ..interface import Backend, Capabilities, Prompt, PromptResult, UploadProgress, box_shape
+from .image_upload import WORKERS, EncodedImage
 from .journal import SessionJournal
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ class RemoteBackend(Backend):
     # -- HTTP ----------------------------------------------------------------------------------------
     def _new_http(self) -> requests.Session:
         http = requests.Session()  # verify goes with each request: REQUESTS_CA_BUNDLE would override a session's
-        http.headers["X-Accept-Codecs"] = ",".join(AVAILABLE_CODECS)
+        http.headers["X-Accept-Codecs"] = ",".join(wire.AVAILABLE_CODECS)  # as installed now
         if self._api_key:
             http.headers["Authorization"] = f"Bearer {self._api_key}"
         return http
