@@ -12,8 +12,8 @@ import requests
 from fixtures_remote import BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre, mr_like_image
 
-from nninteractive_slicer import PROTOCOL_VERSION
 from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.core.protocol import PROTOCOL_VERSION
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
 from nninteractive_slicer.server.images import CachedImage, ImageCache

@@ -6,6 +6,3 @@ backend and the server, when they are actually used.
 """
 
 __version__ = "0.1.0"
-
-# Clients and servers of this protocol version understand each other.
-PROTOCOL_VERSION = 1

@@ -11,10 +11,10 @@ import numpy as np
 import vtk
 
 from nninteractive_slicer.interface import BBox, Box, Lasso, Point, Scribble
+from nninteractive_slicer.raster import brush_reach, dilate, draw_polyline, fill_polygon
 
 from .errors import PromptError
 from .geometry import VolumeGeometry
-from .raster import brush_reach, dilate, draw_polyline, fill_polygon
 
 EPS = 1e-4  # voxels: a box edge this close to a voxel centre includes it
 

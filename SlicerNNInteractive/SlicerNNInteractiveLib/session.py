@@ -60,6 +60,7 @@ class PreparedPrompt:
     image_sent: bool = False
     mask_sent: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    history: Any = None  # what a recording session carries from prepare to apply (see recording.py)
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,7 @@ class PromptSession:
         """Main thread: write the changed region, unless the user changed image or segment meanwhile."""
         self._record_sync(prepared)
         segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)
-        volume = self.scene.GetNodeByID(prepared.volume_node_id)
-        current_segment = (
-            segment_stamp(segmentation, prepared.segment_id, prepared.index_to_seg) if segmentation else None
-        )
-        if volume is None or image_stamp(volume) != prepared.image_stamp or current_segment != prepared.segment_stamp:
+        if not self.is_current(prepared):
             # The backend now holds a result for a segment that no longer exists as it was: re-send next time.
             return Outcome(
                 False,
@@ -231,6 +228,17 @@ class PromptSession:
         self._sent_segment = None
         return Outcome(
             True, "Done; the Segment Editor's masking settings kept part of the result out.", prepared.segment_id
+        )
+
+    def is_current(self, prepared: PreparedPrompt) -> bool:
+        """Are the image and segment still as they were when ``prepared`` was read (nobody changed them since)?"""
+        segmentation = self.scene.GetNodeByID(prepared.segmentation_node_id)
+        volume = self.scene.GetNodeByID(prepared.volume_node_id)
+        current_segment = (
+            segment_stamp(segmentation, prepared.segment_id, prepared.index_to_seg) if segmentation else None
+        )
+        return volume is not None and image_stamp(volume) == prepared.image_stamp and (
+            current_segment == prepared.segment_stamp
         )
 
     def abandon(self, prepared: PreparedPrompt) -> None:

@@ -25,14 +25,24 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from .. import PROTOCOL_VERSION
 from ..core import wire
+from ..core.protocol import (
+    ACCEPT_CODECS_HEADER,
+    PROTOCOL_VERSION,
+    REVISION_HEADER,
+    SERVER_NAME,
+    ErrorCode,
+    Route,
+    Routes,
+)
 from ..core.wire import (
     FRAME_CONTENT_TYPE,
+    WireError,
     choose_codec,
     decode_frame,
     encode_frame,
     pack_mask,
+    read_changed_region,
     unpack_mask,
 )
 from ..errors import (
@@ -44,7 +54,7 @@ from ..errors import (
     OutOfMemoryError,
     ServerBusyError,
 )
-from ..interface import Backend, Capabilities, Prompt, PromptResult, UploadProgress, box_shape
+from ..interface import Backend, Capabilities, Prompt, PromptResult, UploadProgress
 from .image_upload import WORKERS, EncodedImage
 from .journal import SessionJournal
 
@@ -52,7 +62,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5.0
-SERVER_NAME = "nninteractive-slicer"
 
 
 class _Unreachable(BackendUnavailableError):
@@ -65,6 +74,29 @@ class _SessionLost(Exception):
 
 class _ImageMissing(Exception):
     """The server does not hold the image (any more)."""
+
+
+class _MalformedReply(BackendError):
+    """A success reply that does not decode or does not fit the image: nothing of it is applied."""
+
+
+# The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
+# HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
+ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
+    ErrorCode.SESSION_UNKNOWN: _SessionLost, ErrorCode.REVISION_MISMATCH: _SessionLost,
+    ErrorCode.IMAGE_UNKNOWN: _ImageMissing, ErrorCode.NO_IMAGE: NoImageError,
+    ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
+    ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
+    ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
+    ErrorCode.BAD_BODY: InvalidPromptError, ErrorCode.BAD_REQUEST: InvalidPromptError,
+    ErrorCode.TOO_LARGE: InvalidPromptError, ErrorCode.NOT_FOUND: BackendUnavailableError,
+    ErrorCode.METHOD_NOT_ALLOWED: BackendError, ErrorCode.BACKEND_FAILED: BackendError,
+    ErrorCode.INTERNAL: BackendError,
+}.items()}
+ERROR_OF_STATUS: dict[int, type[Exception]] = {
+    400: InvalidPromptError, 401: AuthenticationError, 404: BackendUnavailableError, 413: InvalidPromptError,
+    422: InvalidPromptError, 503: ServerBusyError, 507: OutOfMemoryError,
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,7 +159,7 @@ class RemoteBackend(Backend):
 
     def check_connection(self) -> str:
         """Reach the server, check protocol version and key; raises a typed error that says what failed."""
-        health = self._request("GET", "/healthz").json()
+        health = self._request(Routes.HEALTH).json()
         if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
             raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
         if health.get("protocol_version") != PROTOCOL_VERSION:
@@ -172,32 +204,33 @@ class RemoteBackend(Backend):
     def _undo(self) -> PromptResult:
         if not self._can_undo:
             return PromptResult()
-        result = self._call(lambda: self._result(self._post("/undo", None)))
+        result = self._call(lambda: self._result(self._post(Routes.UNDO, None)))
         self._journal.undone()
         self._can_undo = False
         return result
 
     def _reset(self) -> None:
-        self._call(lambda: self._state(self._post("/reset", None)))
+        self._call(lambda: self._state(self._post(Routes.RESET, None)))
         self._journal.object_started(None)
         self._can_undo = False
 
     def _get_mask(self) -> np.ndarray:
         def fetch() -> np.ndarray:
-            header, payload = decode_frame(self._request("GET", f"/v1/sessions/{self._session_id}/mask").content)
-            return unpack_mask(payload, tuple(header["shape"]), header["codec"])
+            reply = self._request(Routes.GET_MASK, session_id=self._session_id)
+            try:
+                header, payload = decode_frame(reply.content)
+                if header.get("shape") != list(self._shape) or not isinstance(header.get("codec"), str):
+                    raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {self._shape}")
+                return unpack_mask(payload, self._shape, header["codec"])
+            except WireError as exc:
+                raise _MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
 
     def _close(self) -> None:
         self._stop.set()
         with self._lock:
-            session_id, self._session_id = self._session_id, None
-            if session_id is not None:
-                try:
-                    self._http.delete(f"{self.url}/v1/sessions/{session_id}", timeout=(1.0, 2.0), verify=self._verify)
-                except requests.RequestException:
-                    pass  # the server reaps it
+            self._discard_session()
             self._http.close()
             while not self._upload_http.empty():
                 self._upload_http.get().close()
@@ -208,23 +241,32 @@ class RemoteBackend(Backend):
         and run ``op`` once more."""
         with self._lock:
             try:
-                if self._session_id is None:  # first call, or a rebuild that failed half-way
-                    self._open_session(restore)
-                try:
-                    return self._once_more_if_dropped(op)
-                except _SessionLost as lost:
-                    started = time.perf_counter()
-                    log.warning("The server lost this session (%s); restoring it.", lost)
-                    self._info = None  # a restarted server may have other limits
-                    replayed = self._open_session(restore)
-                    self.stats.recoveries += 1
-                    log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
-                                replayed)
+                return self._call_once(op, restore)
+            except _MalformedReply:
+                # The server may have applied what the reply should have described: the next call
+                # rebuilds the session from the journal, which does not hold it.
+                self._discard_session()
+                raise
+
+    def _call_once(self, op: Callable[[], T], restore: bool) -> T:
+        try:
+            if self._session_id is None:  # first call, or a rebuild that failed half-way
+                self._open_session(restore)
+            try:
                 return self._once_more_if_dropped(op)
-            except _SessionLost as again:
-                self._session_id = None
-                raise BackendUnavailableError(f"The server lost the session again while it was restored: "
-                                              f"{again}") from again
+            except _SessionLost as lost:
+                started = time.perf_counter()
+                log.warning("The server lost this session (%s); restoring it.", lost)
+                self._info = None  # a restarted server may have other limits
+                replayed = self._open_session(restore)
+                self.stats.recoveries += 1
+                log.warning("Session restored in %.1f s (%d prompts replayed).", time.perf_counter() - started,
+                            replayed)
+            return self._once_more_if_dropped(op)
+        except _SessionLost as again:
+            self._discard_session()
+            raise BackendUnavailableError(f"The server lost the session again while it was restored: "
+                                          f"{again}") from again
 
     @staticmethod
     def _once_more_if_dropped(op: Callable[[], T]) -> T:
@@ -236,26 +278,44 @@ class RemoteBackend(Backend):
             return op()
 
     def _open_session(self, restore: bool) -> int:
-        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed."""
-        self._session_id = None
-        state = self._request("POST", "/v1/sessions").json()
-        self._session_id, self._revision = state["session_id"], state["revision"]
+        """Claim a new session; with ``restore``, replay the journal into it. Returns the prompts replayed.
+
+        The old session is closed first: a backend holds at most one session on the server, so its own
+        recoveries never fill the server (nor keep other users out)."""
+        self._discard_session()
+        state = self._state(self._request(Routes.CREATE_SESSION))
+        self._session_id = state["session_id"]
         self._start_heartbeat()
         if not restore:
             return 0
-        return self._journal.restore_into(self._send_image, self._send_mask, self._send_prompt)
+        try:
+            return self._journal.restore_into(self._send_image, self._send_mask, self._send_prompt)
+        except BaseException:
+            self._discard_session()  # half restored: the next call starts over, never uses it as if whole
+            raise
+
+    def _discard_session(self) -> None:
+        """Close our server session, best effort and quickly (the server reaps what this misses)."""
+        session_id, self._session_id = self._session_id, None
+        if session_id is not None:
+            try:
+                route = Routes.CLOSE_SESSION
+                self._http.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
+                                   verify=self._verify)
+            except requests.RequestException as exc:
+                log.debug("could not close session %s...: %s", session_id[:8], exc)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float],
                     encoded: EncodedImage | None = None) -> None:
         """Bind the image to the session, uploading it first if the server lacks it. Without ``encoded`` (a
         restore) the image is encoded again, and its digest proves the caller's array did not change."""
-        present = self._request("GET", f"/v1/images/{sent.digest}").json()["present"]
+        present = self._request(Routes.IMAGE_STATUS, digest=sent.digest).json()["present"]
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, encoded)
                 encoded = None  # its chunks are spent; a second upload encodes again
             try:
-                self._state(self._post("/image", {"digest": sent.digest}))
+                self._state(self._post(Routes.SET_IMAGE, {"digest": sent.digest}))
                 return
             except _ImageMissing:
                 present = False
@@ -279,7 +339,7 @@ class RemoteBackend(Backend):
         def put(index: int, frame: bytes) -> None:
             http = self._upload_http.get()
             try:
-                self._request("PUT", f"/v1/images/{sent.digest}/chunks/{index}", data=frame,
+                self._request(Routes.UPLOAD_CHUNK, digest=sent.digest, index=index, data=frame,
                               headers={"Content-Type": FRAME_CONTENT_TYPE}, http=http)
             finally:
                 self._upload_http.put(http)
@@ -293,53 +353,62 @@ class RemoteBackend(Backend):
     def _send_mask(self, mask: np.ndarray) -> None:
         codec = choose_codec(self._server_info()["codecs"])
         frame = encode_frame({"codec": codec, "shape": list(mask.shape)}, pack_mask(mask, codec))
-        self._state(self._post("/mask", frame))
+        self._state(self._post(Routes.SET_INITIAL_MASK, frame))
 
     def _send_prompt(self, prompt: Prompt) -> PromptResult:
         if prompt.kind == "point":
-            return self._result(self._post("/prompts", {"kind": "point", "coord": list(prompt.coord),
+            return self._result(self._post(Routes.PROMPT, {"kind": "point", "coord": list(prompt.coord),
                                                         "positive": prompt.positive}))
         if prompt.kind == "bbox":
-            return self._result(self._post("/prompts", {"kind": "bbox", "box": [list(r) for r in prompt.box],
+            return self._result(self._post(Routes.PROMPT, {"kind": "bbox", "box": [list(r) for r in prompt.box],
                                                         "positive": prompt.positive}))
         codec = choose_codec(self._server_info()["codecs"])
         header = {"kind": prompt.kind, "box": [list(r) for r in prompt.box], "positive": prompt.positive,
                   "codec": codec}
-        return self._result(self._post("/prompts/crop", encode_frame(header, pack_mask(prompt.mask, codec))))
+        return self._result(self._post(Routes.CROP_PROMPT, encode_frame(header, pack_mask(prompt.mask, codec))))
 
-    def _post(self, path: str, body: dict[str, Any] | bytes | None) -> requests.Response:
+    def _post(self, route: Route, body: dict[str, Any] | bytes | None) -> requests.Response:
         """A mutating call in our session, stating the revision we expect it to be at."""
-        headers = {"X-Revision": str(self._revision)}
+        headers = {REVISION_HEADER: str(self._revision)}
         if isinstance(body, bytes):
             headers["Content-Type"] = FRAME_CONTENT_TYPE
-            return self._request("POST", f"/v1/sessions/{self._session_id}{path}", data=body, headers=headers)
-        return self._request("POST", f"/v1/sessions/{self._session_id}{path}", json=body, headers=headers)
+            return self._request(route, session_id=self._session_id, data=body, headers=headers)
+        return self._request(route, session_id=self._session_id, json=body, headers=headers)
 
     def _state(self, response: requests.Response) -> dict[str, Any]:
-        state = response.json()
+        try:
+            state = response.json()
+        except ValueError as exc:
+            raise _MalformedReply(f"The server's reply is not JSON: {exc}") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
+                type(state.get("revision")) is not int:
+            raise _MalformedReply("The server's reply does not describe a session.")
         self._revision = state["revision"]
         return state
 
     def _result(self, response: requests.Response) -> PromptResult:
-        header, payload = decode_frame(response.content)
+        """The reply of a prompt or undo, checked against the image before anything is applied."""
+        try:
+            header, payload = decode_frame(response.content)
+            region = read_changed_region(header, payload, self._shape)  # type: ignore[arg-type]
+        except WireError as exc:
+            raise _MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._revision = header["revision"]
-        if not header["changed"]:
+        if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
-        box = tuple((int(lo), int(hi)) for lo, hi in header["box"])
-        patch = unpack_mask(payload, box_shape(box), header["codec"])  # type: ignore[arg-type]
-        return PromptResult(box, patch, header["backend_ms"])  # type: ignore[arg-type]
+        return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def _new_http(self) -> requests.Session:
         http = requests.Session()  # verify goes with each request: REQUESTS_CA_BUNDLE would override a session's
-        http.headers["X-Accept-Codecs"] = ",".join(wire.AVAILABLE_CODECS)  # as installed now
+        http.headers[ACCEPT_CODECS_HEADER] = ",".join(wire.AVAILABLE_CODECS)  # as installed now
         if self._api_key:
             http.headers["Authorization"] = f"Bearer {self._api_key}"
         return http
 
     def _server_info(self) -> dict[str, Any]:
         if self._info is None:
-            info = self._request("GET", "/v1/info").json()
+            info = self._request(Routes.INFO).json()
             if info.get("protocol_version") != PROTOCOL_VERSION:
                 raise BackendUnavailableError(
                     f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
@@ -347,11 +416,15 @@ class RemoteBackend(Backend):
             self._info = info
         return self._info
 
-    def _request(self, method: str, path: str, http: requests.Session | None = None,
-                 **kwargs: Any) -> requests.Response:
+    def _request(self, route: Route, *, data: bytes | None = None, json: Any = None,
+                 headers: dict[str, str] | None = None, http: requests.Session | None = None,
+                 **params: Any) -> requests.Response:
+        """One call of the contract: ``route`` with its path parameters filled in from ``params``, on ``http``
+        (default: the backend's keep-alive session)."""
+        method, path = route.method, route.url(**params)
         try:
-            response = (http or self._http).request(method, self.url + path, timeout=self._timeout,
-                                                    verify=self._verify, **kwargs)
+            response = (http or self._http).request(method, self.url + path, data=data, json=json, headers=headers,
+                                                    timeout=self._timeout, verify=self._verify)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(
                 f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
@@ -373,35 +446,28 @@ class RemoteBackend(Backend):
         return response
 
     def _error(self, response: requests.Response) -> Exception:
-        """The typed error for an error reply, from its JSON ``error`` code."""
+        """The typed error for an error reply: by its JSON ``error`` code, else (a proxy, not our server) its status."""
         try:
             body = response.json()
             code, detail = str(body["error"]), str(body["detail"])
         except (ValueError, KeyError, TypeError):
-            code, detail = "http_error", (response.text[:200] or response.reason or "no detail")
+            code, detail = ErrorCode.HTTP_ERROR.value, (response.text[:200] or response.reason or "no detail")
         status = response.status_code
-        if code in ("session_unknown", "revision_mismatch"):
-            return _SessionLost(detail)
-        if code == "image_unknown":
-            return _ImageMissing(detail)
-        if status == 401:
+        error = ERROR_OF_CODE.get(code) or ERROR_OF_STATUS.get(status, BackendError)
+        if error is AuthenticationError:
             return AuthenticationError(f"The server at {self.url} refused the API key: {detail}")
-        if status == 503:
+        if error is ServerBusyError:
             try:
                 retry = float(response.headers.get("Retry-After", 5))
             except ValueError:
                 retry = 5.0
             return ServerBusyError(detail, retry_after=retry)
-        if code == "no_image":
-            return NoImageError(detail)
-        if status in (400, 413, 422):
-            return InvalidPromptError(detail)
-        if status == 507:
-            return OutOfMemoryError(detail)
-        if status == 404:
+        if error is BackendUnavailableError:
             return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
                                            "nnInteractive-Slicer server?")
-        return BackendError(f"The server failed on this request ({status}): {detail}")
+        if error is BackendError:
+            return BackendError(f"The server failed on this request ({status}): {detail}")
+        return error(detail)
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None:
@@ -418,8 +484,8 @@ class RemoteBackend(Backend):
             if session_id is None:
                 continue
             try:
-                http.post(f"{self.url}/v1/sessions/{session_id}/heartbeat", timeout=self._timeout,
-                          verify=self._verify)
+                http.request(Routes.HEARTBEAT.method, self.url + Routes.HEARTBEAT.url(session_id=session_id),
+                             timeout=self._timeout, verify=self._verify)
             except requests.RequestException as exc:
                 log.debug("heartbeat failed: %s", exc)
         http.close()

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..interface import Box, Prompt
+from ..interface import Box, Capabilities, Prompt
 from .codec import mask_digest
 
 StepOp = Literal["prompt", "undo", "redo", "reset", "set_mask"]
@@ -63,6 +63,12 @@ class ModelIdentity:
     id: str
     version: str | None = None
     checkpoint_digest: str | None = None
+
+    @classmethod
+    def of(cls, capabilities: Capabilities) -> ModelIdentity:
+        version = capabilities.extra.get("server_version")
+        return cls(capabilities.model_id, None if version is None else str(version),
+                   capabilities.extra.get("checkpoint_digest"))
 
 
 @dataclass(frozen=True, eq=False)

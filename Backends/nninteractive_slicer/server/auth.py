@@ -18,6 +18,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..core.protocol import ErrorCode
 from .errors import ApiError, send_json
 
 ENV_VAR = "NNINTERACTIVE_SLICER_API_KEYS"
@@ -77,14 +78,14 @@ class Authenticator:
         challenge = {"WWW-Authenticate": 'Basic realm="nninteractive-slicer"' if basic_realm else "Bearer"}
         key = _key_from_header(authorization)
         if key is None:
-            raise ApiError(401, "unauthorized", "This server needs an API key: send 'Authorization: Bearer KEY'.",
-                           challenge)
+            raise ApiError(401, ErrorCode.UNAUTHORIZED,
+                           "This server needs an API key: send 'Authorization: Bearer KEY'.", challenge)
         user = None
         for known, name in self._keys:  # compare with every key, in constant time each
             if hmac.compare_digest(known, key):
                 user = name
         if user is None:
-            raise ApiError(401, "unauthorized", "The API key was not accepted.", challenge)
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "The API key was not accepted.", challenge)
         return user
 
 

@@ -35,10 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     s = p.add_argument_group("sessions and limits")
     s.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (one per connected client)")
+    s.add_argument("--max-sessions-per-user", type=int, default=None,
+                   help="sessions one user (API key name) may hold (default: all but one of --max-sessions)")
     s.add_argument("--idle-timeout", type=float, default=1800.0, help="seconds without a prompt before a session "
                                                                        "is closed (clients restore it transparently)")
     s.add_argument("--liveness-timeout", type=float, default=90.0, help="seconds without any request, heartbeats "
                                                                          "included, before a client counts as gone")
+    s.add_argument("--session-memory-gib", type=float, default=None,
+                   help="memory all sessions together may use (about 20 bytes per image voxel each; default: half "
+                        "the machine's memory, and at most 80%% of the GPU's)")
     s.add_argument("--cache-gib", type=float, default=4.0, help="memory for cached images (LRU)")
     s.add_argument("--cache-dir", type=Path, default=None, help="also keep images on disk here, across restarts")
     s.add_argument("--cache-dir-gib", type=float, default=20.0, help="disk budget of --cache-dir")
@@ -74,12 +79,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("error: --tls-cert and --tls-key go together.")
     cache_bytes = int(args.cache_gib * GIB)
     limits = Limits(max_image_voxels=args.max_image_voxels,
-                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes))
+                    max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
     return ServerConfig(
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
-        api_keys=keys, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+        api_keys=keys, max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
+        idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
+        session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
     )
 
 

@@ -18,6 +18,7 @@ class Limits:
     max_image_bytes: int = 4 * GIB
     chunk_bytes: int = 16 * MIB  # raw bytes per upload chunk the server asks clients to send
     max_body_bytes: int = 24 * MIB  # any request body; a compressed chunk may grow a little
+    max_prompt_voxels: int = 4 * MIB  # the box of one lasso or scribble (a 2048^2 slice): bounds its device time
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -31,10 +32,22 @@ class ServerConfig:
     torch_threads: int | None = None
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> user name; empty: no auth (loopback only)
     max_sessions: int = 4
+    max_sessions_per_user: int | None = None  # None: all but one, so one user never holds every slot
     idle_timeout_s: float = 1800.0  # no real activity (heartbeats do not count)
     liveness_timeout_s: float = 90.0  # no request at all: the client is gone
     cache_bytes: int = 4 * GIB  # images held in memory
     cache_dir: Path | None = None  # optional on-disk image cache that survives restarts
     cache_dir_bytes: int = 20 * GIB
+    session_memory_bytes: int | None = None  # all sessions together; None: a safe share of the machine's
     share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def sessions_per_user(self) -> int:
+        return self.max_sessions_per_user or max(1, self.max_sessions - 1)
+
+    @property
+    def upload_bytes_per_user(self) -> int:
+        """Bytes of uploads in progress one user may hold: half the budget (``cache_bytes``), so one user's
+        uploads, stalled or not, never keep everyone else's out."""
+        return self.cache_bytes // 2

@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 from ..core.device_worker import DeviceWorker
 from ..core.engine import InteractiveSession
 from ..core.model_loading import load_model
+from ..core.protocol import ErrorCode
 from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
 from .images import ImageCache, Uploads
+from .memory import default_budget
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
 
@@ -37,9 +39,12 @@ class ServerCore:
             self.worker.stop()
             raise
         self.auth = Authenticator(config.api_keys)
-        self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s)
+        self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s,
+                                        config.sessions_per_user,
+                                        config.session_memory_bytes or default_budget(self.model.device))
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
-        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.share_images)
+        self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
+                              config.share_images)
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
@@ -68,7 +73,7 @@ class ServerCore:
             if session.closed:
                 raise session_unknown(session.id)
             if expected_revision is not None and expected_revision != session.revision:
-                raise ApiError(409, "revision_mismatch",
+                raise ApiError(409, ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "
                                f"{expected_revision}: a call was lost; rebuild the session.")
             result = fn(session.engine)
@@ -80,7 +85,7 @@ class ServerCore:
 
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
-        with self.sessions.slot() as session_id:
+        with self.sessions.slot(owner) as session_id:
             engine = await self.on_device(InteractiveSession, self.model)
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)

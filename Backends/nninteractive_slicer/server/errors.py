@@ -14,8 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.protocol import ErrorCode, Routes
 from ..core.wire import WireError
 from ..errors import (
     AuthenticationError,
@@ -34,9 +36,9 @@ class ApiError(HTTPException):
 
     An HTTPException, so FastAPI passes it through unchanged even when raised while it reads a body."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: ErrorCode, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status, detail, headers or {})
-        self.status, self.code = status, code
+        self.status, self.code = status, ErrorCode(code).value  # only codes of the contract reach a client
 
 
 def from_backend_error(exc: Exception) -> ApiError:
@@ -45,22 +47,22 @@ def from_backend_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, ServerBusyError):
         retry = max(1, round(exc.retry_after or 5))
-        return ApiError(503, "busy", str(exc), {"Retry-After": str(retry)})
+        return ApiError(503, ErrorCode.BUSY, str(exc), {"Retry-After": str(retry)})
     if isinstance(exc, AuthenticationError):
-        return ApiError(401, "unauthorized", str(exc))
+        return ApiError(401, ErrorCode.UNAUTHORIZED, str(exc))
     if isinstance(exc, WireError):
-        return ApiError(400, "bad_body", str(exc))
+        return ApiError(400, ErrorCode.BAD_BODY, str(exc))
     if isinstance(exc, (RequestValidationError, ValidationError)):
-        return ApiError(422, "invalid_request", _validation_detail(exc))
+        return ApiError(422, ErrorCode.INVALID_REQUEST, _validation_detail(exc))
     if isinstance(exc, InvalidPromptError):
-        return ApiError(422, "invalid_input", str(exc))
+        return ApiError(422, ErrorCode.INVALID_INPUT, str(exc))
     if isinstance(exc, NoImageError):
-        return ApiError(409, "no_image", str(exc))
+        return ApiError(409, ErrorCode.NO_IMAGE, str(exc))
     if isinstance(exc, OutOfMemoryError):
-        return ApiError(507, "out_of_memory", str(exc))
+        return ApiError(507, ErrorCode.OUT_OF_MEMORY, str(exc))
     if isinstance(exc, BackendError):
-        return ApiError(500, "backend_failed", str(exc))
-    return ApiError(500, "internal", "The server failed on this request; its log has the details.")
+        return ApiError(500, ErrorCode.BACKEND_FAILED, str(exc))
+    return ApiError(500, ErrorCode.INTERNAL, "The server failed on this request; its log has the details.")
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -101,8 +103,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "bad_body", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-            exc.status_code, "http_error")
+        code = {400: ErrorCode.BAD_BODY, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
+                413: ErrorCode.TOO_LARGE}.get(exc.status_code, ErrorCode.HTTP_ERROR)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first route's methods; list all of this path's
             headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
@@ -110,12 +112,8 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(request: Request) -> set[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(request.url.path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return methods
+    """The methods the contract serves on this path."""
+    return {route.method for route in Routes.all().values() if compile_path(route.path)[0].match(request.url.path)}
 
 
 class CatchAllMiddleware:

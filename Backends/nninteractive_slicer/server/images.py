@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.protocol import ErrorCode
 from ..core.wire import chunk_count, decode_image_chunk, image_digest
 from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import IMAGE_DTYPES, validate_image
 from .config import Limits
 from .errors import ApiError
-from .limits import check_image_geometry, too_large
+from .size_checks import check_image_geometry, too_large
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -34,7 +35,7 @@ ORPHAN_AGE_S = 600.0  # a .json without its .npy this old is no save in progress
 
 
 def digest_mismatch(what: str) -> ApiError:
-    return ApiError(422, "digest_mismatch", f"{what} does not match its digest; upload the image again.")
+    return ApiError(422, ErrorCode.DIGEST_MISMATCH, f"{what} does not match its digest; upload the image again.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,8 +272,10 @@ class Uploads:
     upload verifies and publishes it under that lock too: no chunk of an upload runs alongside its
     completion. A chunk for an image the user can already see is compared with it, never taken unread."""
 
-    def __init__(self, cache: ImageCache, limits: Limits, budget_bytes: int, share_images: bool = False) -> None:
+    def __init__(self, cache: ImageCache, limits: Limits, budget_bytes: int, per_user_bytes: int | None = None,
+                 share_images: bool = False) -> None:
         self.cache, self.limits, self.budget, self.share_images = cache, limits, budget_bytes, share_images
+        self.per_user = per_user_bytes or budget_bytes
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
 
@@ -286,13 +289,17 @@ class Uploads:
                   payload: bytes) -> UploadProgress:
         """Decode one chunk into its upload; the last one verifies the digest and publishes the image."""
         nbytes = check_image_geometry(shape, dtype, self.limits)
+        if nbytes > self.per_user:
+            raise ApiError(413, ErrorCode.TOO_LARGE, f"The image ({nbytes} bytes) is larger than one user may upload "
+                                                     f"to this server at a time ({self.per_user} bytes).")
         itemsize = nbytes // int(np.prod(shape))
         if chunk_elements * itemsize > self.limits.chunk_bytes:
             raise too_large("upload chunk", chunk_elements * itemsize, self.limits.chunk_bytes)
         size = int(np.prod(shape))
         total = chunk_count(size, chunk_elements)
         if not 0 <= index < total:
-            raise ApiError(422, "invalid_input", f"Chunk {index} does not exist: this image has {total} chunks.")
+            raise ApiError(422, ErrorCode.INVALID_INPUT,
+                           f"Chunk {index} does not exist: this image has {total} chunks.")
         start = index * chunk_elements
         stop = min(start + chunk_elements, size)
         values = decode_image_chunk(payload, stop - start, dtype, codec)
@@ -306,8 +313,9 @@ class Uploads:
                 if pending.closed:
                     continue  # completed (or failed) while this chunk decoded: look again
                 pending.flat[start:stop] = values
-                pending.received.add(index)
-                pending.touched = time.monotonic()
+                if index not in pending.received:  # progress: a chunk sent again keeps no upload alive
+                    pending.received.add(index)
+                    pending.touched = time.monotonic()
                 if len(pending.received) < pending.chunks:
                     return UploadProgress(digest, len(pending.received), pending.chunks, False)
                 pending.closed = True
@@ -334,9 +342,14 @@ class Uploads:
             ):
                 return pending
             self._pending.pop(key, None)  # a restarted upload with other parameters replaces the old one
+            mine = sum(p.flat.nbytes for p in self._pending.values() if p.owner == owner)
+            if mine + nbytes > self.per_user:
+                raise ServerBusyError(f"Your uploads in progress hold {mine} bytes; one user may have at most "
+                                      f"{self.per_user} bytes of uploads in progress: let them finish first.", 10)
             in_use = sum(p.flat.nbytes for p in self._pending.values())
             if in_use + nbytes > self.budget:
-                raise ServerBusyError("The server is receiving too many images at once; try again shortly.", 10)
+                raise ServerBusyError("The server is receiving too many images at once (from all users); try again "
+                                      "shortly.", 10)
             pending = _Pending(owner, digest, shape, dtype, spacing, chunk_elements,
                                np.empty(int(np.prod(shape)), dtype=np.dtype(dtype).newbyteorder("<")))
             self._pending[key] = pending
@@ -355,7 +368,7 @@ class Uploads:
         try:
             validate_image(array, pending.spacing)
         except InvalidPromptError as exc:
-            raise ApiError(422, "invalid_input", str(exc)) from exc
+            raise ApiError(422, ErrorCode.INVALID_INPUT, str(exc)) from exc
         self.cache.put(CachedImage(pending.digest, array, pending.spacing), pending.owner)
         log.info("image received", extra={"event": "image_uploaded", "user": pending.owner,
                                            "digest": pending.digest[:12], "shape": list(pending.shape),

@@ -1,10 +1,18 @@
-"""Structured logs: one JSON object per line (or key=value text), naming the user of every request."""
+"""Structured logs: one JSON object per line (or key=value text), and an access log naming the user of every request."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .core import ServerCore
+
+log = logging.getLogger("nninteractive_slicer.server")
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is a field of the event.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
@@ -47,3 +55,32 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True  # our access log names the user
+
+
+class AccessLogMiddleware:
+    """One structured log line and one request count per request, with the user and the route template."""
+
+    def __init__(self, app: ASGIApp, core: ServerCore) -> None:
+        self.app, self.core = app, core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            user = scope.get("state", {}).get("user", "-")
+            self.core.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            log.info("request", extra={"event": "request", "user": user, "method": scope["method"], "route": route,
+                                       "session": scope.get("path_params", {}).get("session_id", "")[:8],
+                                       "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)})

@@ -10,18 +10,20 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.engine import InteractiveSession
+from ..core.protocol import ErrorCode
 from ..errors import ServerBusyError
 from .errors import ApiError
+from .memory import gib, session_bytes
 
 
 def session_unknown(session_id: str) -> ApiError:
-    return ApiError(404, "session_unknown", f"Session {session_id[:8]}... does not exist (expired, closed or "
+    return ApiError(404, ErrorCode.SESSION_UNKNOWN, f"Session {session_id[:8]}... does not exist (expired, closed or "
                                             "another user's); start a new one.")
 
 
@@ -34,6 +36,7 @@ class ServerSession:
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released
     inflight: int = 0  # requests being served; never reaped while > 0
+    memory_bytes: int = 0  # what its image costs it (see :mod:`.memory`), reserved before the image is set
     last_active: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -53,32 +56,66 @@ class ServerSession:
 class SessionRegistry:
     """The live sessions. Creating one reserves a slot first, so the cap holds under concurrency."""
 
-    def __init__(self, max_sessions: int, idle_timeout_s: float, liveness_timeout_s: float) -> None:
+    def __init__(self, max_sessions: int, idle_timeout_s: float, liveness_timeout_s: float,
+                 max_per_user: int | None = None, memory_budget: int | None = None) -> None:
         self.max_sessions = max_sessions
+        self.memory_budget = memory_budget
+        self.max_per_user = max_per_user or max_sessions
         self.idle_timeout_s = idle_timeout_s
         self.liveness_timeout_s = liveness_timeout_s
         self._sessions: dict[str, ServerSession] = {}
-        self._reserved = 0
+        self._reserved: dict[str, int] = {}  # per user: slots taken while their engine sessions are built
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     @contextmanager
-    def slot(self) -> Iterator[str]:
-        """Reserve a slot and a new session id while the engine session is built; busy when full."""
+    def slot(self, owner: str) -> Iterator[str]:
+        """Reserve a slot and a new session id while the engine session is built; busy when the server, or
+        the user's share of it, is full."""
         with self._lock:
-            if len(self._sessions) + self._reserved >= self.max_sessions:
+            held = [s for s in self._sessions.values() if s.owner == owner]
+            if len(held) + self._reserved.get(owner, 0) >= self.max_per_user:
+                raise ServerBusyError(
+                    f"You already hold {self.max_per_user} sessions, the most one user may hold on this server: "
+                    "close one (another 3D Slicer of yours?) or wait until it times out.", self._retry_after(held))
+            if len(self._sessions) + sum(self._reserved.values()) >= self.max_sessions:
                 raise ServerBusyError(
                     f"The server is serving its maximum of {self.max_sessions} sessions; try again later.",
-                    self._retry_after(),
+                    self._retry_after(self._sessions.values()),
                 )
-            self._reserved += 1
+            self._reserved[owner] = self._reserved.get(owner, 0) + 1
         try:
             yield secrets.token_urlsafe(18)
         finally:
             with self._lock:
-                self._reserved -= 1
+                self._reserved[owner] -= 1
+                if not self._reserved[owner]:
+                    del self._reserved[owner]
+
+    def check_fits(self, shape: tuple[int, ...]) -> int:
+        """The memory a session needs for an image of ``shape``; 507 if it exceeds the whole budget."""
+        need = session_bytes(shape)
+        if self.memory_budget is not None and need > self.memory_budget:
+            raise ApiError(507, ErrorCode.OUT_OF_MEMORY,
+                           f"An image of {list(shape)} voxels needs about {gib(need)} of server memory for its "
+                           f"session; this server gives all sessions together {gib(self.memory_budget)}. Crop or "
+                           "resample the image.")
+        return need
+
+    def reserve_memory(self, session: ServerSession, shape: tuple[int, ...]) -> None:
+        """Admit an image of ``shape`` into ``session`` if the memory of all sessions allows it (503 if it
+        will once other sessions close, 507 if never)."""
+        need = self.check_fits(shape)
+        with self._lock:
+            others = sum(s.memory_bytes for s in self._sessions.values() if s is not session)
+            if self.memory_budget is not None and others + need > self.memory_budget:
+                raise ServerBusyError(
+                    f"Not enough server memory now: this image needs about {gib(need)}, and other sessions hold "
+                    f"{gib(others)} of the {gib(self.memory_budget)} all sessions may use; try again when one "
+                    "closes.", self._retry_after(s for s in self._sessions.values() if s is not session))
+            session.memory_bytes = need
 
     def add(self, session: ServerSession) -> None:
         with self._lock:
@@ -133,11 +170,11 @@ class SessionRegistry:
         if active:
             session.last_active = session.last_seen
 
-    def _retry_after(self) -> float:
-        """Seconds until the first session could be reaped (a hint; sessions in use may live longer)."""
+    def _retry_after(self, sessions: Iterable[ServerSession]) -> float:
+        """Seconds until the first of ``sessions`` could be reaped (a hint; sessions in use may live longer)."""
         now = time.monotonic()
         waits = [
             min(s.last_active + self.idle_timeout_s, s.last_seen + self.liveness_timeout_s) - now
-            for s in self._sessions.values()
+            for s in sessions
         ]
         return min(max(1.0, min(waits, default=5.0)), 300.0)

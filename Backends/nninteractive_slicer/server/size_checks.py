@@ -8,13 +8,15 @@ import re
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.protocol import ErrorCode
 from ..interface import IMAGE_DTYPES
 from .config import Limits
 from .errors import ApiError, send_json
 
 
 def too_large(what: str, size: int, limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"The {what} ({size} bytes) is larger than this server accepts ({limit} bytes).")
+    return ApiError(413, ErrorCode.TOO_LARGE,
+                    f"The {what} ({size} bytes) is larger than this server accepts ({limit} bytes).")
 
 
 # JSON bodies are small prompts and ids; parsed, a big one would cost many times its size in Python objects.
@@ -44,8 +46,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if sum(name == b"content-type" for name, _ in scope["headers"]) > 1:
-            await send_json(send, 400, {"error": "bad_request", "detail": "The request has two Content-Type "
-                                                                          "headers; send one."},
+            await send_json(send, 400, {"error": ErrorCode.BAD_REQUEST.value,
+                                        "detail": "The request has two Content-Type headers; send one."},
                             {"Connection": "close"})
             return
         headers = dict(scope["headers"])
@@ -53,8 +55,8 @@ class BodyLimitMiddleware:
         declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await send_json(send, 400, {"error": "bad_request", "detail": "Content-Length is not a number."},
-                                {"Connection": "close"})
+                await send_json(send, 400, {"error": ErrorCode.BAD_REQUEST.value,
+                                            "detail": "Content-Length is not a number."}, {"Connection": "close"})
                 return
             if int(declared) > limit:
                 error = too_large("request body", int(declared), limit)
@@ -78,18 +80,28 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+def check_prompt_size(box: tuple[tuple[int, int], ...], limits: Limits) -> None:
+    """One lasso or scribble may cover at most ``max_prompt_voxels``: the device time of a prompt grows with it."""
+    voxels = math.prod(hi - lo for lo, hi in box)
+    if voxels > limits.max_prompt_voxels:
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"This prompt's box covers {voxels} voxels; this server takes "
+                                                     f"at most {limits.max_prompt_voxels} in one prompt. Draw it on "
+                                                     "fewer slices, or split it.")
+
+
 def check_image_geometry(shape: tuple[int, ...], dtype: str, limits: Limits) -> int:
     """Validate a declared image shape and dtype against the limits; returns its size in bytes."""
     if dtype not in IMAGE_DTYPES:
-        raise ApiError(422, "invalid_input", f"Image type {dtype!r} is not supported; use one of "
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"Image type {dtype!r} is not supported; use one of "
                                              f"{', '.join(IMAGE_DTYPES)}.")
     if len(shape) != 3 or any(n < 1 for n in shape):
-        raise ApiError(422, "invalid_input", f"The image shape {list(shape)} must be three positive sizes.")
+        raise ApiError(422, ErrorCode.INVALID_INPUT, f"The image shape {list(shape)} must be three positive sizes.")
     if max(shape) > limits.max_dim:
-        raise ApiError(413, "too_large", f"The image shape {list(shape)} exceeds {limits.max_dim} voxels on an axis.")
+        raise ApiError(413, ErrorCode.TOO_LARGE,
+                       f"The image shape {list(shape)} exceeds {limits.max_dim} voxels on an axis.")
     voxels = math.prod(shape)
     if voxels > limits.max_image_voxels:
-        raise ApiError(413, "too_large", f"The image has {voxels} voxels; this server accepts at most "
+        raise ApiError(413, ErrorCode.TOO_LARGE, f"The image has {voxels} voxels; this server accepts at most "
                                          f"{limits.max_image_voxels}.")
     nbytes = voxels * np.dtype(dtype).itemsize
     if nbytes > limits.max_image_bytes:

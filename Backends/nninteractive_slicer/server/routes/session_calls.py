@@ -1,0 +1,166 @@
+"""Calls inside a session: image, starting mask, reset, prompts, undo, and reading the mask.
+
+Handlers decode in the thread pool and run the engine on the device thread (:meth:`ServerCore.in_session`);
+mutating calls check the client's revision there, and replies carry the changed region only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Body, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from ...core.engine import InteractiveSession
+from ...core.protocol import ErrorCode, Routes
+from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_frame, pack_mask, unpack_mask
+from ...interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
+from ...interface import validate_mask as validate_full_mask
+from ..core import ServerCore
+from ..deps import AcceptCodecs, Core, Revision, SessionId, User
+from ..errors import ApiError
+from ..schemas import CropHeader, JsonPrompt, MaskHeader, SessionState, SetImageBody
+from ..sessions import ServerSession
+from ..size_checks import check_prompt_size
+from . import FRAME_BODY, FRAME_REPLY, endpoint
+
+log = logging.getLogger("nninteractive_slicer.server")
+router = APIRouter(tags=["session calls"])
+
+
+@endpoint(router, Routes.SET_IMAGE, response_model=SessionState)
+async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user: User, revision: Revision = None
+                    ) -> SessionState:
+    with core.sessions.use(session_id, user) as session:
+        image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
+        if image is None:
+            raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
+        core.sessions.reserve_memory(session, image.array.shape)
+
+        def run(engine: InteractiveSession) -> None:
+            engine.set_image(image.array, image.spacing)
+            session.image_digest = image.digest
+
+        _, state = await core.in_session(session, revision, run)
+        log.info("image set", extra={"event": "image_set", "user": user, "session": session_id[:8],
+                                     "digest": body.digest[:12], "shape": list(image.array.shape)})
+        return SessionState(**state)
+
+
+@endpoint(router, Routes.SET_INITIAL_MASK, response_model=SessionState, openapi_extra=FRAME_BODY)
+async def set_initial_mask(session_id: SessionId, request: Request, core: Core, user: User,
+                           revision: Revision = None) -> SessionState:
+    with core.sessions.use(session_id, user) as session:
+        body = await request.body()
+        shape = _require_image(session)
+
+        def decode() -> np.ndarray:
+            raw, payload = decode_frame(body)
+            head = MaskHeader.model_validate(raw)
+            if tuple(head.shape) != shape:
+                raise ApiError(422, ErrorCode.INVALID_INPUT, f"The starting mask has shape {head.shape}, the image "
+                                                             f"has {list(shape)}.")
+            return unpack_mask(payload, shape, head.codec)
+
+        mask = await run_in_threadpool(decode)
+        _, state = await core.in_session(
+            session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.mask.shape)))
+        return SessionState(**state)
+
+
+@endpoint(router, Routes.RESET, response_model=SessionState)
+async def reset(session_id: SessionId, core: Core, user: User, revision: Revision = None) -> SessionState:
+    with core.sessions.use(session_id, user) as session:
+        _require_image(session)
+        _, state = await core.in_session(session, revision, lambda engine: engine.reset())
+        return SessionState(**state)
+
+
+@endpoint(router, Routes.PROMPT, response_class=Response, responses=FRAME_REPLY)
+async def prompt(session_id: SessionId, body: Annotated[JsonPrompt, Body()], core: Core, user: User,
+                 revision: Revision = None, accept: AcceptCodecs = None) -> Response:
+    if body.kind == "point":
+        parsed: Prompt = Point(tuple(body.coord), body.positive)  # type: ignore[arg-type]
+    else:
+        parsed = BBox(tuple(tuple(r) for r in body.box), body.positive)  # type: ignore[arg-type]
+    return await _run_prompt(core, session_id, user, revision, accept, lambda _: parsed)
+
+
+@endpoint(router, Routes.CROP_PROMPT, response_class=Response, responses=FRAME_REPLY, openapi_extra=FRAME_BODY)
+async def crop_prompt(session_id: SessionId, request: Request, core: Core, user: User, revision: Revision = None,
+                      accept: AcceptCodecs = None) -> Response:
+    body = await request.body()
+
+    def decode(shape: tuple[int, int, int]) -> Prompt:
+        raw, payload = decode_frame(body)
+        head = CropHeader.model_validate(raw)
+        box = normalize_box(head.box, shape, head.kind)  # inside the image before the crop is unpacked
+        check_prompt_size(box, core.config.limits)
+        crop = unpack_mask(payload, box_shape(box), head.codec)
+        return (Lasso if head.kind == "lasso" else Scribble)(crop, box, head.positive)
+
+    return await _run_prompt(core, session_id, user, revision, accept, decode)
+
+
+@endpoint(router, Routes.UNDO, response_class=Response, responses=FRAME_REPLY)
+async def undo(session_id: SessionId, core: Core, user: User, revision: Revision = None,
+               accept: AcceptCodecs = None) -> Response:
+    with core.sessions.use(session_id, user) as session:
+        _require_image(session)
+
+        def run(engine: InteractiveSession) -> PromptResult:
+            undoing = engine.can_undo
+            result = engine.undo()
+            session.revision += undoing  # nothing to undo changes nothing
+            return result
+
+        result, state = await core.in_session(session, revision, run, mutates=False)
+        return await _frame_reply(core, result, state, accept, "undo")
+
+
+@endpoint(router, Routes.GET_MASK, response_class=Response, responses=FRAME_REPLY)
+async def get_mask(session_id: SessionId, core: Core, user: User, accept: AcceptCodecs = None) -> Response:
+    with core.sessions.use(session_id, user, active=False) as session:
+        _require_image(session)
+        mask, state = await core.in_session(session, None, lambda engine: engine.mask.copy(), mutates=False)
+        codec = choose_codec(accept)
+        payload = await run_in_threadpool(pack_mask, mask, codec)
+        return Response(encode_frame({"shape": list(mask.shape), "codec": codec, "revision": state["revision"]},
+                                     payload), media_type=FRAME_CONTENT_TYPE)
+
+
+async def _run_prompt(core: ServerCore, session_id: str, user: str, revision: int | None, accept: str | None,
+                      decode: Callable[[tuple[int, int, int]], Prompt]) -> Response:
+    """Decode (thread pool), validate and predict (device thread), encode the changed region (thread pool)."""
+    with core.sessions.use(session_id, user) as session:
+        shape = _require_image(session)
+        prompt = await run_in_threadpool(decode, shape)
+
+        def run(engine: InteractiveSession) -> PromptResult:
+            valid = validate_prompt(prompt, engine.mask.shape, core.model.capabilities)
+            return engine.prompt(valid)
+
+        result, state = await core.in_session(session, revision, run)
+        return await _frame_reply(core, result, state, accept, prompt.kind)
+
+
+async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, Any], accept: str | None,
+                       kind: str) -> Response:
+    if result.backend_ms is not None:
+        core.metrics.prediction.labels(kind).observe(result.backend_ms / 1000)
+    codec = choose_codec(accept)
+    header = {"changed": result.changed, "box": [list(r) for r in result.box] if result.changed else None,
+              "backend_ms": result.backend_ms, "revision": state["revision"],
+              "prompt_count": state["prompt_count"], "codec": codec}
+    payload = await run_in_threadpool(pack_mask, result.patch, codec) if result.changed else b""
+    return Response(encode_frame(header, payload), media_type=FRAME_CONTENT_TYPE)
+
+
+def _require_image(session: ServerSession) -> tuple[int, int, int]:
+    shape = session.shape
+    if shape is None:
+        raise ApiError(409, ErrorCode.NO_IMAGE, "No image has been sent to this session yet: select a volume first.")
+    return shape

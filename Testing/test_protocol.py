@@ -1,0 +1,63 @@
+"""Client and server speak one contract (:mod:`nninteractive_slicer.core.protocol`): these fail when they drift."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S
+from starlette.routing import compile_path
+
+import nninteractive_slicer.server as server_package
+from nninteractive_slicer.backends import remote
+from nninteractive_slicer.core.protocol import ErrorCode, Route, Routes
+
+
+def served(remote_server) -> set[tuple[str, str]]:
+    """Method and path template of every operation the app documents (all but /docs and /openapi.json)."""
+    paths = remote_server.app.openapi()["paths"]
+    return {(method.upper(), path) for path, operations in paths.items() for method in operations}
+
+
+def test_the_server_serves_exactly_the_routes_of_the_contract(remote_server):
+    assert served(remote_server) == {(r.method, r.path) for r in Routes.all().values()}
+
+
+def test_every_route_the_client_calls_is_served(remote_server, image64):
+    """The client's real traffic, matched against the app: method and path template of each request."""
+    calls: list[tuple[str, str]] = []
+    backend = remote.RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+    backend._http.hooks["response"].append(lambda r, *a, **k: calls.append((r.request.method, r.request.path_url)))
+    image = image64.copy()
+    image[0, 0, 0] += 0.5  # an image no earlier test uploaded, so this one is sent (PUT)
+    with backend:
+        backend.check_connection()
+        backend.set_image(image)
+        backend.set_initial_mask((image > image.mean()).astype("uint8"))
+        backend.reset()
+        backend.get_mask()
+    routes = [(method, compile_path(template)[0]) for method, template in served(remote_server)]
+    for method, path in calls:
+        assert any(m == method and regex.match(path) for m, regex in routes), (method, path)
+    assert {method for method, _ in calls} == {"GET", "POST", "PUT", "DELETE"}
+
+
+def test_every_error_code_the_server_can_send_is_declared_and_mapped_by_the_client():
+    declared = {code.value for code in ErrorCode}
+    # Every ErrorCode.X the server's modules name exists (an unknown one fails at import), and the server
+    # names no error code as a bare string: ApiError also refuses codes outside the contract at run time.
+    named: set[str] = set()
+    for source in Path(server_package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ErrorCode":
+                named.add(ErrorCode[node.attr].value)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ApiError" and len(node.args) > 1:
+                assert not isinstance(node.args[1], ast.Constant), f"{source.name}: a bare error code"
+    assert named <= declared
+    # The client knows each code, except the catch-all it reads by status.
+    assert set(remote.ERROR_OF_CODE) == declared - {ErrorCode.HTTP_ERROR.value}
+
+
+def test_routes_fill_their_parameters():
+    assert Routes.UPLOAD_CHUNK.url(digest="ab", index=3) == "/v1/images/ab/chunks/3"
+    assert isinstance(Routes.all()["PROMPT"], Route)

@@ -1,0 +1,49 @@
+"""The remote client under server faults: its recoveries never leak server sessions."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from synthetic import prompt_script
+
+from nninteractive_slicer.backends.remote import RemoteBackend
+from nninteractive_slicer.errors import BackendUnavailableError
+
+SCRIPT = 6
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(local_backend_factory, image64) -> np.ndarray:
+    with local_backend_factory() as backend:
+        backend.set_image(image64)
+        for prompt in prompt_script(image64.shape, seed=7, count=SCRIPT):
+            backend.prompt(prompt)
+        return backend.get_mask()
+
+
+def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image64, uninterrupted):
+    """Issue 13.3: each prompt that outlived the client's timeout left a session open on the server."""
+    with ThreadedServer(server_config(tiny_model_dir, max_sessions=2)) as server:
+        backend = RemoteBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
+        mirror = np.zeros(image64.shape, np.uint8)
+        backend.set_image(image64)
+        for i, prompt in enumerate(prompt_script(image64.shape, seed=7, count=SCRIPT)):
+            if i % 2:  # the device is held (another user's long prediction) until the client gives up
+                release = threading.Event()
+                held = server.core.worker.submit(release.wait, 60)
+                backend._timeout = (5.0, 1.0)
+                with pytest.raises(BackendUnavailableError, match="did not answer"):
+                    backend.prompt(prompt)
+                backend._timeout = (5.0, CLIENT_TIMEOUT_S)
+                release.set()
+                held.result()
+            backend.prompt(prompt).apply_to(mirror)  # applied once, after a rebuild when the last one timed out
+            assert len(server.core.sessions) == 1, f"prompt {i}: {len(server.core.sessions)} sessions"
+        assert backend.stats.recoveries == SCRIPT // 2
+        np.testing.assert_array_equal(mirror, backend.get_mask())
+        backend.close()
+        assert len(server.core.sessions) == 0
+    np.testing.assert_array_equal(mirror, uninterrupted)

@@ -1,0 +1,197 @@
+"""Segment histories in Slicer (slicer-core, real local backend, tiny model): recorded, saved with the scene,
+resumed bit-identically in a fresh process, exported, replayed, autosaved; mismatches are told, not hidden."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from slicer_history_resume import NEXT, PROMPTS, SHAPE
+from slicer_scene import CountingBackend, make_scene, oblique_lps_matrix
+from synthetic import blob_centre, mr_like_image
+
+from nninteractive_slicer import history as h
+from nninteractive_slicer.interface import BBox, Point
+from SlicerNNInteractiveLib import UNDO, VolumeGeometry
+from SlicerNNInteractiveLib.history_store import (
+    HistoryAutosave,
+    attribute_name,
+    export_history,
+    read_history,
+    segments_with_history,
+)
+from SlicerNNInteractiveLib.recording import RecordingPromptSession as Session
+from SlicerNNInteractiveLib.recording import ReplayRequest
+from SlicerNNInteractiveLib.segments import full_box, index_to_segmentation, read_mask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_backend(local_backend_factory):
+    backend = local_backend_factory()
+    yield backend
+    backend.close()
+
+
+class Scene:
+    def __init__(self, backend, image=None, autosave=None) -> None:
+        self.s = make_scene()
+        self.image = mr_like_image(SHAPE, seed=2) if image is None else image
+        self.volume = self.s.volume(self.image, oblique_lps_matrix())
+        self.segmentation = self.s.segmentation(self.volume)
+        self.segment_id = self.segmentation.GetSegmentation().AddEmptySegment("tumour", "tumour")
+        self.editor = self.s.editor_node(self.volume, self.segmentation)
+        self.editor.SetSelectedSegmentID(self.segment_id)
+        self.backend = CountingBackend(backend)
+        self.session = Session(self.s.scene, self.backend, self.editor, self.s.app_logic, autosave=autosave)
+
+    def mask(self) -> np.ndarray:
+        g = VolumeGeometry.from_volume_node(self.volume)
+        return read_mask(self.segmentation, self.segment_id, index_to_segmentation(g, self.segmentation),
+                         full_box(SHAPE))
+
+    def saved(self) -> h.History:
+        return read_history(self.segmentation, self.segment_id)
+
+
+def test_every_step_is_recorded_in_the_scene(real_backend):
+    scene = Scene(real_backend)
+    c = blob_centre(SHAPE)
+    for prompt in PROMPTS[:3]:
+        scene.session.submit(prompt)
+    scene.session.submit(UNDO)
+    hand = np.zeros(SHAPE, np.uint8)
+    hand[10:14, 10:14, 10:14] = 1
+    scene.session.writer.write(scene.segmentation, scene.segment_id,
+                               index_to_segmentation(VolumeGeometry.from_volume_node(scene.volume),
+                                                     scene.segmentation), full_box(SHAPE), hand | scene.mask())
+    scene.session.submit(Point(c, True))
+    saved = scene.saved()
+    assert [s.op for s in saved.steps] == ["prompt"] * 3 + ["undo", "set_mask", "prompt"]
+    assert saved.final_digest == h.mask_digest(scene.mask()) == h.mask_digest(real_backend.get_mask())
+    assert saved.model.id == real_backend.capabilities().model_id and saved.backend == "counting"
+    g = VolumeGeometry.from_volume_node(scene.volume)
+    assert np.allclose(saved.image.index_to_ras, g.index_to_world)
+    assert np.allclose(saved.image.to_ras(c), (g.index_to_world @ np.r_[c, 1.0])[:3])
+    assert saved.image.digest == h.image_digest(scene.image)
+    assert segments_with_history(scene.segmentation) == [scene.segment_id]
+
+
+def resume_run(mode: str, model_dir: Path, folder: Path) -> str:
+    path = os.pathsep.join(str(REPO / p) for p in ("Backends", "Testing", "SlicerNNInteractive"))
+    done = subprocess.run([sys.executable, str(REPO / "Testing" / "slicer_history_resume.py"), mode, str(model_dir),
+                           str(folder)], capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": path})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (folder / f"{mode}.txt").read_text()
+
+
+def test_a_reopened_scene_continues_bit_identically_in_a_fresh_process(tiny_model_dir, tmp_path):
+    """The issue's test: 10 prompts, save as .mrb; a fresh process opens it and places the 11th prompt."""
+    resume_run("uninterrupted", tiny_model_dir, tmp_path)
+    assert (tmp_path / "scene.mrb").stat().st_size > 0
+    message = resume_run("resumed", tiny_model_dir, tmp_path)
+    uninterrupted, resumed = np.load(tmp_path / "uninterrupted.npy"), np.load(tmp_path / "resumed.npy")
+    assert uninterrupted.any() and not np.array_equal(uninterrupted, np.load(tmp_path / "reopened.npy"))
+    np.testing.assert_array_equal(resumed, uninterrupted)
+    assert "stays as saved" not in message
+
+
+def test_without_a_rebuild_the_next_prompt_would_differ(real_backend):
+    """Why the rebuild matters: starting the model from the saved segment instead gives another mask."""
+    first = Scene(real_backend)
+    for prompt in PROMPTS:
+        first.session.submit(prompt)
+    first.session.submit(NEXT)
+    expected = first.mask()
+    text = first.segmentation.GetAttribute(attribute_name(first.segment_id))
+    second = Scene(real_backend)
+    second.session.submit(ReplayRequest(h.loads(text)))
+    np.testing.assert_array_equal(second.mask(), expected)  # the replay action rebuilds the whole history
+    restarted = Scene(real_backend)
+    history = h.loads(text)
+    restarted.session.writer.write(restarted.segmentation, restarted.segment_id,
+                                   index_to_segmentation(VolumeGeometry.from_volume_node(restarted.volume),
+                                                         restarted.segmentation), full_box(SHAPE),
+                                   _mask_after(history, len(PROMPTS)))
+    restarted.session.submit(NEXT)  # no saved history: the model starts from the segment
+    assert not np.array_equal(restarted.mask(), expected)
+
+
+def _mask_after(history: h.History, steps: int) -> np.ndarray:
+    mask = history.start_mask()
+    for step in history.steps[:steps]:
+        if step.result.box is not None:
+            mask[tuple(slice(lo, hi) for lo, hi in step.result.box)] = step.result.patch
+    return mask
+
+
+@pytest.mark.parametrize(("tamper", "notice"), [
+    ("image", "its history was made on another image"),
+    ("model", "its history was made with the model 'another-model'"),
+    ("edited", "it was edited after its last nnInteractive step"),
+    ("corrupt", "Its saved history cannot be used"),
+])
+def test_a_history_that_no_longer_matches_is_told_and_the_segment_kept(real_backend, tamper, notice):
+    first = Scene(real_backend)
+    for prompt in PROMPTS[:2]:
+        first.session.submit(prompt)
+    saved_mask = first.mask()
+    text = first.segmentation.GetAttribute(attribute_name(first.segment_id))
+    image = first.image.copy()
+    if tamper == "image":
+        image[0, 0, 0] += 1
+    second = Scene(real_backend, image=image)
+    if tamper == "edited":
+        saved_mask[5:8, 5:8, 5:8] = 1
+    second.session.writer.write(second.segmentation, second.segment_id,
+                                index_to_segmentation(VolumeGeometry.from_volume_node(second.volume),
+                                                      second.segmentation), full_box(SHAPE), saved_mask)
+    if tamper == "model":
+        text = text.replace(f'"id":"{real_backend.capabilities().model_id}"', '"id":"another-model"')
+    if tamper == "corrupt":
+        text = text.replace('"version":1', '"version":7')
+    second.segmentation.SetAttribute(attribute_name(second.segment_id), text)
+    outcome = second.session.submit(Point(blob_centre(SHAPE), True))
+    assert notice in outcome.message
+    assert second.backend.calls["prompt"] == 1  # nothing replayed
+    np.testing.assert_array_equal(second.backend.last_mask, saved_mask)  # the model started from the segment
+    steps = second.saved().steps
+    assert steps[-1].op == "prompt"
+    if tamper == "edited":  # same image and model: the old history goes on, with the hand edit as a step
+        assert [s.op for s in steps] == ["prompt", "prompt", "set_mask", "prompt"]
+    else:
+        assert len(steps) == 1 and h.mask_digest(second.saved().initial_mask) == h.mask_digest(saved_mask)
+
+
+def test_export_replay_and_autosave(real_backend, tmp_path):
+    autosave = HistoryAutosave(tmp_path / "auto", every=2)
+    scene = Scene(real_backend, autosave=autosave)
+    k, j, i = blob_centre(SHAPE)
+    scene.session.submit(Point((k, j, i), True))
+    assert not (tmp_path / "auto").exists()
+    scene.session.submit(BBox(((k, k + 1), (j - 6, j + 6), (i - 6, i + 6)), True))
+    autosaved = list((tmp_path / "auto").glob("*.history.json"))
+    assert len(autosaved) == 1 and h.load(autosaved[0]).prompt_count() == 2
+    exported = export_history(scene.segmentation, scene.segment_id, tmp_path / "tumour.history.json")
+    assert h.load(exported).final_digest == h.mask_digest(scene.mask())
+    other = Scene(real_backend)
+    other.session.submit(ReplayRequest(h.load(exported)))
+    np.testing.assert_array_equal(other.mask(), scene.mask())
+    assert [s.op for s in other.saved().steps] == ["prompt", "prompt"]
+    wrong = Scene(real_backend, image=mr_like_image(SHAPE, seed=9))
+    with pytest.raises(Exception, match="made on another image"):
+        wrong.session.submit(ReplayRequest(h.load(exported)))
+    assert not wrong.mask().any()
+
+
+def test_histories_of_deleted_segments_are_not_listed(real_backend):
+    scene = Scene(real_backend)
+    scene.session.submit(Point(blob_centre(SHAPE), True))
+    scene.segmentation.GetSegmentation().RemoveSegment(scene.segment_id)
+    assert segments_with_history(scene.segmentation) == []
