@@ -39,7 +39,7 @@ from stats import median, median_ci, percentile, ratio_ci  # noqa: E402
 
 from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
 
-CONCURRENCY_REPEATS = 3
+CONCURRENCY_REPEATS = 3  # alternating repetitions of the concurrency runs (2 with --quick)
 
 
 def measure_size(all_targets: list[Target], size: str, repeats: int) -> tuple[dict[str, list[dict]], list[dict]]:
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"] += summarise(by_backend, size)
                 progress(f"{size}: {sum(map(len, samples.values()))} prompts, {time.perf_counter() - started:.0f} s")
             servers = [t for t in all_targets if t.kind != "local"]
-            for repeat in range(CONCURRENCY_REPEATS):  # servers alternate, so drifts of the machine hit both alike
+            for repeat in range(2 if args.quick else CONCURRENCY_REPEATS):  # servers alternate: drifts hit both alike
                 for sessions in args.sessions:
                     for target in servers if (repeat + sessions) % 2 == 0 else servers[::-1]:
                         results["concurrency"].append(concurrency(target, sessions, per_session, "S", repeat))
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             if with_network and "L" in args.sizes:
                 results["network"] = network.measure(all_targets, "L", 1 if args.quick else 3)
             if with_xl:
-                results["xl"], results["xl_client_encoding"] = xl.measure(all_targets, 2 if args.quick else 3)
+                results["xl"], results["xl_client_encoding"] = xl.measure(all_targets, 1)  # AutoZoom: ~100 s each
         results["overhead_ratio"] = overhead_ratios(results["runs"])
         results["compact_object_replies"] = mask_bytes.summary(cases.SIZES["L"])
         results["seconds"] = round(time.perf_counter() - started, 1)

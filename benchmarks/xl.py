@@ -24,6 +24,7 @@ SIZE = "XL"
 
 def measure(all_targets: list[Target], repeats: int) -> tuple[list[dict], dict]:
     image = cases.image(SIZE)
+    progress("XL image made")
     rows = []
     for target in sorted(all_targets, key=lambda t: t.kind == "local"):  # in process last: it keeps its memory
         backend = target.make()
@@ -53,7 +54,7 @@ def measure(all_targets: list[Target], repeats: int) -> tuple[list[dict], dict]:
                          "model_ms_median": round(median(model_ms)),
                          "client_peak_mb": round((_peak(os.getpid()) - client0) / 2**20),
                          "server_peak_mb": round((_peak(pid) - server0) / 2**20) if pid else None})
-            progress(f"XL {target.kind}: sync {sync_ms / 1000:.1f} s")
+            progress(f"XL {target.kind}: sync {sync_ms / 1000:.1f} s, prompt {median(prompt_ms) / 1000:.1f} s")
         finally:
             backend.close()
     return rows, client_encoding(image)
