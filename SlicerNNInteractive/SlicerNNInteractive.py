@@ -47,6 +47,8 @@ from SlicerNNInteractiveLib.backends import (
     model_download_bytes,
     recommended_requirements,
 )
+from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
+from SlicerNNInteractiveLib.recording import RecordingPromptSession, ReplayRequest
 from SlicerNNInteractiveLib.session import SYNC
 from SlicerNNInteractiveLib.upload import upload_status
 
@@ -228,6 +230,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.deviceCombo.currentIndexChanged.connect(self.onConfigEdited)
         self.ui.pbTestConnection.clicked.connect(self.testConnection)
         self.ui.pbInstallLocal.clicked.connect(lambda: self.installRequirements("local"))
+        self.ui.pbExportHistory.clicked.connect(self.exportHistory)
+        self.ui.pbReplayHistory.clicked.connect(self.replayHistory)
+        self.ui.autosaveFolderEdit.currentPathChanged.connect(self.onAutosaveChanged)
+        self.ui.autosaveEverySpin.valueChanged.connect(self.onAutosaveChanged)
         self.editorWidget.connect("sourceVolumeNodeChanged(vtkMRMLVolumeNode*)", self.onSourceVolumeChanged)
 
     def setupShortcuts(self) -> None:
@@ -250,12 +256,13 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             node = slicer.mrmlScene.AddNode(node)
         self.editorNode = node
         self.editorWidget.setMRMLSegmentEditorNode(node)
-        self.session = PromptSession(
+        self.session = RecordingPromptSession(
             slicer.mrmlScene,
             self.backend,
             node,
             slicer.app.applicationLogic(),
             save_undo=self.editorWidget.saveStateForUndo,  # prompts are undone with the editor's Undo too
+            autosave=self.autosave(),
         )
         self.markups = {}
         for tool, (_button, _key, class_name) in TOOLS.items():
@@ -328,6 +335,8 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.backendCombo.setCurrentIndex(max(0, self.ui.backendCombo.findData(kind)))
         self.ui.deviceCombo.setCurrentText(settings.value(f"{SETTINGS}/local/device") or "auto")
         self.ui.modelEdit.text = settings.value(f"{SETTINGS}/local/model") or ""
+        self.ui.autosaveFolderEdit.currentPath = settings.value(f"{SETTINGS}/history/autosaveFolder") or ""
+        self.ui.autosaveEverySpin.value = int(settings.value(f"{SETTINGS}/history/autosaveEvery") or 0)
         self.showServerSettings(kind)
 
     def showServerSettings(self, kind: str) -> None:
@@ -576,6 +585,51 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             )
         self.enqueue(QueuedPrompt(build, node.RemoveAllControlPoints))
 
+    # -- segment histories ------------------------------------------------------------------------
+    def autosave(self) -> HistoryAutosave:
+        return HistoryAutosave(self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
+
+    def onAutosaveChanged(self, *args) -> None:
+        settings = qt.QSettings()
+        settings.setValue(f"{SETTINGS}/history/autosaveFolder", self.ui.autosaveFolderEdit.currentPath)
+        settings.setValue(f"{SETTINGS}/history/autosaveEvery", self.ui.autosaveEverySpin.value)
+        if self.session is not None:
+            self.session.autosave = self.autosave()
+
+    def exportHistory(self) -> None:
+        segmentation, segment_id = self.editorNode.GetSegmentationNode(), self.editorNode.GetSelectedSegmentID()
+        if segmentation is None or not segment_id:
+            self.status(_("Select the segment whose history to export."))
+            return
+        name = segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+        path = qt.QFileDialog.getSaveFileName(None, _("Export segment history"), f"{name}.history.json",
+                                              "nnInteractive history (*.json)")
+        if path:
+            try:
+                self.status(_("History written to {path}.").format(path=export_history(segmentation, segment_id, path)))
+            except (PromptError, OSError) as exc:
+                self.status(str(exc))
+
+    def replayHistory(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(None, _("Replay segment history"), "", "nnInteractive history (*.json)")
+        if not path:
+            return
+        try:
+            history = load_history(path)
+        except PromptError as exc:
+            self.status(str(exc))
+            return
+        self.changeSegment(self.session.new_segment, _("Replaying the history into a new segment ..."))
+        self.enqueue(QueuedPrompt(ReplayRequest(history)))
+
+    def showRebuildProgress(self, prepared) -> None:
+        """While a saved history is replayed (once per reopened segment), show how far it got."""
+        done, total = getattr(prepared.history, "progress", (0, 0))
+        if total:
+            bar = "#" * (20 * done // total) + "." * (20 - 20 * done // total)
+            self.status(_("Rebuilding the model from the segment's history [{bar}] {done}/{total} ...").format(
+                bar=bar, done=done, total=total))
+
     def undoPrompt(self) -> None:
         self.enqueue(QueuedPrompt(UNDO))
 
@@ -640,6 +694,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if self.building is not None:
             self.pollBuilding()
         if self.running is not None and not self.running[1].done():
+            self.showRebuildProgress(self.running[0])
             self.status(upload_status(self.backend) or self.ui.statusLabel.text)
         if self.running is not None and self.running[1].done():
             prepared, future, item = self.running

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from nninteractive_slicer.backends.remote import RemoteBackend
-from nninteractive_slicer.server import ServerConfig, create_app
+from nninteractive_slicer.server import ServerConfig, create_app, serving
 
 ALICE_KEY = "alice-key-0123456789"
 BOB_KEY = "bob-key-0123456789ab"
@@ -45,8 +45,8 @@ class ThreadedServer:
         sock.bind(("127.0.0.1", 0))
         scheme = "https" if "ssl_certfile" in uvicorn_options else "http"
         self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, log_level="warning",
-                                                    timeout_keep_alive=60, **uvicorn_options))
+        options = {**serving.uvicorn_options(), "timeout_keep_alive": 60, **uvicorn_options}  # as the CLI runs it
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, log_level="warning", **options))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
     def __enter__(self) -> ThreadedServer:

@@ -136,3 +136,26 @@ def test_replay_of_a_local_history_on_every_backend(backend_kind, files, voxel_p
     np.testing.assert_array_equal(labels, np.where(expected == 3, 3, 0))  # object 3 drew last, so it is whole
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
     np.testing.assert_allclose(matrix, IJK_TO_RAS, atol=1e-5)
+
+
+def test_a_replay_that_departs_from_the_recording_counts_voxels_per_step(files, voxel_prompts, tmp_path, capsys,
+                                                                         tiny_model_dir):
+    """A recording whose second step says other voxels changed than the model now changes (as on another
+    device or model): the replay names that step and its voxel count; --strict makes it an exit status."""
+    local = ["--backend", "local", "--model", str(tiny_model_dir), "--device", "cpu"]
+    prompts = prompt_file(tmp_path / "prompts.json", voxel_prompts[:1], "ijk")
+    assert cli.main(["segment", str(files["nrrd"]), "--prompts", str(prompts), "-o", str(tmp_path / "a.nrrd"),
+                     "--history-dir", str(tmp_path / "hist"), *local]) == 0
+    path = tmp_path / "hist" / "label-1.history.json"
+    data = json.loads(path.read_text())
+    box = data["steps"][1]["result"]["box"]
+    size = int(np.prod([hi - lo for lo, hi in box]))
+    flipped = 1 - h.loads(path.read_text()).steps[1].result.patch
+    data["steps"][1]["result"]["bits"] = h.codec.encode_mask(flipped)
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    code = cli.main(["replay", str(path), str(files["nrrd"]), "-o", str(tmp_path / "b.nrrd"), "--strict", *local])
+    err = capsys.readouterr().err
+    assert code == cli.REPLAY_DIFFERS
+    assert f"replay: step 2 (prompt bbox): {size} voxels differ from the recording" in err
+    assert "step 1 (" not in err

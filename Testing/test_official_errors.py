@@ -79,17 +79,17 @@ def test_check_connection_names_server_and_license(official_backend_factory, off
 
 def test_wrong_key_is_an_authentication_error(official_server):
     with pytest.raises(AuthenticationError, match="refused the API key"):
-        OfficialBackend(official_server.url, "not-the-key")
+        OfficialBackend(official_server.url, "not-the-key").check_connection()
 
 
 def test_unreachable_server_is_reported_at_once():
     with pytest.raises(BackendUnavailableError, match="Cannot reach"):
-        OfficialBackend(f"http://127.0.0.1:{free_port()}", "k", timeout=5)
+        OfficialBackend(f"http://127.0.0.1:{free_port()}", "k", timeout=5).check_connection()
 
 
 def test_tls_to_a_plain_http_server_is_explained(official_server):
     with pytest.raises(BackendUnavailableError, match="TLS connection"):
-        OfficialBackend(official_server.url.replace("http://", "https://"), official_server.api_key)
+        OfficialBackend(official_server.url.replace("http://", "https://"), official_server.api_key).check_connection()
 
 
 def test_address_must_be_http():

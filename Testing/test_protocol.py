@@ -9,7 +9,7 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S
 from starlette.routing import compile_path
 
 import nninteractive_slicer.server as server_package
-from nninteractive_slicer.backends import remote
+from nninteractive_slicer.backends import remote, remote_http
 from nninteractive_slicer.core.protocol import ErrorCode, Route, Routes
 
 
@@ -27,7 +27,8 @@ def test_every_route_the_client_calls_is_served(remote_server, image64):
     """The client's real traffic, matched against the app: method and path template of each request."""
     calls: list[tuple[str, str]] = []
     backend = remote.RemoteBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
-    backend._http.hooks["response"].append(lambda r, *a, **k: calls.append((r.request.method, r.request.path_url)))
+    pool = backend._server._pool
+    pool.hooks["response"].append(lambda r, *a, **k: calls.append((r.request.method, r.request.path_url)))
     image = image64.copy()
     image[0, 0, 0] += 0.5  # an image no earlier test uploaded, so this one is sent (PUT)
     with backend:
@@ -55,7 +56,7 @@ def test_every_error_code_the_server_can_send_is_declared_and_mapped_by_the_clie
                 assert not isinstance(node.args[1], ast.Constant), f"{source.name}: a bare error code"
     assert named <= declared
     # The client knows each code, except the catch-all it reads by status.
-    assert set(remote.ERROR_OF_CODE) == declared - {ErrorCode.HTTP_ERROR.value}
+    assert set(remote_http.ERROR_OF_CODE) == declared - {ErrorCode.HTTP_ERROR.value}
 
 
 def test_routes_fill_their_parameters():

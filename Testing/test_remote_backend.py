@@ -7,7 +7,7 @@ import pytest
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 from synthetic import blob_centre, mr_like_image, prompt_script
 
-from nninteractive_slicer.backends import remote
+from nninteractive_slicer.backends import remote_http
 from nninteractive_slicer.backends.remote import RemoteBackend
 from nninteractive_slicer.errors import AuthenticationError, BackendUnavailableError, ServerBusyError
 from nninteractive_slicer.interface import Point
@@ -87,7 +87,7 @@ def test_check_connection_reports_why(remote_server, monkeypatch):
         RemoteBackend("http://127.0.0.1:9", ALICE_KEY, timeout=2).check_connection()
     with pytest.raises(BackendUnavailableError, match="TLS"):
         RemoteBackend(remote_server.url.replace("http:", "https:"), ALICE_KEY, timeout=5).check_connection()
-    monkeypatch.setattr(remote, "PROTOCOL_VERSION", 99)
+    monkeypatch.setattr(remote_http, "PROTOCOL_VERSION", 99)
     with pytest.raises(BackendUnavailableError, match="Version mismatch"):
         RemoteBackend(remote_server.url, ALICE_KEY).check_connection()
 

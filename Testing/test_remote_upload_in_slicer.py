@@ -46,7 +46,7 @@ def test_zstandard_installed_after_start_is_used_by_the_next_remote_backend(remo
         del sys.modules["zstandard"]  # pip installed it
         from SlicerNNInteractiveLib.backends import BackendConfig, make_backend
         backend = make_backend(BackendConfig("remote", {remote_server.url!r}, {ALICE_KEY!r}))
-        print(backend._http.headers["X-Accept-Codecs"])
+        print(backend._server._pool.headers["X-Accept-Codecs"])  # what every call of this backend offers
         backend.close()
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

@@ -34,10 +34,10 @@ def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image
             if i % 2:  # the device is held (another user's long prediction) until the client gives up
                 release = threading.Event()
                 held = server.core.worker.submit(release.wait, 60)
-                backend._timeout = (5.0, 1.0)
+                backend._server.timeout = (5.0, 1.0)
                 with pytest.raises(BackendUnavailableError, match="did not answer"):
                     backend.prompt(prompt)
-                backend._timeout = (5.0, CLIENT_TIMEOUT_S)
+                backend._server.timeout = (5.0, CLIENT_TIMEOUT_S)
                 release.set()
                 held.result()
             backend.prompt(prompt).apply_to(mirror)  # applied once, after a rebuild when the last one timed out

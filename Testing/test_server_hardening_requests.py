@@ -99,3 +99,52 @@ def test_a_prompt_route_takes_small_json_whatever_the_type_says(remote_server, d
     reply = requests.post(f"{remote_server.url}/v1/sessions/s/prompts", data=b"[" + b"1," * 40_000 + b"1]",
                           headers={"Authorization": f"Bearer {ALICE_KEY}", "Content-Type": declared}, timeout=30)
     assert reply.status_code == 413 and reply.json()["error"] == "too_large"
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes the connection within ``seconds`` (what it sends before is ignored)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_request_heads_and_slow_sockets_are_bounded(tiny_model_dir):
+    """Issue 13.8: a 64 MiB header without a key was buffered, 200,000 header lines accepted, and a socket that
+    stopped sending was never closed."""
+    with our_server(tiny_model_dir, "alice", ALICE_KEY, "--request-timeout", "2") as server:
+        baseline = peak_rss_bytes(server)
+        with connect(server.url) as sock:  # one huge header, no key
+            sock.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            try:
+                for _ in range(64):
+                    sock.sendall(b"a" * 2**20)
+            except OSError:
+                pass  # the server refused it and closed the connection
+            assert read_status(sock) == 431
+        with connect(server.url) as sock:  # many header lines
+            try:
+                sock.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 200_000 + b"\r\n")
+            except OSError:
+                pass
+            assert read_status(sock) == 431
+        assert peak_rss_bytes(server) - baseline < 32 * 2**20
+        with connect(server.url) as sock:  # a head that never ends
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            assert closed_within(sock, 20)
+        with connect(server.url) as sock:  # a connection that never sends anything
+            assert closed_within(sock, 20)
+        with connect(server.url) as sock:  # a body that stops half-way
+            sock.sendall(f"PUT /v1/images/{'a' * 64}/chunks/0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         f"{ALICE_KEY}\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 100)
+            assert closed_within(sock, 20)

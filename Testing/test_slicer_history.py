@@ -3,6 +3,7 @@ resumed bit-identically in a fresh process, exported, replayed, autosaved; misma
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -59,7 +60,7 @@ class Scene:
         return read_history(self.segmentation, self.segment_id)
 
 
-def test_every_step_is_recorded_in_the_scene(real_backend):
+def test_every_step_is_recorded_in_the_scene(real_backend, tiny_model_dir):
     scene = Scene(real_backend)
     c = blob_centre(SHAPE)
     for prompt in PROMPTS[:3]:
@@ -75,6 +76,8 @@ def test_every_step_is_recorded_in_the_scene(real_backend):
     assert [s.op for s in saved.steps] == ["prompt"] * 3 + ["undo", "set_mask", "prompt"]
     assert saved.final_digest == h.mask_digest(scene.mask()) == h.mask_digest(real_backend.get_mask())
     assert saved.model.id == real_backend.capabilities().model_id and saved.backend == "counting"
+    weights = (tiny_model_dir / "fold_0" / "checkpoint_final.pth").read_bytes()
+    assert saved.model.checkpoint_digest == "sha256:" + hashlib.sha256(weights).hexdigest()
     g = VolumeGeometry.from_volume_node(scene.volume)
     assert np.allclose(saved.image.index_to_ras, g.index_to_world)
     assert np.allclose(saved.image.to_ras(c), (g.index_to_world @ np.r_[c, 1.0])[:3])

@@ -55,6 +55,14 @@ def export_history(segmentation_node, segment_id: str, path: str | Path) -> Path
     return path
 
 
+def load_history(path: str | Path) -> History:
+    """A history file (e.g. for the Replay action); PromptError saying what is wrong with it."""
+    try:
+        return history_io.load(path)
+    except history_io.HistoryFormatError as exc:
+        raise PromptError(str(exc)) from exc
+
+
 def export_all(scene, folder: str | Path) -> list[Path]:
     """Every history in the scene, one file each, named after segmentation and segment."""
     folder = Path(folder)

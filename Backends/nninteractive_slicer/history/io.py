@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -73,7 +74,18 @@ def save(history: History, path: str | os.PathLike) -> None:
     os.replace(partial, path)
 
 
+# Steps never change once recorded: Slicer writes the history after every step, so each is encoded once.
+_ENCODED: weakref.WeakKeyDictionary[Step, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _step_dict(step: Step, image: ImageIdentity) -> dict[str, Any]:
+    encoded = _ENCODED.get(step)
+    if encoded is None:
+        encoded = _ENCODED[step] = _encode_step(step, image)
+    return encoded
+
+
+def _encode_step(step: Step, image: ImageIdentity) -> dict[str, Any]:
     data: dict[str, Any] = {"op": step.op}
     prompt = step.prompt
     if step.op == "prompt" and prompt is not None:

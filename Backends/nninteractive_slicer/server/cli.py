@@ -12,6 +12,7 @@ from ..errors import BackendUnavailableError
 from . import logs
 from .auth import ENV_VAR, load_keys, short_keys
 from .config import GIB, Limits, ServerConfig
+from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--api-keys-file", type=Path, default=None, help="a file with one NAME:KEY per line")
     n.add_argument("--allow-remote-without-key", action="store_true",
                    help="DANGEROUS: listen on a non-loopback address without any API key")
+    n.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                   help="seconds a client may take to send a request's head, or pause within its body")
+    n.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help="connections served at once; more get 503")
     n.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain) to serve HTTPS")
     n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     s = p.add_argument_group("sessions and limits")
@@ -51,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let every user bind every cached image, so nobody sends an image twice; but any key holder "
                         "can then tell whether an image was uploaded (default: each user sees their own uploads)")
     s.add_argument("--max-image-voxels", type=int, default=Limits.max_image_voxels)
+    s.add_argument("--max-prompt-voxels", type=int, default=Limits.max_prompt_voxels,
+                   help="the largest box one lasso or scribble may cover (bounds one prompt's device time)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
     return p
@@ -78,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together.")
     cache_bytes = int(args.cache_gib * GIB)
-    limits = Limits(max_image_voxels=args.max_image_voxels,
+    limits = Limits(max_image_voxels=args.max_image_voxels, max_prompt_voxels=args.max_prompt_voxels,
                     max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
     return ServerConfig(
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     logs.configure(args.log_level, args.log_format)
+    logs.route_stdout()
     logging.captureWarnings(True)
     if not config.api_keys:
         log.warning("NO API KEY: anyone who can reach %s:%s can use this server%s", args.host, args.port,
@@ -113,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     except BackendUnavailableError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_keep_alive=65,
-                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, ssl_certfile=args.tls_cert,
+                ssl_keyfile=args.tls_key, **uvicorn_options(args.request_timeout, args.max_connections))
 
 
 if __name__ == "__main__":

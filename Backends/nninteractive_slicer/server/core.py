@@ -44,7 +44,7 @@ class ServerCore:
                                         config.session_memory_bytes or default_budget(self.model.device))
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
         self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
-                              config.share_images)
+                              config.share_images, self.sessions.check_fits)
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),

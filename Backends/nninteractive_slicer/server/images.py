@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,9 +274,10 @@ class Uploads:
     completion. A chunk for an image the user can already see is compared with it, never taken unread."""
 
     def __init__(self, cache: ImageCache, limits: Limits, budget_bytes: int, per_user_bytes: int | None = None,
-                 share_images: bool = False) -> None:
+                 share_images: bool = False, admit: Callable[[tuple[int, int, int]], object] | None = None) -> None:
         self.cache, self.limits, self.budget, self.share_images = cache, limits, budget_bytes, share_images
         self.per_user = per_user_bytes or budget_bytes
+        self.admit = admit  # raises if no session could ever hold an image of this shape
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
 
@@ -289,6 +291,8 @@ class Uploads:
                   payload: bytes) -> UploadProgress:
         """Decode one chunk into its upload; the last one verifies the digest and publishes the image."""
         nbytes = check_image_geometry(shape, dtype, self.limits)
+        if self.admit is not None:
+            self.admit(shape)  # at the first chunk, not after the whole image arrived
         if nbytes > self.per_user:
             raise ApiError(413, ErrorCode.TOO_LARGE, f"The image ({nbytes} bytes) is larger than one user may upload "
                                                      f"to this server at a time ({self.per_user} bytes).")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -36,10 +39,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Control characters (C0, DEL, C1) in a text log line are written escaped: a client-chosen value (a session id
+# from a URL) could otherwise end the line and forge the next one, or write raw NUL bytes.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{self.formatTime(record)} {record.levelname:7s} {record.getMessage()} {extras}".rstrip()
+        line = escape_controls(f"{self.formatTime(record)} {record.levelname:7s} {record.getMessage()} {extras}")
+        line = line.rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -55,6 +68,30 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True  # our access log names the user
+
+
+class _LogStream(io.TextIOBase):
+    """A text stream that turns each line written to it into a debug record (see :func:`route_stdout`)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger, self._partial, self._lock = logger, "", threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self._logger.debug("%s", line, extra={"event": "nninteractive_output"})
+        return len(text)
+
+
+def route_stdout() -> None:
+    """Send what is printed (nnInteractive prints progress and prompt coordinates) to debug records of the
+    ``nninteractive_slicer.nninteractive`` logger: structured like the rest, and off unless --log-level debug."""
+    sys.stdout = _LogStream(logging.getLogger("nninteractive_slicer.nninteractive"))
 
 
 class AccessLogMiddleware:

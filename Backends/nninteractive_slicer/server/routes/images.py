@@ -33,7 +33,6 @@ async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[
     def work() -> UploadStatus:
         raw, payload = decode_frame(body)
         head = ChunkHeader.model_validate(raw)
-        core.sessions.check_fits(tuple(head.shape))  # before any of it is received: no session could use it
         progress = core.uploads.add_chunk(user, digest, index, tuple(head.shape), head.dtype,
                                           tuple(head.spacing), head.codec, head.chunk_elements, payload)
         return UploadStatus(**asdict(progress))

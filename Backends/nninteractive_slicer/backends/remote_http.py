@@ -1,0 +1,222 @@
+"""HTTP to this project's server: one keep-alive connection pool, timeouts, typed errors, heartbeats.
+
+The remote backend (:mod:`.remote`) keeps the session logic and its recovery; this module knows only the
+contract (:mod:`..core.protocol`) and ``requests``. Every error reply becomes a typed error from its code;
+two of them (:class:`SessionLost`, :class:`ImageMissing`) are repaired by the backend, never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from ..core import wire
+from ..core.protocol import ACCEPT_CODECS_HEADER, PROTOCOL_VERSION, SERVER_NAME, ErrorCode, Route, Routes
+from ..errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    InvalidPromptError,
+    NoImageError,
+    OutOfMemoryError,
+    ServerBusyError,
+)
+from .server_backend import CONNECT_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+
+
+class Unreachable(BackendUnavailableError):
+    """The request did not get an answer: refused, reset or dropped connection."""
+
+
+class SessionLost(Exception):
+    """The server no longer has our session, or it is not in the state we recorded: rebuild it."""
+
+
+class ImageMissing(Exception):
+    """The server does not hold the image (any more)."""
+
+
+# The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
+# HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
+ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
+    ErrorCode.SESSION_UNKNOWN: SessionLost, ErrorCode.REVISION_MISMATCH: SessionLost,
+    ErrorCode.IMAGE_UNKNOWN: ImageMissing, ErrorCode.NO_IMAGE: NoImageError,
+    ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
+    ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
+    ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
+    ErrorCode.BAD_BODY: InvalidPromptError, ErrorCode.BAD_REQUEST: InvalidPromptError,
+    ErrorCode.TOO_LARGE: InvalidPromptError, ErrorCode.NOT_FOUND: BackendUnavailableError,
+    ErrorCode.METHOD_NOT_ALLOWED: BackendError, ErrorCode.BACKEND_FAILED: BackendError,
+    ErrorCode.INTERNAL: BackendError,
+}.items()}
+ERROR_OF_STATUS: dict[int, type[Exception]] = {
+    400: InvalidPromptError, 401: AuthenticationError, 404: BackendUnavailableError, 413: InvalidPromptError,
+    422: InvalidPromptError, 503: ServerBusyError, 507: OutOfMemoryError,
+}
+
+
+class ServerConnection:
+    """The HTTP connection pool to one server, with its key, TLS verification and timeouts.
+
+    Keep-alive connections carry every call, with explicit connect and read timeouts (the read timeout
+    also bounds each socket write). ``verify`` goes with each request: REQUESTS_CA_BUNDLE would override
+    a pool's own setting."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float, verify: bool | str) -> None:
+        self.url = url.rstrip("/")
+        self._api_key = api_key
+        self._verify = verify
+        self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
+        self._pool = self.new_pool()
+        self._info: dict[str, Any] | None = None
+
+    def new_pool(self) -> requests.Session:
+        pool = requests.Session()
+        pool.headers[ACCEPT_CODECS_HEADER] = ",".join(wire.AVAILABLE_CODECS)  # as installed now
+        if self._api_key:
+            pool.headers["Authorization"] = f"Bearer {self._api_key}"
+        return pool
+
+    def request(self, route: Route, *, data: bytes | None = None, json: Any = None,
+                headers: dict[str, str] | None = None, pool: requests.Session | None = None,
+                **params: Any) -> requests.Response:
+        """One call of the contract: ``route`` with its path parameters filled in from ``params``, on ``pool``
+        (default: the keep-alive pool of every call)."""
+        try:
+            response = (pool or self._pool).request(route.method, self.url + route.url(**params), data=data, json=json,
+                                          headers=headers, timeout=self.timeout, verify=self._verify)
+        except requests.exceptions.SSLError as exc:
+            raise BackendUnavailableError(
+                f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "
+                "'verify' to its certificate file; if it serves plain HTTP, use an http:// URL.") from exc
+        except requests.exceptions.ConnectTimeout as exc:
+            raise Unreachable(f"Cannot reach the server at {self.url}: no answer within {self.timeout[0]} s. "
+                              "Check the address, the port and any firewall or SSH tunnel.") from exc
+        except requests.exceptions.Timeout as exc:
+            raise BackendUnavailableError(
+                f"The server at {self.url} did not answer within {self.timeout[1]} s (it may be busy with other "
+                "users' prompts); try again or raise the timeout.") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(f"Cannot reach the server at {self.url} ({_reason(exc)}). Is it running? If you use "
+                              "an SSH tunnel, is it open?") from exc
+        except requests.RequestException as exc:
+            raise BackendUnavailableError(f"Request to {self.url} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise self.error(response)
+        return response
+
+    def check_server(self) -> None:
+        """Raise a typed error unless an nnInteractive-Slicer server of our protocol version answers."""
+        health = self.request(Routes.HEALTH).json()
+        if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
+            raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
+        if health.get("protocol_version") != PROTOCOL_VERSION:
+            raise BackendUnavailableError(
+                f"Version mismatch: the server at {self.url} (version {health.get('version')}) speaks protocol "
+                f"{health.get('protocol_version')}, this client speaks {PROTOCOL_VERSION}. Update the older one."
+            )
+        self._info = None
+
+    def info(self) -> dict[str, Any]:
+        """The server's /v1/info (limits, codecs, timeouts), fetched once until :meth:`forget_info`."""
+        if self._info is None:
+            info = self.request(Routes.INFO).json()
+            if info.get("protocol_version") != PROTOCOL_VERSION:
+                raise BackendUnavailableError(
+                    f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
+                    f"this client speaks {PROTOCOL_VERSION}. Update the older one.")
+            self._info = info
+        return self._info
+
+    def forget_info(self) -> None:
+        """A restarted server may have other limits: ask again on the next :meth:`info`."""
+        self._info = None
+
+    def release(self, session_id: str) -> None:
+        """Close a session, best effort and quickly: the server reaps it anyway."""
+        route = Routes.CLOSE_SESSION
+        try:
+            self._pool.request(route.method, self.url + route.url(session_id=session_id), timeout=(1.0, 2.0),
+                               verify=self._verify)
+        except requests.RequestException as exc:
+            log.debug("could not close session %s...: %s", session_id[:8], exc)
+
+    def heartbeat(self, session_id: str, pool: requests.Session) -> None:
+        """One heartbeat on ``pool`` (not ours: it must never wait behind a prompt); failures are only logged."""
+        route = Routes.HEARTBEAT
+        try:
+            pool.request(route.method, self.url + route.url(session_id=session_id), timeout=self.timeout,
+                         verify=self._verify)
+        except requests.RequestException as exc:
+            log.debug("heartbeat failed: %s", exc)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def error(self, response: requests.Response) -> Exception:
+        """The typed error for an error reply: by its JSON ``error`` code, else (a proxy, not our server) its status."""
+        try:
+            body = response.json()
+            code, detail = str(body["error"]), str(body["detail"])
+        except (ValueError, KeyError, TypeError):
+            code, detail = ErrorCode.HTTP_ERROR.value, (response.text[:200] or response.reason or "no detail")
+        status = response.status_code
+        error = ERROR_OF_CODE.get(code) or ERROR_OF_STATUS.get(status, BackendError)
+        if error is AuthenticationError:
+            return AuthenticationError(f"The server at {self.url} refused the API key: {detail}")
+        if error is ServerBusyError:
+            try:
+                retry = float(response.headers.get("Retry-After", 5))
+            except ValueError:
+                retry = 5.0
+            return ServerBusyError(detail, retry_after=retry)
+        if error is BackendUnavailableError:
+            return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
+                                           "nnInteractive-Slicer server?")
+        if error is BackendError:
+            return BackendError(f"The server failed on this request ({status}): {detail}")
+        return error(detail)
+
+
+class Heartbeat:
+    """Keeps the current session alive while the user thinks: a daemon thread with its own connection pool."""
+
+    def __init__(self, connection: ServerConnection, session_id: Callable[[], str | None]) -> None:
+        self._connection = connection
+        self._session_id = session_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, interval: float) -> None:
+        """Beat every ``interval`` seconds from now on (once started, later calls change nothing)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True,
+                                            name="nninteractive-remote-heartbeat")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self, interval: float) -> None:
+        pool = self._connection.new_pool()
+        while not self._stop.wait(interval):
+            session_id = self._session_id()
+            if session_id is not None:
+                self._connection.heartbeat(session_id, pool)
+        pool.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, which names the real problem."""
+    for _ in range(8):
+        inner = exc.__cause__ or getattr(exc, "reason", None) or (exc.args[0] if exc.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return str(exc) or type(exc).__name__
