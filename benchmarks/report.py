@@ -71,7 +71,7 @@ def markdown(results: dict[str, Any]) -> str:
         for r in results["xl"]:
             server_peak = "(in process)" if r["server_peak_mb"] is None else f"{r['server_peak_mb']:,}"
             lines.append(f"| {r['backend']} | {r['upload_bytes'] / 1e6:.1f} | {r['sync_ms']:,} | {r['prepare_ms']:,} "
-                         f"| {r['prompt_ms_median']:,} | {r['model_ms_median']:,} | {r['client_peak_mb']:,} "
+                         f"| {r['prompt_ms_median']:,} | {_ms(r['model_ms_median'])} | {r['client_peak_mb']:,} "
                          f"| {server_peak} |")
         enc = results.get("xl_client_encoding", {})
         if enc:
