@@ -51,6 +51,12 @@ class Action(str, Enum):
     REDO = "redo"  # step forward again through an undone prompt
     SYNC = "sync"  # no prompt: only bring the backend up to date
 
+    def __str__(self) -> str:  # "undo" in messages, not "Action.UNDO"
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
 
 UNDO, REDO, SYNC = Action.UNDO, Action.REDO, Action.SYNC
 
