@@ -93,7 +93,7 @@ def test_results_are_the_tight_box_of_what_changed(backend, image64):
 
 def model_state(backend: LocalBackend) -> tuple:
     """Everything of the nnInteractive session that undo snapshots hold, and the next prompt's seed."""
-    session = backend._session.inner
+    session = backend._engine.inner
     return (session.interactions.numpy().tobytes(), session.target_buffer.tobytes(),
             session.current_interaction_intensity, sorted(session._dirty_channels), backend.prompt_count)
 

@@ -61,7 +61,7 @@ def measure(size: str, model_dir: Path, device: str, threads: int, per_kind: int
         backend.set_image(cases.image(size), cases.SPACING[size])
         prompts = script(size, per_kind)
         prompt_ms = [timed_ms(lambda p=p: backend.prompt(p)) for p in prompts]
-        engine = backend._session
+        engine = backend._engine
         session = engine.inner
         snapshot_ms = [timed_ms(lambda: backend._worker.call(take_snapshot, session)) for _ in range(rounds)]
         steps = len(prompts)
@@ -92,7 +92,7 @@ def at_budget(size: str, model_dir: Path, device: str, threads: int, step_bytes:
         prompts = script(size, per_kind)
         for prompt in prompts:
             backend.prompt(prompt)
-        history = backend._session.history
+        history = backend._engine.history
         state = backend.undo_state()
         before = backend.get_mask()
         try:
