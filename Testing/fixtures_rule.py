@@ -1,7 +1,8 @@
 """Backends of every kind serving the ``rule`` synthetic model, whose answer to a prompt is known from the image.
 
-One factory per backend kind, as ``conftest.BACKEND_KINDS``: ``rule_backend_factory(kind)``. The servers start
-on first use and stop at the end of the test session.
+One backend per kind of ``RULE_KINDS``: every kind but ``ray``, which serves the same server app as ``remote``
+(a second Ray deployment for this model would double the time Ray takes in CI). The servers start on first
+use and stop at the end of the test session.
 """
 
 from __future__ import annotations
@@ -39,8 +40,16 @@ def rule_official_server(rule_model_dir: Path) -> Iterator[ServerProcess]:
         yield server
 
 
+RULE_KINDS = ["local", "remote", "official"]
+
+
+@pytest.fixture(params=RULE_KINDS)
+def rule_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def rule_backend(request: pytest.FixtureRequest, backend_kind: str, rule_model_dir: Path) -> Iterator[Backend]:
+def rule_backend(request: pytest.FixtureRequest, rule_kind: str, rule_model_dir: Path) -> Iterator[Backend]:
     """A fresh backend of the parametrised kind on the rule model, closed afterwards."""
     makers: dict[str, Callable[[], Backend]] = {
         "local": lambda: LocalBackend(model_dir=rule_model_dir, device="cpu", torch_threads=2),
@@ -49,5 +58,5 @@ def rule_backend(request: pytest.FixtureRequest, backend_kind: str, rule_model_d
         "official": lambda: OfficialBackend(request.getfixturevalue("rule_official_server").url, OFFICIAL_KEY,
                                             device="cpu"),
     }
-    with makers[backend_kind]() as backend:
+    with makers[rule_kind]() as backend:
         yield backend

@@ -56,7 +56,7 @@ def rod() -> tuple[np.ndarray, np.ndarray]:
     return bright_box_image(ROD_SHAPE, ROD_BOX)
 
 
-def test_one_click_segments_a_rod_longer_than_a_patch(rule_backend, backend_kind, rod, monkeypatch):
+def test_one_click_segments_a_rod_longer_than_a_patch(rule_backend, rule_kind, rod, monkeypatch):
     """Contract and parity: every backend returns exactly the rod, beyond the first patch's border."""
     image, expected = rod
     spy = InferenceSpy(monkeypatch)
@@ -68,7 +68,7 @@ def test_one_click_segments_a_rod_longer_than_a_patch(rule_backend, backend_kind
     result.apply_to(mirror)
     np.testing.assert_array_equal(mirror, expected)
     np.testing.assert_array_equal(rule_backend.get_mask(), expected)
-    if backend_kind != "official":  # the official server runs in its own process
+    if rule_kind != "official":  # the official server runs in its own process
         spy.assert_zoomed_out_once_and_refined()
     # The same click again finds nothing to change: no zoom-out, an unchanged result.
     again = rule_backend.prompt(ROD_CLICK)
