@@ -23,7 +23,7 @@ from SlicerNNInteractiveLib import (
     settings,
 )
 from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER_KINDS, BackendChoice
-from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements
+from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements, recommended_requirements
 from SlicerNNInteractiveLib.boxes import BoxPlacement
 from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
 from SlicerNNInteractiveLib.install import install
@@ -63,8 +63,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.logic: SlicerNNInteractiveLogic | None = None
         self.positive = True
         self.active_tool: str | None = None
-        self.markups: dict = {}
-        self.shortcuts: dict = {}
+        self.markups, self.shortcuts = {}, {}  # tool -> markups node; action -> QShortcut
         self.progress = None  # the model-loading dialog
         self._keep_tool = False  # a box was completed: place mode ends, and the tool restarts it
 
@@ -101,6 +100,8 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         interaction = self.placeMode.interaction
         self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
+        self.editorWidget.connect("sourceVolumeNodeChanged(vtkMRMLVolumeNode*)",  # the upload starts at once
+                                  lambda volume: self.logic.image_chosen(volume) and self.timer.start())
 
     def connectUi(self) -> None:
         for tool, button in TOOLS.items():
@@ -240,7 +241,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def installRequirements(self, kind: str) -> None:
         """Ask once, then install what the backend kind lacks (PyTorch is not asked about again)."""
-        missing = missing_requirements(kind)
+        missing = missing_requirements(kind) + recommended_requirements(kind)
         if not missing:
             self.status(_("Everything this backend needs is installed."))
             return
@@ -380,10 +381,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def onBox(self, frame) -> None:
         """The second corner was clicked: send the box, or let the user adjust it in 3D first."""
         self._keep_tool = True  # placement ends now; the box tool goes on
-        if self.ui.cb3DBox.checked:
-            self.ui.pbApplyBox.setVisible(True)
-            return
-        self.submitBox(frame, three_d=False)
+        self.ui.pbApplyBox.setVisible(self.ui.cb3DBox.checked)
+        if not self.ui.cb3DBox.checked:
+            self.submitBox(frame, three_d=False)
 
     def onApplyBox(self) -> None:
         """3D box: the ROI as the user adjusted it (the button shows once a box is placed)."""

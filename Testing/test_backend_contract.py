@@ -256,6 +256,7 @@ def test_new_image_starts_empty(make_backend, image64):
     assert backend.image_shape == smaller.shape
     assert backend.get_mask().shape == smaller.shape
     assert not backend.get_mask().any()
+    assert backend.upload_progress() is None  # nothing is being sent once set_image returned
 
 
 C = blob_centre((64, 64, 64))

@@ -27,8 +27,16 @@ def test_every_route_the_client_calls_is_served(remote_server, image64):
     """The client's real traffic, matched against the app: method and path template of each request."""
     calls: list[tuple[str, str]] = []
     backend = slicer_server.SlicerServerBackend(remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S)
-    pool = backend._server._pool
-    pool.hooks["response"].append(lambda r, *a, **k: calls.append((r.request.method, r.request.path_url)))
+    record = lambda r, *a, **k: calls.append((r.request.method, r.request.path_url))  # noqa: E731
+    backend._server._pool.hooks["response"].append(record)  # calls outside ServerConnection.request too
+    request = backend._server.request
+
+    def recorded(route, **kwargs):  # image chunks go over pools of their own
+        response = request(route, **kwargs)
+        record(response)
+        return response
+
+    backend._server.request = recorded
     image = image64.copy()
     image[0, 0, 0] += 0.5  # an image no earlier test uploaded, so this one is sent (PUT)
     with backend:

@@ -15,12 +15,10 @@ import argparse
 import contextlib
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,86 +30,16 @@ sys.path.insert(0, str(HERE.parent / "Testing"))
 
 import cases  # noqa: E402
 import mask_bytes  # noqa: E402
+import network  # noqa: E402
 import report  # noqa: E402
 import seed_protocol  # noqa: E402
-from proxy import CountingProxy  # noqa: E402
-from server_processes import official_server, our_server  # noqa: E402
-from slicer_scene import make_scene  # noqa: E402
+import xl  # noqa: E402
+from harness import SegmentTarget, Target, progress, targets  # noqa: E402
+from stats import median, median_ci, percentile, ratio_ci  # noqa: E402
 
-from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
-from nninteractive_slicer.backends.official import OfficialBackend  # noqa: E402
-from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
 from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
-from nninteractive_slicer.interface import Backend  # noqa: E402
-from SlicerNNInteractiveLib.prompt_session import PromptSession  # noqa: E402
 
-API_KEY = "benchmark-key-0123456789"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else 0.0
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values)) if values else 0.0
-
-
-class SegmentTarget:
-    """A slicer-core scene with the benchmark image as a volume and a segmentation: where results land."""
-
-    def __init__(self, size: str, image: np.ndarray, backend: Backend) -> None:
-        self.world = make_scene()
-        spacing = cases.SPACING[size]
-        ijk_to_ras = np.diag([-spacing[2], -spacing[1], spacing[0], 1.0])  # LPS-like axes, anisotropic voxels
-        volume = self.world.volume(image, ijk_to_ras)
-        segmentation = self.world.segmentation(volume)
-        editor = self.world.editor_node(volume, segmentation)
-        self.session = PromptSession(self.world.scene, backend, editor, self.world.app_logic)
-
-    def prompt(self, prompt: Any) -> Any:
-        """Voxel prompt -> sync check -> backend -> result written into the segment. Returns the backend result."""
-        prepared = self.session.prepare(prompt)
-        result = self.session.run(prepared)
-        self.session.apply(prepared, result)
-        return result
-
-    def new_object(self) -> None:
-        self.session.reset_segment()
-
-
-def progress(message: str) -> None:
-    """On stderr: stdout is silenced for the whole run, as nnInteractive prints on every prompt."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class Target:
-    """One backend kind: how to make a connected backend, and the proxy counting its bytes (None: in process)."""
-
-    def __init__(self, kind: str, make: Callable[[], Backend], proxy: CountingProxy | None) -> None:
-        self.kind, self.make, self.proxy = kind, make, proxy
-
-    def bytes(self) -> tuple[int, int]:
-        return self.proxy.snapshot() if self.proxy else (0, 0)
-
-
-@contextlib.contextmanager
-def targets(kinds: list[str], model_dir: Path, device: str, threads: int) -> Iterator[list[Target]]:
-    with contextlib.ExitStack() as stack:
-        out = []
-        for kind in kinds:
-            if kind == "local":
-                out.append(Target(kind, lambda: LocalBackend(model_dir=model_dir, device=device, torch_threads=threads),
-                                  None))
-                continue
-            launch = our_server if kind == "server" else official_server
-            extra = ("bench", API_KEY) if kind == "server" else (API_KEY,)
-            server = launch(model_dir, *extra, "--max-sessions", "12", "--log-level", "warning", device=device,
-                            threads=threads)
-            stack.enter_context(server)
-            proxy = stack.enter_context(CountingProxy(server.port))
-            backend_class = SlicerServerBackend if kind == "server" else OfficialBackend
-            out.append(Target(kind, lambda url=proxy.url, cls=backend_class: cls(url, API_KEY, timeout=600), proxy))
-        yield out
+CONCURRENCY_REPEATS = 3  # alternating repetitions of the concurrency runs (2 with --quick)
 
 
 def measure_size(all_targets: list[Target], size: str, repeats: int) -> tuple[dict[str, list[dict]], list[dict]]:
@@ -156,10 +84,12 @@ def measure_one(target: Target, segment: SegmentTarget, prompt: Any, index: int,
     result = segment.prompt(prompt)
     total_ms = (time.perf_counter() - started) * 1000
     up1, down1 = target.bytes()
+    model = target.model_ms()  # read after the clock stopped, past the proxy
+    backend_ms = sum(model) if model is not None else result.backend_ms
     result.apply_to(mirror)
     seed_up = (seed_protocol.mask_prompt_upload_bytes(shape, prompt.box, prompt.mask)
                if prompt.kind in ("scribble", "lasso") else 0)
-    return {"kind": prompt.kind, "index": index, "total_ms": total_ms, "backend_ms": result.backend_ms,
+    return {"kind": prompt.kind, "index": index, "total_ms": total_ms, "backend_ms": backend_ms,
             "up": up1 - up0, "down": down1 - down0, "seed_down": seed_protocol.prompt_reply_bytes(mirror),
             "seed_up": seed_up}
 
@@ -179,24 +109,20 @@ def reconnect(target: Target, segment: SegmentTarget) -> tuple[int, float]:
 
 
 def summarise(samples_by_kind: dict[str, dict[str, list[dict]]], size: str) -> list[dict]:
-    """Median/p95 rows; the servers' overhead is paired with local on the same prompt."""
+    """Median/p95 rows. Overhead is total minus model time, for every backend measured the same way."""
     rows = []
-    local = samples_by_kind.get("local", {})
     for backend, by_prompt in samples_by_kind.items():
         for kind, samples in by_prompt.items():
             totals = [s["total_ms"] for s in samples]
             model = [s["backend_ms"] for s in samples if s["backend_ms"] is not None]
-            if backend == "local":
-                overhead = [s["total_ms"] - s["backend_ms"] for s in samples]
-            elif kind in local:
-                overhead = [s["total_ms"] - ref["total_ms"] for s, ref in zip(samples, local[kind])]
-            else:
-                overhead = []
+            overhead = [s["total_ms"] - s["backend_ms"] for s in samples if s["backend_ms"] is not None]
             rows.append({
                 "backend": backend, "size": size, "prompt": kind,
                 "total_ms_median": round(median(totals), 2), "total_ms_p95": round(percentile(totals, 95), 2),
                 "backend_ms_median": round(median(model), 2) if model else None,
-                "overhead_ms_median": round(median(overhead), 2),
+                "overhead_ms_median": round(median(overhead), 2) if overhead else None,
+                "overhead_ms_ci95": [round(v, 2) for v in median_ci(overhead)] if overhead else None,
+                "overhead_ms": [round(v, 2) for v in overhead],
                 "bytes_up_median": int(median([s["up"] for s in samples])),
                 "bytes_down_median": int(median([s["down"] for s in samples])),
                 "seed_protocol_bytes_down": int(median([s["seed_down"] for s in samples])),
@@ -205,7 +131,25 @@ def summarise(samples_by_kind: dict[str, dict[str, list[dict]]], size: str) -> l
     return rows
 
 
-def concurrency(target: Target, sessions: int, prompts_per_session: int, size: str) -> dict:
+def overhead_ratios(runs: list[dict]) -> list[dict]:
+    """Per size, all prompt types pooled: our server's overhead over the official's, with a bootstrap 95 % CI."""
+    out = []
+    for size in dict.fromkeys(r["size"] for r in runs):
+        pooled = {b: [v for r in runs if r["size"] == size and r["backend"] == b for v in r["overhead_ms"]]
+                  for b in ("server", "official", "local")}
+        if not pooled["server"] or not pooled["official"]:
+            continue
+        row: dict[str, Any] = {"size": size}
+        for backend, values in pooled.items():
+            if values:
+                row[backend] = {"median": round(median(values), 2), "ci95": [round(v, 2) for v in median_ci(values)]}
+        ratio, lo, hi = ratio_ci(pooled["server"], pooled["official"])
+        row["server_over_official"] = {"ratio": round(ratio, 3), "ci95": [round(lo, 3), round(hi, 3)]}
+        out.append(row)
+    return out
+
+
+def concurrency(target: Target, sessions: int, prompts_per_session: int, size: str, repeat: int = 0) -> dict:
     """``sessions`` clients at once, each on its own session and the same image; all prompts timed."""
     image = cases.image(size)
     script = cases.prompts(size, "point", prompts_per_session, seed=7)
@@ -244,7 +188,8 @@ def concurrency(target: Target, sessions: int, prompts_per_session: int, size: s
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"backend": target.kind, "sessions": sessions, "prompts_per_s": round(len(latencies) / wall, 3),
+    return {"backend": target.kind, "sessions": sessions, "repeat": repeat,
+            "prompts_per_s": round(len(latencies) / wall, 3),
             "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
             "errors": errors}
 
@@ -264,26 +209,33 @@ def machine(device: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 repeats, fewer concurrent prompts: under 3 minutes")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 repeats, fewer concurrent prompts, no network profiles and no XL: under 4 minutes")
     parser.add_argument("--model-dir", type=Path, default=None, help="model folder (default: the synthetic tiny one)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for every backend")
     parser.add_argument("--backends", nargs="+", default=["local", "server", "official"],
                         choices=["local", "server", "official"])
-    parser.add_argument("--sizes", nargs="+", default=list(cases.SIZES), choices=list(cases.SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["S", "M", "L"], choices=["S", "M", "L"])
     parser.add_argument("--repeats", type=int, default=None, help="prompts per type and size (default 10, quick 3)")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--network", action=argparse.BooleanOptionalAction, default=None,
+                        help="the lab-network profiles (default: on, off with --quick)")
+    parser.add_argument("--xl", action=argparse.BooleanOptionalAction, default=None,
+                        help="the 512x512x400 CT case (default: on, off with --quick)")
     parser.add_argument("--out", default="latest", help="file stem under benchmarks/results/")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 10)
     per_session = 2 if args.quick else 5
+    with_network = (not args.quick) if args.network is None else args.network
+    with_xl = (not args.quick) if args.xl is None else args.xl
 
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         model_dir = args.model_dir or write_model(Path(tmp) / "tiny", "tiny")
         model = args.model_dir.name if args.model_dir else "synthetic tiny ResEncUNet (81k parameters, random)"
         results: dict[str, Any] = {"machine": machine(args.device), "model": model, "runs": [], "image_upload": [],
-                                   "concurrency": [], "sizes": {s: "x".join(map(str, cases.SIZES[s][::-1]))
-                                                                for s in args.sizes},
+                                   "concurrency": [], "network": [], "xl": [],
+                                   "sizes": {s: "x".join(map(str, cases.SIZES[s][::-1])) for s in [*args.sizes, "XL"]},
                                    "repeats": repeats}
         started = time.perf_counter()
         with targets(args.backends, model_dir, args.device, args.threads) as all_targets:
@@ -294,11 +246,17 @@ def main(argv: list[str] | None = None) -> int:
                               for b, rows in samples.items()}
                 results["runs"] += summarise(by_backend, size)
                 progress(f"{size}: {sum(map(len, samples.values()))} prompts, {time.perf_counter() - started:.0f} s")
-            for sessions in args.sessions:  # servers alternate, as prompts do, so drifts hit both alike
-                for target in all_targets:
-                    if target.kind != "local":
-                        results["concurrency"].append(concurrency(target, sessions, per_session, "S"))
-                        progress(f"concurrency {target.kind} x{sessions}: {time.perf_counter() - started:.0f} s")
+            servers = [t for t in all_targets if t.kind != "local"]
+            for repeat in range(2 if args.quick else CONCURRENCY_REPEATS):  # servers alternate: drifts hit both alike
+                for sessions in args.sessions:
+                    for target in servers if (repeat + sessions) % 2 == 0 else servers[::-1]:
+                        results["concurrency"].append(concurrency(target, sessions, per_session, "S", repeat))
+                progress(f"concurrency repeat {repeat + 1}: {time.perf_counter() - started:.0f} s")
+            if with_network and "L" in args.sizes:
+                results["network"] = network.measure(all_targets, "L", 1 if args.quick else 3)
+            if with_xl:
+                results["xl"], results["xl_client_encoding"] = xl.measure(all_targets, 1)  # AutoZoom: ~100 s each
+        results["overhead_ratio"] = overhead_ratios(results["runs"])
         results["compact_object_replies"] = mask_bytes.summary(cases.SIZES["L"])
         results["seconds"] = round(time.perf_counter() - started, 1)
     paths = report.write_all(results, HERE / "results", args.out)

@@ -135,6 +135,18 @@ class PromptResult:
             mask[box_slices(self.box)] = self.patch
 
 
+@dataclass(frozen=True)
+class UploadProgress:
+    """How much of the image :meth:`Backend.set_image` is sending has reached the backend: raw image bytes."""
+
+    sent_bytes: int
+    total_bytes: int
+
+    @property
+    def fraction(self) -> float:
+        return self.sent_bytes / self.total_bytes if self.total_bytes else 1.0
+
+
 def box_slices(box: Box) -> tuple[slice, slice, slice]:
     return tuple(slice(lo, hi) for lo, hi in box)  # type: ignore[return-value]
 
@@ -307,6 +319,11 @@ class Backend(ABC):
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
         return self._shape
+
+    def upload_progress(self) -> UploadProgress | None:
+        """How far the image of a running :meth:`set_image` has got, from any thread; None when nothing is
+        being sent (always, for a backend that keeps the image in process)."""
+        return None
 
     def check_connection(self) -> str:
         """A one-line description of what this backend runs on; raises a typed error saying why it cannot run.

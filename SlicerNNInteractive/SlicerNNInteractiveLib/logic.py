@@ -26,10 +26,11 @@ from nninteractive_slicer.errors import BackendError
 from nninteractive_slicer.interface import Backend, Capabilities, Prompt
 
 from .automatic import CHOICES, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
-from .backends import BackendConfig, make_backend, missing_requirements, model_download_bytes
+from .backends import BackendConfig, make_backend, missing_requirements, model_download_bytes, recommended_requirements
 from .errors import ObliqueViewError, PromptError
 from .geometry import VolumeGeometry
-from .prompt_session import Action, PreparedPrompt, PromptSession
+from .prompt_session import SYNC, Action, PreparedPrompt, PromptSession
+from .upload import upload_status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,6 +175,8 @@ class SlicerNNInteractiveLogic:
         self._building: _Build | None = None
         self._events: list[Event] = []
         self._rebuild_shown: tuple[int, int] = (0, 0)
+        self._upload_shown: str | None = None
+        self._offered: set[str] = set()  # backend kinds whose recommended packages were offered
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -224,6 +227,14 @@ class SlicerNNInteractiveLogic:
         """Queue a prompt; it is read from the scene and started by the next :meth:`poll`, never in the caller."""
         self.queue.append(item)
 
+    def image_chosen(self, volume: object | None) -> bool:
+        """A volume was selected: with a backend in use, send the image now, while the user looks for the first
+        prompt's place (the upload is then not what the first result waits for). True when queued."""
+        if volume is None or self.backend is None:
+            return False
+        self.enqueue(QueuedPrompt(SYNC))
+        return True
+
     def drop_queue(self) -> None:
         self._drop(self.queue)
         self.queue = []
@@ -242,6 +253,7 @@ class SlicerNNInteractiveLogic:
             self._wait(pending, remaining)
         self._report_loading()
         self._report_rebuild()
+        self._report_upload()
         events, self._events = self._events, []
         return events
 
@@ -303,6 +315,9 @@ class SlicerNNInteractiveLogic:
             self.drop_queue()
             self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
             return
+        if kind not in self._offered and recommended_requirements(kind):  # offered once, never required
+            self._offered.add(kind)
+            self._emit("install", f"This backend runs faster with {', '.join(recommended_requirements(kind))}.", kind)
         future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
         self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
         self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
@@ -350,6 +365,13 @@ class SlicerNNInteractiveLogic:
         if progress[1] and progress != self._rebuild_shown:
             self._rebuild_shown = progress
             self._emit("status", "Rebuilding the model from the segment's history: {}/{} steps ...".format(*progress))
+
+    def _report_upload(self) -> None:
+        """While the image travels to the backend, say how far it got."""
+        text = upload_status(self.backend) if self._running is not None else None
+        if text is not None and text != self._upload_shown:
+            self._emit("status", text)
+        self._upload_shown = text
 
     def _offer_fallback(self, error: BaseException, items: list[QueuedPrompt]) -> None:
         self.fallback_queue.extend(items)

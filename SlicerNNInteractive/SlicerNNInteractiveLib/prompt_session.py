@@ -267,6 +267,8 @@ class PromptSession:
         same_backend = prepared.backend is self._backend
         if same_backend:
             self._sent_segment = prepared.segment_stamp
+        if prepared.prompt == SYNC:
+            return Outcome(False, "The image is ready for prompts.", prepared.segment_id)
         if prepared.prompt in (UNDO, REDO):
             return self._apply_move(prepared, result, segmentation)
         self._undone = []

@@ -16,6 +16,7 @@ never fill the server.
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
 from collections import Counter
 from collections.abc import Callable
@@ -31,17 +32,15 @@ from ..core.wire import (
     FRAME_CONTENT_TYPE,
     WireError,
     choose_codec,
-    chunk_ranges,
     decode_frame,
     encode_frame,
-    encode_image_chunk,
-    image_digest,
     pack_mask,
     read_changed_region,
     unpack_mask,
 )
-from ..errors import BackendError, BackendUnavailableError, UndoError
-from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, undo_limit_message
+from ..errors import BackendError, BackendUnavailableError, InvalidPromptError, UndoError
+from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, UploadProgress, undo_limit_message
+from .image_upload import WORKERS, EncodedImage
 from .journal import Restore
 from .registry import BackendConfig, register_backend
 from .server_backend import RecoveryStats, ServerBackend
@@ -110,6 +109,10 @@ class SlicerServerBackend(ServerBackend):
         self._redo_available = 0  # as the server last said; the journal knows how far undo reaches
         self._server_history = (0, 0)  # undo and redo in the server's last reply
         self._heartbeat = Heartbeat(self._server, lambda: self._server_session_id)
+        self._uploading: EncodedImage | None = None
+        self._upload_pools: queue.SimpleQueue[requests.Session] = queue.SimpleQueue()  # one per concurrent chunk
+        for _ in range(WORKERS):
+            self._upload_pools.put(self._server.new_pool())
         self.stats = SlicerServerStats(replicas=self._server.replicas)
 
     @classmethod
@@ -132,9 +135,19 @@ class SlicerServerBackend(ServerBackend):
                 f"{info['sessions']['open']}/{info['sessions']['max']} sessions in use")
 
     # -- hooks ---------------------------------------------------------------------------------------
+    def upload_progress(self) -> UploadProgress | None:
+        encoded = self._uploading
+        return encoded.progress() if encoded is not None else None
+
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
-        sent = _SentImage(image, image_digest(image, spacing))
-        self._call(lambda: self._send_image(sent, spacing), "nothing")
+        check_image_fits(image, self._server.info()["limits"], self.url)  # before any hashing or sending
+        encoded = self._encode(image, spacing)
+        try:
+            sent = _SentImage(image, encoded.digest)
+            self._call(lambda: self._send_image(sent, spacing, encoded), "nothing")
+        finally:
+            encoded.close()
+            self._uploading = None
         self._done(lambda: self._journal.image_set(sent, spacing))
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
@@ -186,6 +199,8 @@ class SlicerServerBackend(ServerBackend):
         with self._lock:
             self._discard_session()
             self._server.close()
+            while not self._upload_pools.empty():
+                self._upload_pools.get().close()
 
     # -- the server session --------------------------------------------------------------------------
     def _claim_session(self, restore: Restore) -> int:
@@ -194,7 +209,7 @@ class SlicerServerBackend(ServerBackend):
         self._server_session_id = state["session_id"]
         self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
         return self._journal.restore_into(
-            lambda sent, spacing: self._send_image(sent, spacing, check=True), self._send_mask,
+            lambda sent, spacing: self._send_image(sent, spacing), self._send_mask,
             lambda: self._state(self._post(Routes.RESET, None)), self._send_prompt,
             lambda steps: self._result(self._post(Routes.UNDO, None, steps=steps)), restore)
 
@@ -240,14 +255,18 @@ class SlicerServerBackend(ServerBackend):
                 self._server.affinity_key = secrets.token_urlsafe(12)
         return self._state(self._server.request(Routes.CREATE_SESSION))
 
-    def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool = False) -> None:
+    def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float],
+                    encoded: EncodedImage | None = None) -> None:
+        """Bind the image to the session, uploading it first if the server lacks it. Without ``encoded`` (a
+        restore) the image is encoded again, and its digest proves the caller's array did not change."""
         status = read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest))
         present = status.get("present") if isinstance(status, dict) else None
         if not isinstance(present, bool):
             raise MalformedReply("The server's reply to an image query does not say whether it holds the image.")
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
-                self._upload(sent, spacing, check)
+                self._upload(sent, spacing, encoded)
+                encoded = None  # its chunks are spent; a second upload encodes again
             try:
                 self._state(self._post(Routes.SET_IMAGE, {"digest": sent.digest}))
                 return
@@ -256,22 +275,32 @@ class SlicerServerBackend(ServerBackend):
         raise BackendUnavailableError("The server dropped the image right after it was uploaded; its image cache "
                                       "is too small for this image.")
 
-    def _upload(self, sent: _SentImage, spacing: tuple[float, float, float], check: bool) -> None:
-        """Send the image in compressed chunks of the size the server asks for."""
-        if check and image_digest(sent.array, spacing) != sent.digest:
-            raise BackendError("The image changed since it was sent, so the lost session cannot be restored: "
-                               "select the volume again.")
+    def _encode(self, image: np.ndarray, spacing: tuple[float, float, float]) -> EncodedImage:
         info = self._server.info()
-        codec = choose_codec(info["codecs"])
-        flat = np.ascontiguousarray(sent.array).reshape(-1)
-        chunk_elements = max(1, info["limits"]["chunk_bytes"] // flat.dtype.itemsize)
-        header = {"shape": list(sent.array.shape), "dtype": flat.dtype.name, "spacing": list(spacing),
-                  "codec": codec, "chunk_elements": chunk_elements}
-        for index, (start, stop) in enumerate(chunk_ranges(flat.size, chunk_elements)):
-            body = encode_frame(header, encode_image_chunk(flat[start:stop], codec))
-            self._server.request(Routes.UPLOAD_CHUNK, digest=sent.digest, index=index, data=body,
-                          headers={"Content-Type": FRAME_CONTENT_TYPE})
-            self.stats.upload_bytes += len(body)
+        self._uploading = EncodedImage(image, spacing, choose_codec(info["codecs"]), info["limits"]["chunk_bytes"])
+        return self._uploading
+
+    def _upload(self, sent: _SentImage, spacing: tuple[float, float, float], encoded: EncodedImage | None) -> None:
+        """Send the image in compressed chunks, several at once, each on its own connection."""
+        if encoded is None:
+            encoded = self._encode(sent.array, spacing)
+            if encoded.digest != sent.digest:
+                encoded.close()
+                raise BackendError("The image changed since it was sent, so the lost session cannot be restored: "
+                                   "select the volume again.")
+
+        def put(index: int, frame: bytes) -> None:
+            pool = self._upload_pools.get()
+            try:
+                self._server.request(Routes.UPLOAD_CHUNK, digest=sent.digest, index=index, data=frame,
+                                     headers={"Content-Type": FRAME_CONTENT_TYPE}, pool=pool)
+            finally:
+                self._upload_pools.put(pool)
+
+        try:
+            encoded.send(put)
+        finally:
+            self.stats.upload_bytes += encoded.frame_bytes
         self.stats.image_uploads += 1
 
     def _send_mask(self, mask: np.ndarray) -> None:
@@ -335,3 +364,19 @@ class SlicerServerBackend(ServerBackend):
         if region is None:
             return PromptResult(backend_ms=header["backend_ms"])
         return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]
+
+
+def check_image_fits(image: np.ndarray, limits: dict[str, int], url: str) -> None:
+    """Refuse an image the server would refuse, before any work, saying what to do about it."""
+    checks = [
+        (max(image.shape), limits["max_dim"], "voxels along one axis", 1),
+        (image.size, limits["max_image_voxels"], "M voxels", 1e6),
+        (image.nbytes, limits["max_image_bytes"], "MiB", 2**20),
+    ]
+    for value, limit, unit, scale in checks:
+        if value > limit:
+            shape = " x ".join(str(n) for n in image.shape[::-1])
+            raise InvalidPromptError(
+                f"The volume ({shape}, {image.dtype}) is too large for the server at {url}: {value / scale:,.4g} "
+                f"{unit}, at most {limit / scale:,.4g}. Crop or resample it first (Crop Volume module), or ask the "
+                "server's administrator to raise the limit.")

@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from ..core import wire
 from ..core.protocol import (
     ACCEPT_CODECS_HEADER,
     AFFINITY_HEADER,
@@ -26,7 +27,6 @@ from ..core.protocol import (
     Route,
     Routes,
 )
-from ..core.wire import AVAILABLE_CODECS
 from ..errors import (
     AuthenticationError,
     BackendError,
@@ -103,20 +103,20 @@ class ServerConnection:
 
     def new_pool(self) -> requests.Session:
         pool = requests.Session()
-        pool.headers[ACCEPT_CODECS_HEADER] = ",".join(AVAILABLE_CODECS)
+        pool.headers[ACCEPT_CODECS_HEADER] = ",".join(wire.AVAILABLE_CODECS)  # as installed now
         if self._api_key:
             pool.headers["Authorization"] = f"Bearer {self._api_key}"
         return pool
 
     def request(self, route: Route, *, data: bytes | None = None, json: Any = None,
                 headers: dict[str, str] | None = None, query: dict[str, Any] | None = None,
-                **params: Any) -> requests.Response:
-        """One call of the contract: ``route`` with its path parameters filled in from ``params``."""
+                pool: requests.Session | None = None, **params: Any) -> requests.Response:
+        """One call of the contract: ``route`` with its path parameters filled in from ``params``, on ``pool``
+        (default: the keep-alive pool of every call)."""
         try:
-            response = self._pool.request(route.method, self.url + route.url(**params), data=data, json=json,
-                                          headers={**self._affinity(), **(headers or {})}, params=query,
-                                          timeout=self.timeout,
-                                          verify=self._verify)
+            response = (pool or self._pool).request(route.method, self.url + route.url(**params), data=data,
+                                                    json=json, headers={**self._affinity(), **(headers or {})},
+                                                    params=query, timeout=self.timeout, verify=self._verify)
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailableError(
                 f"TLS with {self.url} failed ({_reason(exc)}). If the server uses a self-signed certificate, set "

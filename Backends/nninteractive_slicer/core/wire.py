@@ -38,14 +38,8 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-try:
-    import zstandard
-except ImportError:  # optional on the client
-    zstandard = None  # type: ignore[assignment]
-try:
-    import lz4.frame as lz4_frame
-except ImportError:  # optional on the client
-    lz4_frame = None
+zstandard: Any = None  # optional on the client: see register_optional_codecs()
+lz4_frame: Any = None
 
 MAGIC = b"NNIS"
 MAX_HEADER_BYTES = 64 * 1024
@@ -90,16 +84,34 @@ def _lz4_decompress(data: bytes, limit: int) -> bytes:
 Compressor = Callable[[bytes, bool], bytes]  # (data, small: compress harder, for masks)
 Decompressor = Callable[[bytes, int], bytes]
 _CODECS: dict[str, tuple[Compressor, Decompressor]] = {}
-if zstandard is not None:
-    _CODECS["zstd"] = (lambda b, small: zstandard.ZstdCompressor(level=9 if small else 1).compress(b),
-                       _zstd_decompress)
-if lz4_frame is not None:
-    _CODECS["lz4"] = (lambda b, small: lz4_frame.compress(b), _lz4_decompress)
-_CODECS["zlib"] = (lambda b, small: zlib.compress(b, 9 if small else 1), _zlib_decompress)
-_CODECS["none"] = (lambda b, small: bytes(b), lambda b, limit: bytes(b[: limit + 1]))
+AVAILABLE_CODECS: tuple[str, ...] = ()  # best first, by the measurements above
 
-# Best first, by the measurements above.
-AVAILABLE_CODECS: tuple[str, ...] = tuple(_CODECS)
+
+def register_optional_codecs() -> tuple[str, ...]:
+    """Use zstandard and lz4 if they can be imported now: 3D Slicer installs zstandard on demand, after this
+    module was first imported. Returns the codecs available."""
+    global zstandard, lz4_frame, AVAILABLE_CODECS
+    try:
+        import zstandard
+    except ImportError:
+        zstandard = None
+    try:
+        import lz4.frame as lz4_frame
+    except ImportError:
+        lz4_frame = None
+    _CODECS.clear()
+    if zstandard is not None:
+        _CODECS["zstd"] = (lambda b, small: zstandard.ZstdCompressor(level=9 if small else 1).compress(b),
+                           _zstd_decompress)
+    if lz4_frame is not None:
+        _CODECS["lz4"] = (lambda b, small: lz4_frame.compress(b), _lz4_decompress)
+    _CODECS["zlib"] = (lambda b, small: zlib.compress(b, 9 if small else 1), _zlib_decompress)
+    _CODECS["none"] = (lambda b, small: bytes(b), lambda b, limit: bytes(b[: limit + 1]))
+    AVAILABLE_CODECS = tuple(_CODECS)
+    return AVAILABLE_CODECS
+
+
+register_optional_codecs()
 
 
 def choose_codec(offered: Any, fallback: str = "zlib") -> str:
