@@ -140,6 +140,7 @@ class SlicerServerBackend(ServerBackend):
         return encoded.progress() if encoded is not None else None
 
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self._place()  # so that even the limits are read from the replica that will hold the session
         check_image_fits(image, self._server.info()["limits"], self.url)  # before any hashing or sending
         encoded = self._encode(image, spacing)
         try:
@@ -245,15 +246,19 @@ class SlicerServerBackend(ServerBackend):
     def _create_session(self) -> dict[str, Any]:
         """A new session. On a replicated server, the first one starts on the least busy replica, and when
         that replica is full anyway, another key may reach one with room; recoveries keep the key."""
-        if not self._placed:
-            self._placed = True
-            self._server.place(PLACEMENT_PROBES)
+        self._place()
         for _ in range(PLACEMENT_TRIES - 1):
             try:
                 return self._state(self._server.request(Routes.CREATE_SESSION))
             except ReplicaFull:
                 self._server.affinity_key = secrets.token_urlsafe(12)
         return self._state(self._server.request(Routes.CREATE_SESSION))
+
+    def _place(self) -> None:
+        """Choose the replica once, before the first call that a replica answers for this session."""
+        if not self._placed:
+            self._placed = True
+            self._server.place(PLACEMENT_PROBES)
 
     def _send_image(self, sent: _SentImage, spacing: tuple[float, float, float],
                     encoded: EncodedImage | None = None) -> None:
