@@ -147,18 +147,60 @@ def test_history_keeps_the_newest_steps_within_steps_and_memory(tiny_model_dir, 
         assert backend.prompt(point).backend_ms > 0
 
 
-def test_a_step_whose_snapshot_fails_changes_nothing(backend, image64, monkeypatch):
+def test_a_snapshot_that_fails_costs_the_undo_history_never_the_result(backend, image64, monkeypatch):
+    """The snapshot is taken after the reply: when it fails (no RAM), the user keeps the result, undo starts again
+    from there, and an undo past it is a clear error that changes nothing."""
+    script = prompt_script(image64.shape, seed=3, count=4)
     backend.set_image(image64)
-    backend.prompt(Point(blob_centre(image64.shape)))
-    before, history = model_state(backend), backend.undo_state()
+    backend.prompt(script[0])
 
     def fail(session):
         raise MemoryError("no RAM for the snapshot")
 
     monkeypatch.setattr("nninteractive_slicer.core.engine.take_snapshot", fail)
-    with pytest.raises(MemoryError):
-        backend.prompt(prompt_script(image64.shape, seed=3, count=1)[0])
-    assert model_state(backend) == before and backend.undo_state() == history
+    mirror = backend.get_mask()
+    backend.prompt(script[1]).apply_to(mirror)
+    assert backend.undo_state() == UndoState(undo=0, redo=0)
+    np.testing.assert_array_equal(backend.get_mask(), mirror)
+    with pytest.raises(UndoError, match="nothing to undo"):
+        backend.undo()
+    np.testing.assert_array_equal(backend.get_mask(), mirror)
+    monkeypatch.undo()
+    backend.prompt(script[2]).apply_to(mirror)  # the history starts again from the first step snapshotted
+    after_third = mirror.copy()
+    backend.prompt(script[3]).apply_to(mirror)
+    assert backend.undo_state() == UndoState(undo=1, redo=0)
+    backend.undo().apply_to(mirror)
+    np.testing.assert_array_equal(mirror, after_third)
+    np.testing.assert_array_equal(backend.get_mask(), mirror)
+
+
+@pytest.mark.parametrize("kind", ["local", "remote"])
+def test_the_undo_snapshot_is_taken_after_the_reply(request, kind, image64, monkeypatch):
+    """Snapshotting a large image takes tens of milliseconds: the reply does not wait for it, the next call does."""
+    from nninteractive_slicer.core import engine
+
+    taken, release = threading.Event(), threading.Event()
+    snapshot = engine.take_snapshot
+
+    def held(session):
+        release.wait(60)
+        taken.set()
+        return snapshot(session)
+
+    with request.getfixturevalue(f"{kind}_backend_factory")() as backend:
+        backend.set_image(image64)
+        mirror = np.zeros(image64.shape, np.uint8)
+        monkeypatch.setattr(engine, "take_snapshot", held)
+        try:
+            backend.prompt(Point(blob_centre(image64.shape))).apply_to(mirror)
+            assert not taken.is_set(), "the prompt's reply waited for its undo snapshot"
+        finally:
+            release.set()
+        assert backend.undo_state() == UndoState(undo=1, redo=0)
+        backend.undo().apply_to(mirror)
+        assert not mirror.any()
+        np.testing.assert_array_equal(backend.get_mask(), mirror)
 
 
 def test_out_of_memory_leaves_mask_untouched_and_backend_usable(backend, image64, monkeypatch):

@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,74 +25,26 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "Testing"))
 
+from paired_prompts import PairedPrompts  # noqa: E402
 from server_processes import our_server  # noqa: E402
-from slicer_loop import run_slicer_loop  # noqa: E402
-from slicer_scene import make_scene  # noqa: E402
-from synthetic import blob_centre, mr_like_image  # noqa: E402
 
 from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
 from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
-from nninteractive_slicer.interface import Backend  # noqa: E402
-from SlicerNNInteractiveLib import PromptSession, point_prompt  # noqa: E402
-from SlicerNNInteractiveLib.logic import TIMER_MS, QueuedPrompt, SlicerNNInteractiveLogic  # noqa: E402
+from SlicerNNInteractiveLib.logic import TIMER_MS, SlicerNNInteractiveLogic  # noqa: E402
 
 API_KEY = "benchmark-key-0123456789"
 SPACING = np.diag([0.8, 0.8, 2.5, 1.0])
 
 
-class Bench:
-    """One scene and Logic around a backend; times point prompts plainly and under the emulated loop."""
-
-    def __init__(self, backend: Backend, shape: tuple[int, int, int]) -> None:
-        s = make_scene()
-        volume = s.volume(mr_like_image(shape, seed=1), SPACING)
-        editor = s.editor_node(volume, s.segmentation(volume))
-        self.session = PromptSession(s.scene, backend, editor, s.app_logic)
-        self.backend, self.shape = backend, shape
-        self.session.submit(self.point(0))  # upload and warm-up
-
-    def point(self, index: int):
-        """Pair ``index``'s prompt: a point near the blob's centre, the same for both arms of the pair."""
-        kji = np.array(blob_centre(self.shape)) + [0, index % 5 - 2, index % 7 - 3]
-        world = (SPACING @ np.r_[kji[::-1].astype(float), 1.0])[:3]
-        return lambda g: point_prompt(world, g, True)
-
-    def plain(self, index: int) -> float:
-        self.session.new_segment()  # each arm starts a new object: the same work in both
-        began = time.perf_counter()
-        self.session.submit(self.point(index))
-        return time.perf_counter() - began
-
-    def looped(self, index: int, poll_wait: float | None = None,
-               interval_s: float = TIMER_MS / 1000) -> tuple[float, float, float]:
-        """(wall time, longest GUI block while waiting, the block of the tick that wrote the result)."""
-        options = {} if poll_wait is None else {"poll_wait": poll_wait}
-        logic = SlicerNNInteractiveLogic(self.session, **options)  # the session's backend, already up to date
-        finished: list[int] = []
-        blocks: list[float] = []
-        write: list[float] = []
-
-        def tick() -> None:
-            began = time.perf_counter()
-            logic.poll()
-            (write if finished else blocks).append(time.perf_counter() - began)
-
-        self.session.new_segment()
-        began = time.perf_counter()
-        logic.enqueue(QueuedPrompt(self.point(index), lambda: finished.append(1)))
-        run_slicer_loop(tick, lambda: bool(finished), interval_s, timeout_s=1800)
-        return time.perf_counter() - began, max(blocks, default=0.0), max(write, default=0.0)
-
-
-def measure(name: str, bench: Bench, pairs: int, old_poll: bool) -> dict:
+def measure(name: str, bench: PairedPrompts, pairs: int, old_poll: bool) -> dict:
     plain, looped, blocks, writes = [], [], [], []
     for index in range(1, pairs + 1):
         plain.append(bench.plain(index))
-        seconds, block, write = bench.looped(index)
-        looped.append(seconds)
-        blocks.append(block)
-        writes.append(write)
+        run = bench.looped(index, SlicerNNInteractiveLogic(bench.session), timeout_s=1800)
+        looped.append(run.seconds)
+        blocks.append(max(run.waits, default=0.0))
+        writes.append(max(run.writes, default=0.0))
         print(f"  {name}: plain {plain[-1]:.2f} s, Slicer loop {looped[-1]:.2f} s", flush=True)
     row = {"backend": name, "plain_s": statistics.median(plain), "loop_s": statistics.median(looped),
            "ratio": statistics.median(loop / direct for loop, direct in zip(looped, plain)),
@@ -101,7 +52,8 @@ def measure(name: str, bench: Bench, pairs: int, old_poll: bool) -> dict:
            "result_write_ms": 1000 * statistics.median(writes),
            "plain_samples": plain, "loop_samples": looped}
     if old_poll:  # the poll before this change: every 50 ms, done() only
-        row["old_poll_s"] = bench.looped(1, poll_wait=0.0, interval_s=0.05)[0]
+        old = SlicerNNInteractiveLogic(bench.session, poll_wait=0.0)
+        row["old_poll_s"] = bench.looped(1, old, interval_s=0.05, timeout_s=1800).seconds
         row["old_ratio"] = row["old_poll_s"] / plain[0]  # the same prompt as the first pair
     return row
 
@@ -118,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print("local", flush=True)
     with LocalBackend(model_dir=model_dir, device="cpu", torch_threads=2) as backend:
-        rows.append(measure("local", Bench(backend, shape), args.pairs, args.old_poll))
+        rows.append(measure("local", PairedPrompts(backend, shape, SPACING), args.pairs, args.old_poll))
     print("remote", flush=True)
     with our_server(model_dir, "bench", API_KEY) as server, \
             SlicerServerBackend(server.url, API_KEY, timeout=600) as backend:
-        rows.append(measure("remote", Bench(backend, shape), args.pairs, args.old_poll))
+        rows.append(measure("remote", PairedPrompts(backend, shape, SPACING), args.pairs, args.old_poll))
     results = {"shape": list(shape), "pairs": args.pairs, "timer_ms": TIMER_MS, "rows": rows}
     out = HERE / "results"
     (out / f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")

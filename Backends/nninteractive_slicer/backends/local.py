@@ -8,8 +8,10 @@ happens on the device thread.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +21,8 @@ from ..core.model_loading import LoadedModel, load_model
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
 from .registry import BackendConfig, Requirement, register_backend
+
+T = TypeVar("T")
 
 
 @register_backend
@@ -76,10 +80,10 @@ class LocalBackend(Backend):
         self._worker.call(self._engine.set_image, image, spacing)
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
-        self._worker.call(self._engine.set_initial_mask, mask)
+        self._step(self._engine.set_initial_mask, mask)
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
-        return self._worker.call(self._engine.prompt, prompt)
+        return self._step(self._engine.prompt, prompt)
 
     def _undo(self, steps: int) -> PromptResult:
         return self._worker.call(self._engine.undo, steps)
@@ -88,11 +92,20 @@ class LocalBackend(Backend):
         return self._worker.call(self._engine.redo, steps)
 
     def _undo_state(self) -> UndoState:
-        history = self._engine.history
-        return self._worker.call(lambda: UndoState(history.undo_available, history.redo_available))
+        def settled() -> UndoState:
+            self._engine.settle()
+            return self._engine.undo_state
+
+        return self._worker.call(settled)
 
     def _reset(self) -> None:
-        self._worker.call(self._engine.reset)
+        self._step(self._engine.reset)
+
+    def _step(self, call: Callable[..., T], *args: Any) -> T:
+        """A step on the device thread; its undo snapshot follows there while the caller shows the result."""
+        result = self._worker.call(call, *args)
+        self._worker.submit(self._engine.settle)
+        return result
 
     def _get_mask(self) -> np.ndarray:
         return self._worker.call(self._engine.mask_copy)

@@ -23,8 +23,11 @@ Inputs arrive already validated by :mod:`..interface`. What this adds to the inn
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +44,8 @@ from .undo_history import (
     restore_snapshot,
     take_snapshot,
 )
+
+log = logging.getLogger("nninteractive_slicer.engine")
 
 OOM_MESSAGE = (
     "The GPU ran out of memory for this prompt; nothing was changed. Close other programs using the GPU, "
@@ -105,11 +110,22 @@ class Engine:
         return UndoState(undo=int(self._can_undo))
 
     def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self.start_image(image, spacing)
+        self.finish_image(image.shape)
+
+    def start_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> Future[Any] | None:
+        """First half of :meth:`set_image`: hand the image over. Returns the preprocessing still running in the
+        background, which a server awaits off the device thread (other sessions' prompts go on meanwhile)."""
         self._run(lambda: self._inner.set_image(image[None], {"spacing": list(spacing)}))
+        return None
+
+    def finish_image(self, shape: tuple[int, ...]) -> None:
+        """Second half of :meth:`set_image`: wait for preprocessing (its failure is raised here), then an empty
+        mask of ``shape``."""
         self._image_sent()
-        mask = np.zeros(image.shape, dtype=np.uint8)
+        mask = np.zeros(shape, dtype=np.uint8)
         self._run(lambda: self._inner.set_target_buffer(mask))
-        self._mask, self._reported = mask, np.zeros(image.shape, dtype=np.uint8)
+        self._mask, self._reported = mask, np.zeros(shape, dtype=np.uint8)
         self._start_object()
         self._image_set()
 
@@ -235,6 +251,8 @@ class ModelEngine(Engine):
         super().__init__(inner)
         self.model = model
         self._history = UndoHistory(undo_budget_bytes, undo_steps)
+        self._unsaved: tuple[Box | None] | None = None  # the last step, when it awaits its snapshot
+        self._settling = threading.Lock()  # a snapshot in progress on another thread
 
     @property
     def history(self) -> UndoHistory:
@@ -242,15 +260,51 @@ class ModelEngine(Engine):
 
     @property
     def can_undo(self) -> bool:
-        return self._history.undo_available > 0
+        return self.undo_state.undo > 0
 
     @property
     def undo_state(self) -> UndoState:
-        return UndoState(self._history.undo_available, self._history.redo_available)
+        """Exact once :meth:`settle` ran; before, the step awaiting its snapshot counts as kept (one more undo,
+        no redo), which the budget may yet evict: an undo that reaches past it is a clear UndoError."""
+        if self._unsaved is None:
+            return UndoState(self._history.undo_available, self._history.redo_available)
+        return UndoState(min(self._history.undo_available + 1, self._history.max_steps), 0)
 
-    def set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
-        self._history.clear()
-        super().set_image(image, spacing)
+    def settle(self) -> None:
+        """Snapshot the last step for undo. Snapshots of a large image take tens of milliseconds, so the step's
+        reply goes out first and its caller runs this right after, on any thread (a server: beside other
+        sessions' predictions); every later call of this engine settles first, so a snapshot always shows the
+        step it belongs to. A snapshot that fails (out of RAM) costs the undo history, never the result the user
+        already has."""
+        with self._settling:
+            if self._unsaved is None:
+                return
+            (written,), self._unsaved = self._unsaved, None
+            try:
+                self._history.add(self._step(written))
+            except Exception as exc:
+                log.warning("Could not keep an undo step (%s); the undo history starts again here.", exc)
+                self._history.clear()
+
+    def start_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> Future[Any] | None:
+        with self._settling:
+            self._unsaved = None
+            self._history.clear()
+        super().start_image(image, spacing)
+        future: Future[Any] | None = self._inner.preprocess_future
+        return future
+
+    def prompt(self, prompt: Prompt) -> PromptResult:
+        self.settle()
+        return super().prompt(prompt)
+
+    def set_initial_mask(self, mask: np.ndarray) -> None:
+        self.settle()
+        super().set_initial_mask(mask)
+
+    def reset(self) -> None:
+        self.settle()
+        super().reset()
 
     def undo(self, steps: int = 1) -> PromptResult:
         """Go back ``steps`` steps; UndoError (nothing changed) when the history holds fewer."""
@@ -264,12 +318,7 @@ class ModelEngine(Engine):
         self._history.start(self._step(None))
 
     def _stepped(self, written: Box | None) -> None:
-        """Snapshot the step just taken; if that fails, put the session back to the step before and re-raise."""
-        try:
-            self._history.add(self._step(written))
-        except BaseException:
-            self._restore(self._history.current)
-            raise
+        self._unsaved = (written,)
 
     def _step(self, written: Box | None) -> UndoStep:
         return UndoStep(take_snapshot(self._inner), self._prompt_count, written)
@@ -281,6 +330,7 @@ class ModelEngine(Engine):
             self._prompt_count = step.prompt_count
 
     def _move(self, delta: int) -> PromptResult:
+        self.settle()
         started = time.perf_counter()
         before = self._history.current
         step, region = self._history.move(delta)
@@ -315,7 +365,9 @@ class ModelEngine(Engine):
 
     def close(self) -> None:
         self._inner.executor.shutdown(wait=True)
-        self._history.clear()
+        with self._settling:
+            self._unsaved = None
+            self._history.clear()
         super().close()
 
 

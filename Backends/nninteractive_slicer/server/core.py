@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ class ServerCore:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.worker = DeviceWorker("nninteractive-server-device")
+        self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nninteractive-undo-snapshots")
         try:
             model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
                                      config.torch_threads, "remote")
@@ -68,8 +70,9 @@ class ServerCore:
                          fn: Callable[[Engine], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
         """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after.
 
-        A mutating call that succeeds bumps the revision. The checks run on the device thread too, so
-        they see the session exactly as ``fn`` will."""
+        A mutating call that succeeds bumps the revision and has the engine's undo snapshot taken on another
+        thread, so that it holds neither this reply nor the device thread. The checks run on the device thread
+        too, so they see the session exactly as ``fn`` will."""
 
         def run() -> tuple[T, dict[str, Any]]:
             if session.closed:
@@ -81,6 +84,7 @@ class ServerCore:
             result = fn(session.engine)
             if mutates:
                 session.revision += 1
+                self._settler.submit(session.engine.settle)  # the undo snapshot, beside the next predictions
             return result, session.state()
 
         return await self.on_device(run)
@@ -123,3 +127,4 @@ class ServerCore:
         for session in self.sessions.remove_all():
             self.close_session(session, "shutdown")
         self.worker.stop()
+        self._settler.shutdown(wait=False, cancel_futures=True)

@@ -46,11 +46,10 @@ class ServerSession:
 
     def state(self) -> dict[str, Any]:
         """What a client sees of the session (exact when read on the device thread)."""
-        shape = self.shape
+        shape, history = self.shape, self.engine.undo_state
         return {"session_id": self.id, "revision": self.revision, "image_digest": self.image_digest,
                 "shape": list(shape) if shape else None, "prompt_count": self.engine.prompt_count,
-                "can_undo": self.engine.can_undo, "undo": self.engine.history.undo_available,
-                "redo": self.engine.history.redo_available}
+                "can_undo": self.engine.can_undo, "undo": history.undo, "redo": history.redo}
 
 
 class SessionRegistry:

@@ -6,6 +6,8 @@ mutating calls check the client's revision there, and replies carry the changed 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -39,12 +41,20 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
         if image is None:
             raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
         core.sessions.reserve_memory(session, image.array.shape)
+        # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
+        # that other sessions' prompts go on meanwhile. The start bumps the revision: a concurrent call of
+        # this session between the halves is refused, never run on a half-set image.
+        preparing, started = await core.in_session(
+            session, revision, lambda engine: engine.start_image(image.array, image.spacing))
+        if preparing is not None:
+            with contextlib.suppress(Exception):  # finish_image raises it, typed
+                await asyncio.wrap_future(preparing)
 
-        def run(engine: Engine) -> None:
-            engine.set_image(image.array, image.spacing)
+        def finish(engine: Engine) -> None:
+            engine.finish_image(image.array.shape)
             session.image_digest = image.digest
 
-        _, state = await core.in_session(session, revision, run)
+        _, state = await core.in_session(session, started["revision"], finish)
         log.info("image set", extra={"event": "image_set", "user": user, "session": session_id[:8],
                                      "digest": body.digest[:12], "shape": list(image.array.shape)})
         return SessionState(**state)
