@@ -25,7 +25,9 @@ BACKENDS = REPO / "Backends" / "nninteractive_slicer"
 
 def module_cmake_entries() -> set[str]:
     text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SlicerNNInteractive")
-    return set(re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json))\s*$", text, re.MULTILINE))
+    entries = re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json))\s*$", text, re.MULTILINE)
+    assert len(set(entries)) == len(entries), f"listed twice: {sorted({e for e in entries if entries.count(e) > 1})}"
+    return set(entries)
 
 
 def test_module_cmake_lists_every_script_and_resource():
