@@ -18,6 +18,7 @@ import numpy as np
 from ..core.device_worker import DeviceWorker
 from ..core.engine import ModelEngine
 from ..core.model_loading import LoadedModel, load_model
+from ..core.snapshots import SnapshotScheduler
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
 from .registry import BackendConfig, Requirement, register_backend
@@ -59,6 +60,7 @@ class LocalBackend(Backend):
         except BaseException:
             self._worker.stop()
             raise
+        self._snapshots = SnapshotScheduler()
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> LocalBackend:
@@ -102,14 +104,15 @@ class LocalBackend(Backend):
         self._step(self._engine.reset)
 
     def _step(self, call: Callable[..., T], *args: Any) -> T:
-        """A step on the device thread; its undo snapshot follows there while the caller shows the result."""
+        """A step on the device thread; its undo snapshot follows in the background, once the result is shown."""
         result = self._worker.call(call, *args)
-        self._worker.submit(self._engine.settle)
+        self._snapshots.schedule(self._engine)
         return result
 
     def _get_mask(self) -> np.ndarray:
         return self._worker.call(self._engine.mask_copy)
 
     def _close(self) -> None:
+        self._snapshots.stop()
         self._worker.call(self._engine.close)
         self._worker.stop()

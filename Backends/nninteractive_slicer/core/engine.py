@@ -271,20 +271,21 @@ class ModelEngine(Engine):
         return UndoState(min(self._history.undo_available + 1, self._history.max_steps), 0)
 
     def settle(self) -> None:
-        """Snapshot the last step for undo. Snapshots of a large image take tens of milliseconds, so the step's
-        reply goes out first and its caller runs this right after, on any thread (a server: beside other
-        sessions' predictions); every later call of this engine settles first, so a snapshot always shows the
-        step it belongs to. A snapshot that fails (out of RAM) costs the undo history, never the result the user
-        already has."""
+        """Snapshot the last step for undo, on any thread. Snapshots of a large image take tens of milliseconds,
+        so a step's result goes out first and :mod:`.snapshots` calls this a moment later; every later call of
+        this engine settles first, so a snapshot always shows the step it belongs to. A snapshot that fails
+        (out of RAM) costs the undo history, never the result the user already has."""
         with self._settling:
             if self._unsaved is None:
                 return
-            (written,), self._unsaved = self._unsaved, None
+            (written,) = self._unsaved
             try:
                 self._history.add(self._step(written))
             except Exception as exc:
                 log.warning("Could not keep an undo step (%s); the undo history starts again here.", exc)
                 self._history.clear()
+            finally:
+                self._unsaved = None  # only now: until then undo_state counts the step as pending
 
     def start_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> Future[Any] | None:
         with self._settling:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ from ..core.device_worker import DeviceWorker
 from ..core.engine import Engine, ModelEngine
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
+from ..core.snapshots import SnapshotScheduler
 from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
@@ -34,7 +34,7 @@ class ServerCore:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.worker = DeviceWorker("nninteractive-server-device")
-        self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nninteractive-undo-snapshots")
+        self.snapshots = SnapshotScheduler()
         try:
             model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
                                      config.torch_threads, "remote")
@@ -70,9 +70,8 @@ class ServerCore:
                          fn: Callable[[Engine], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
         """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after.
 
-        A mutating call that succeeds bumps the revision and has the engine's undo snapshot taken on another
-        thread, so that it holds neither this reply nor the device thread. The checks run on the device thread
-        too, so they see the session exactly as ``fn`` will."""
+        A mutating call that succeeds bumps the revision. The checks run on the device thread too, so
+        they see the session exactly as ``fn`` will."""
 
         def run() -> tuple[T, dict[str, Any]]:
             if session.closed:
@@ -84,7 +83,6 @@ class ServerCore:
             result = fn(session.engine)
             if mutates:
                 session.revision += 1
-                self._settler.submit(session.engine.settle)  # the undo snapshot, beside the next predictions
             return result, session.state()
 
         return await self.on_device(run)
@@ -127,4 +125,5 @@ class ServerCore:
         for session in self.sessions.remove_all():
             self.close_session(session, "shutdown")
         self.worker.stop()
-        self._settler.shutdown(wait=False, cancel_futures=True)
+        self.snapshots.stop()
+

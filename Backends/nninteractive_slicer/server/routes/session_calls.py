@@ -1,7 +1,8 @@
 """Calls inside a session: image, starting mask, reset, prompts, undo and redo, and reading the mask.
 
 Handlers decode in the thread pool and run the engine on the device thread (:meth:`ServerCore.in_session`);
-mutating calls check the client's revision there, and replies carry the changed region only.
+mutating calls check the client's revision there, and replies carry the changed region only. A step's undo
+snapshot is taken in the background a moment later (:mod:`...core.snapshots`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ async def set_initial_mask(session_id: SessionId, request: Request, core: Core, 
         mask = await run_in_threadpool(decode)
         _, state = await core.in_session(
             session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.image_shape)))
+        core.snapshots.schedule(session.engine)
         return SessionState(**state)
 
 
@@ -86,6 +88,7 @@ async def reset(session_id: SessionId, core: Core, user: User, revision: Revisio
     with core.sessions.use(session_id, user) as session:
         _require_image(session)
         _, state = await core.in_session(session, revision, lambda engine: engine.reset())
+        core.snapshots.schedule(session.engine)
         return SessionState(**state)
 
 
@@ -159,6 +162,7 @@ async def _run_prompt(core: ServerCore, session_id: str, user: str, revision: in
             return engine.prompt(valid)
 
         result, state = await core.in_session(session, revision, run)
+        core.snapshots.schedule(session.engine)
         return await _frame_reply(core, result, state, accept, prompt.kind)
 
 
