@@ -28,7 +28,7 @@ SPACING = np.diag([0.8, 0.9, 1.3, 1.0])
 PAIRS = 4
 # Qt keeps the GIL for at least 10 ms of every tick (a poll waits 30 ms), so the worker's GIL-bound part (the
 # tiny CPU model is mostly Python glue between small ops) can run up to a quarter slower in the loop: the old
-# poll, which only peeked, was 2-5x. Measured on a quiet machine: 1.06-1.20 before and after this bound.
+# poll, which only peeked, was 2-5x. Measured on a quiet machine: 1.06-1.21, with and without the snapshot change.
 MAX_RATIO = 1.3
 # A tick keeps the GUI for at most POLL_WAIT_S plus its own work. On a shared, loaded machine the OS
 # sometimes does not run this thread when its wait ends, so 9 ticks in 10 must stay within about 50 ms,
