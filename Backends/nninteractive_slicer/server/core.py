@@ -34,13 +34,13 @@ class ServerCore:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.worker = DeviceWorker("nninteractive-server-device")
-        self.snapshots = SnapshotScheduler()
         try:
             model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
                                      config.torch_threads, "remote")
         except BaseException:
             self.worker.stop()
             raise
+        self.snapshots = SnapshotScheduler()
         self.model = replace(model, capabilities=replace(model.capabilities, undo_depth=config.undo_steps))
         self.auth = Authenticator(config.api_keys)
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s,
@@ -126,4 +126,3 @@ class ServerCore:
             self.close_session(session, "shutdown")
         self.worker.stop()
         self.snapshots.stop()
-
