@@ -17,10 +17,11 @@ import time
 import numpy as np
 from paired_prompts import PairedPrompts
 from server_processes import our_server
-from slicer_loop import run_slicer_loop
+from slicer_loop import hold_gil, run_slicer_loop
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
+from nninteractive_slicer.core.snapshots import DELAY_S
 from SlicerNNInteractiveLib.logic import SlicerNNInteractiveLogic
 
 SHAPE = (64, 128, 128)
@@ -94,3 +95,26 @@ def test_a_remote_prompt_runs_at_full_speed_in_slicers_loop(tiny_model_dir):
             compare(PairedPrompts(backend, SHAPE, SPACING))
         finally:
             backend.close()
+
+
+def test_an_undo_snapshot_starved_by_an_idle_slicer_is_taken_before_the_next_prompt(tiny_model_dir):
+    """In Slicer the module's timer stops when idle and Qt keeps the GIL, so the background snapshot cannot run
+    until Python runs again; the next prompt takes it first (as before snapshots moved to the background), and
+    undo stays exact."""
+    backend = LocalBackend(model_dir=tiny_model_dir, device="cpu", torch_threads=2)
+    try:
+        timer = PairedPrompts(backend, SHAPE, SPACING)
+        logic = SlicerNNInteractiveLogic(timer.session)
+        logic.use_backend(backend)
+        timer.looped(1, logic)
+        hold_gil(2 * DELAY_S)  # idle: the timer is stopped, Qt holds the GIL
+        assert backend._engine._unsaved is not None, "the snapshot ran although Python never let it"
+        before = backend.get_mask()
+        timer.session.submit(timer.point(2))
+        assert backend._engine.history.undo_available >= 1 and backend.undo_state().redo == 0
+        mirror = backend.get_mask()
+        backend.undo().apply_to(mirror)
+        np.testing.assert_array_equal(mirror, before)
+        np.testing.assert_array_equal(backend.get_mask(), before)
+    finally:
+        backend.close()
