@@ -315,9 +315,10 @@ class SlicerNNInteractiveLogic:
             self.drop_queue()
             self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
             return
-        if kind not in self._offered and recommended_requirements(kind):  # offered once, never required
+        recommended = [] if kind in self._offered else recommended_requirements(kind)
+        if recommended:  # offered once, never required
             self._offered.add(kind)
-            self._emit("install", f"This backend runs faster with {', '.join(recommended_requirements(kind))}.", kind)
+            self._emit("install", f"This backend runs faster with {', '.join(recommended)}.", kind)
         future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
         self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
         self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
