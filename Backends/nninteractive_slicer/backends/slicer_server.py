@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from ..core.protocol import REVISION_HEADER, Route, Routes
+from ..core.protocol import REVISION_HEADER, ImageUnknown, Route, Routes, SessionUnknown
 from ..core.wire import (
     FRAME_CONTENT_TYPE,
     WireError,
@@ -46,11 +46,9 @@ from .registry import BackendConfig, register_backend
 from .server_backend import RecoveryStats, ServerBackend
 from .slicer_server_http import (
     Heartbeat,
-    ImageMissing,
     MalformedReply,
     ReplicaFull,
     ServerConnection,
-    SessionLost,
     Unreachable,
     read_json,
 )
@@ -220,7 +218,7 @@ class SlicerServerBackend(ServerBackend):
         self._server.forget_info()  # a restarted server may have other limits
 
     def _session_lost_errors(self) -> tuple[type[BaseException], ...]:
-        return (SessionLost,)
+        return (SessionUnknown,)
 
     def _typed_errors(self) -> AbstractContextManager[object]:
         return nullcontext()  # the connection raises typed errors itself
@@ -275,7 +273,7 @@ class SlicerServerBackend(ServerBackend):
             try:
                 self._state(self._post(Routes.SET_IMAGE, {"digest": sent.digest}))
                 return
-            except ImageMissing:
+            except ImageUnknown:
                 present = False
         raise BackendUnavailableError("The server dropped the image right after it was uploaded; its image cache "
                                       "is too small for this image.")

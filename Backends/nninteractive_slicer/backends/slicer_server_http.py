@@ -2,7 +2,7 @@
 
 The remote backend (:mod:`.slicer_server`) keeps the session logic and its recovery; this module knows only the
 contract (:mod:`..core.protocol`) and ``requests``. Every error reply becomes a typed error from its code;
-two of them (:class:`SessionLost`, :class:`ImageMissing`) are repaired by the backend, never shown.
+two of them (``SessionUnknown``, ``ImageUnknown``) are repaired by the backend, never shown.
 """
 
 from __future__ import annotations
@@ -26,17 +26,10 @@ from ..core.protocol import (
     ErrorCode,
     Route,
     Routes,
+    RouteUnknown,
+    code_of_reply,
 )
-from ..errors import (
-    AuthenticationError,
-    BackendError,
-    BackendUnavailableError,
-    InvalidPromptError,
-    NoImageError,
-    OutOfMemoryError,
-    ServerBusyError,
-    UndoError,
-)
+from ..errors import AuthenticationError, BackendError, BackendUnavailableError, ServerBusyError
 from .server_backend import CONNECT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -50,35 +43,8 @@ class ReplicaFull(ServerBusyError):
     """One replica of a replicated server is full; the others may not be."""
 
 
-class SessionLost(Exception):
-    """The server no longer has our session, or it is not in the state we recorded: rebuild it."""
-
-
-class ImageMissing(Exception):
-    """The server does not hold the image (any more)."""
-
-
 class MalformedReply(BackendError):
     """A success reply that does not decode or does not fit the image: nothing of it is applied."""
-
-
-# The error each code of the contract raises here; every code has an entry (Testing/test_protocol.py) but
-# HTTP_ERROR, which, like a reply without a code (a proxy in between), is read by its status.
-ERROR_OF_CODE: dict[str, type[Exception]] = {code.value: error for code, error in {
-    ErrorCode.SESSION_UNKNOWN: SessionLost, ErrorCode.REVISION_MISMATCH: SessionLost,
-    ErrorCode.IMAGE_UNKNOWN: ImageMissing, ErrorCode.NO_IMAGE: NoImageError, ErrorCode.UNDO_LIMIT: UndoError,
-    ErrorCode.UNAUTHORIZED: AuthenticationError, ErrorCode.BUSY: ServerBusyError,
-    ErrorCode.OUT_OF_MEMORY: OutOfMemoryError, ErrorCode.INVALID_INPUT: InvalidPromptError,
-    ErrorCode.INVALID_REQUEST: InvalidPromptError, ErrorCode.DIGEST_MISMATCH: InvalidPromptError,
-    ErrorCode.BAD_BODY: InvalidPromptError, ErrorCode.BAD_REQUEST: InvalidPromptError,
-    ErrorCode.TOO_LARGE: InvalidPromptError, ErrorCode.NOT_FOUND: BackendUnavailableError,
-    ErrorCode.METHOD_NOT_ALLOWED: BackendError, ErrorCode.BACKEND_FAILED: BackendError,
-    ErrorCode.INTERNAL: BackendError,
-}.items()}
-ERROR_OF_STATUS: dict[int, type[Exception]] = {
-    400: InvalidPromptError, 401: AuthenticationError, 404: BackendUnavailableError, 413: InvalidPromptError,
-    422: InvalidPromptError, 503: ServerBusyError, 507: OutOfMemoryError,
-}
 
 
 class ServerConnection:
@@ -219,7 +185,7 @@ class ServerConnection:
         except (ValueError, KeyError, TypeError):
             code, detail = ErrorCode.HTTP_ERROR.value, (response.text[:200] or response.reason or "no detail")
         status = response.status_code
-        error = ERROR_OF_CODE.get(code) or ERROR_OF_STATUS.get(status, BackendError)
+        error = code_of_reply(code, status).error
         if error is AuthenticationError:
             return AuthenticationError(f"The server at {self.url} refused the API key: {detail}")
         if error is ServerBusyError:
@@ -229,9 +195,9 @@ class ServerConnection:
                 retry = 5.0
             busy = ReplicaFull if REPLICA_HEADER in response.headers else ServerBusyError
             return busy(detail, retry_after=retry)
-        if error is BackendUnavailableError:
-            return BackendUnavailableError(f"{self.url} has no {response.request.path_url}: is it an "
-                                           "nnInteractive-Slicer server?")
+        if error is RouteUnknown:
+            return RouteUnknown(f"{self.url} has no {response.request.path_url}: is it an nnInteractive-Slicer "
+                                "server?")
         if error is BackendError:
             return BackendError(f"The server failed on this request ({status}): {detail}")
         return error(detail)

@@ -78,14 +78,14 @@ class Authenticator:
         challenge = {"WWW-Authenticate": 'Basic realm="nninteractive-slicer"' if basic_realm else "Bearer"}
         key = _key_from_header(authorization)
         if key is None:
-            raise ApiError(401, ErrorCode.UNAUTHORIZED,
+            raise ApiError(ErrorCode.UNAUTHORIZED,
                            "This server needs an API key: send 'Authorization: Bearer KEY'.", challenge)
         user = None
         for known, name in self._keys:  # compare with every key, in constant time each
             if hmac.compare_digest(known, key):
                 user = name
         if user is None:
-            raise ApiError(401, ErrorCode.UNAUTHORIZED, "The API key was not accepted.", challenge)
+            raise ApiError(ErrorCode.UNAUTHORIZED, "The API key was not accepted.", challenge)
         return user
 
 

@@ -77,7 +77,7 @@ class ServerCore:
             if session.closed:
                 raise session_unknown(session.id)
             if expected_revision is not None and expected_revision != session.revision:
-                raise ApiError(409, ErrorCode.REVISION_MISMATCH,
+                raise ApiError(ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "
                                f"{expected_revision}: a call was lost; rebuild the session.")
             result = fn(session.engine)

@@ -17,55 +17,41 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.protocol import ErrorCode, Routes
+from ..core.protocol import ErrorCode, Routes, code_of_error, code_of_status
 from ..core.wire import WireError
-from ..errors import (
-    AuthenticationError,
-    BackendError,
-    InvalidPromptError,
-    NoImageError,
-    OutOfMemoryError,
-    ServerBusyError,
-    UndoError,
-)
+from ..errors import BackendError, ServerBusyError
 
 log = logging.getLogger("nninteractive_slicer.server")
 
 
 class ApiError(HTTPException):
-    """An HTTP error with a machine-readable code (the remote client branches on it) and a human message.
+    """An HTTP error with a machine-readable code (the client branches on it) and a human message; the status
+    is the code's (:class:`ErrorCode`), except for HTTP_ERROR, which carries the status it was raised with.
 
     An HTTPException, so FastAPI passes it through unchanged even when raised while it reads a body."""
 
-    def __init__(self, status: int, code: ErrorCode, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: ErrorCode, detail: str, headers: dict[str, str] | None = None,
+                 status: int | None = None) -> None:
+        status = status or code.status
         super().__init__(status, detail, headers or {})
-        self.status, self.code = status, ErrorCode(code).value  # only codes of the contract reach a client
+        self.status, self.code = status, code.value
 
 
 def from_backend_error(exc: Exception) -> ApiError:
-    """The HTTP form of a typed backend (or wire) error."""
+    """The HTTP form of a typed backend (or wire) error: the code of its type (:func:`code_of_error`)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, WireError):
+        return ApiError(ErrorCode.BAD_BODY, str(exc))
+    if isinstance(exc, (RequestValidationError, ValidationError)):
+        return ApiError(ErrorCode.INVALID_REQUEST, _validation_detail(exc))
+    code = code_of_error(exc)
+    if code is None:
+        return ApiError(ErrorCode.INTERNAL, "The server failed on this request; its log has the details.")
     if isinstance(exc, ServerBusyError):
         retry = max(1, round(exc.retry_after or 5))
-        return ApiError(503, ErrorCode.BUSY, str(exc), {"Retry-After": str(retry)})
-    if isinstance(exc, AuthenticationError):
-        return ApiError(401, ErrorCode.UNAUTHORIZED, str(exc))
-    if isinstance(exc, WireError):
-        return ApiError(400, ErrorCode.BAD_BODY, str(exc))
-    if isinstance(exc, (RequestValidationError, ValidationError)):
-        return ApiError(422, ErrorCode.INVALID_REQUEST, _validation_detail(exc))
-    if isinstance(exc, UndoError):
-        return ApiError(409, ErrorCode.UNDO_LIMIT, str(exc))
-    if isinstance(exc, InvalidPromptError):
-        return ApiError(422, ErrorCode.INVALID_INPUT, str(exc))
-    if isinstance(exc, NoImageError):
-        return ApiError(409, ErrorCode.NO_IMAGE, str(exc))
-    if isinstance(exc, OutOfMemoryError):
-        return ApiError(507, ErrorCode.OUT_OF_MEMORY, str(exc))
-    if isinstance(exc, BackendError):
-        return ApiError(500, ErrorCode.BACKEND_FAILED, str(exc))
-    return ApiError(500, ErrorCode.INTERNAL, "The server failed on this request; its log has the details.")
+        return ApiError(code, str(exc), {"Retry-After": str(retry)})
+    return ApiError(code, str(exc))
 
 
 def error_response(error: ApiError) -> JSONResponse:
@@ -106,12 +92,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: ErrorCode.BAD_BODY, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
-                413: ErrorCode.TOO_LARGE}.get(exc.status_code, ErrorCode.HTTP_ERROR)
+        code = code_of_status(exc.status_code)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first route's methods; list all of this path's
             headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
-        return error_response(ApiError(exc.status_code, code, str(exc.detail), headers))
+        return error_response(ApiError(code, str(exc.detail), headers, status=exc.status_code))
 
 
 def _allowed_methods(request: Request) -> set[str]:

@@ -36,7 +36,7 @@ ORPHAN_AGE_S = 600.0  # a .json without its .npy this old is no save in progress
 
 
 def digest_mismatch(what: str) -> ApiError:
-    return ApiError(422, ErrorCode.DIGEST_MISMATCH, f"{what} does not match its digest; upload the image again.")
+    return ApiError(ErrorCode.DIGEST_MISMATCH, f"{what} does not match its digest; upload the image again.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,7 +300,7 @@ class Uploads:
         if self.admit is not None:
             self.admit(shape)  # at the first chunk, not after the whole image arrived
         if nbytes > self.per_user:
-            raise ApiError(413, ErrorCode.TOO_LARGE, f"The image ({nbytes} bytes) is larger than one user may upload "
+            raise ApiError(ErrorCode.TOO_LARGE, f"The image ({nbytes} bytes) is larger than one user may upload "
                                                      f"to this server at a time ({self.per_user} bytes).")
         itemsize = nbytes // int(np.prod(shape))
         if chunk_elements * itemsize > self.limits.chunk_bytes:
@@ -308,7 +308,7 @@ class Uploads:
         size = int(np.prod(shape))
         total = chunk_count(size, chunk_elements)
         if not 0 <= index < total:
-            raise ApiError(422, ErrorCode.INVALID_INPUT,
+            raise ApiError(ErrorCode.INVALID_INPUT,
                            f"Chunk {index} does not exist: this image has {total} chunks.")
         start = index * chunk_elements
         stop = min(start + chunk_elements, size)
@@ -378,7 +378,7 @@ class Uploads:
         try:
             validate_image(array, pending.spacing)
         except InvalidPromptError as exc:
-            raise ApiError(422, ErrorCode.INVALID_INPUT, str(exc)) from exc
+            raise ApiError(ErrorCode.INVALID_INPUT, str(exc)) from exc
         self.cache.put(CachedImage(pending.digest, array, pending.spacing), pending.owner)
         log.info("image received", extra={"event": "image_uploaded", "user": pending.owner,
                                            "digest": pending.digest[:12], "shape": list(pending.shape),

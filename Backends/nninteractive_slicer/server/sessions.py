@@ -23,7 +23,7 @@ from .memory import gib, session_bytes
 
 
 def session_unknown(session_id: str) -> ApiError:
-    return ApiError(404, ErrorCode.SESSION_UNKNOWN, f"Session {session_id[:8]}... does not exist (expired, closed or "
+    return ApiError(ErrorCode.SESSION_UNKNOWN, f"Session {session_id[:8]}... does not exist (expired, closed or "
                                             "another user's); start a new one.")
 
 
@@ -97,7 +97,7 @@ class SessionRegistry:
         """The memory a session needs for an image of ``shape``; 507 if it exceeds the whole budget."""
         need = session_bytes(shape)
         if self.memory_budget is not None and need > self.memory_budget:
-            raise ApiError(507, ErrorCode.OUT_OF_MEMORY,
+            raise ApiError(ErrorCode.OUT_OF_MEMORY,
                            f"An image of {list(shape)} voxels needs about {gib(need)} of server memory for its "
                            f"session; this server gives all sessions together {gib(self.memory_budget)}. Crop or "
                            "resample the image.")

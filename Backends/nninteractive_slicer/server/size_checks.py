@@ -15,7 +15,7 @@ from .errors import ApiError, send_json
 
 
 def too_large(what: str, size: int, limit: int) -> ApiError:
-    return ApiError(413, ErrorCode.TOO_LARGE,
+    return ApiError(ErrorCode.TOO_LARGE,
                     f"The {what} ({size} bytes) is larger than this server accepts ({limit} bytes).")
 
 
@@ -84,7 +84,7 @@ def check_prompt_size(box: tuple[tuple[int, int], ...], limits: Limits) -> None:
     """One lasso or scribble may cover at most ``max_prompt_voxels``: the device time of a prompt grows with it."""
     voxels = math.prod(hi - lo for lo, hi in box)
     if voxels > limits.max_prompt_voxels:
-        raise ApiError(422, ErrorCode.INVALID_INPUT, f"This prompt's box covers {voxels} voxels; this server takes "
+        raise ApiError(ErrorCode.INVALID_INPUT, f"This prompt's box covers {voxels} voxels; this server takes "
                                                      f"at most {limits.max_prompt_voxels} in one prompt. Draw it on "
                                                      "fewer slices, or split it.")
 
@@ -92,16 +92,16 @@ def check_prompt_size(box: tuple[tuple[int, int], ...], limits: Limits) -> None:
 def check_image_geometry(shape: tuple[int, ...], dtype: str, limits: Limits) -> int:
     """Validate a declared image shape and dtype against the limits; returns its size in bytes."""
     if dtype not in IMAGE_DTYPES:
-        raise ApiError(422, ErrorCode.INVALID_INPUT, f"Image type {dtype!r} is not supported; use one of "
+        raise ApiError(ErrorCode.INVALID_INPUT, f"Image type {dtype!r} is not supported; use one of "
                                              f"{', '.join(IMAGE_DTYPES)}.")
     if len(shape) != 3 or any(n < 1 for n in shape):
-        raise ApiError(422, ErrorCode.INVALID_INPUT, f"The image shape {list(shape)} must be three positive sizes.")
+        raise ApiError(ErrorCode.INVALID_INPUT, f"The image shape {list(shape)} must be three positive sizes.")
     if max(shape) > limits.max_dim:
-        raise ApiError(413, ErrorCode.TOO_LARGE,
+        raise ApiError(ErrorCode.TOO_LARGE,
                        f"The image shape {list(shape)} exceeds {limits.max_dim} voxels on an axis.")
     voxels = math.prod(shape)
     if voxels > limits.max_image_voxels:
-        raise ApiError(413, ErrorCode.TOO_LARGE, f"The image has {voxels} voxels; this server accepts at most "
+        raise ApiError(ErrorCode.TOO_LARGE, f"The image has {voxels} voxels; this server accepts at most "
                                          f"{limits.max_image_voxels}.")
     nbytes = voxels * np.dtype(dtype).itemsize
     if nbytes > limits.max_image_bytes:

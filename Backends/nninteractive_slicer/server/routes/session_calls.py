@@ -40,7 +40,7 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
     with core.sessions.use(session_id, user) as session:
         image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
         if image is None:
-            raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
+            raise ApiError(ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
         core.sessions.reserve_memory(session, image.array.shape)
         # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
         # that other sessions' prompts go on meanwhile. The start bumps the revision: a concurrent call of
@@ -72,7 +72,7 @@ async def set_initial_mask(session_id: SessionId, request: Request, core: Core, 
             raw, payload = decode_frame(body)
             head = MaskHeader.model_validate(raw)
             if tuple(head.shape) != shape:
-                raise ApiError(422, ErrorCode.INVALID_INPUT, f"The starting mask has shape {head.shape}, the image "
+                raise ApiError(ErrorCode.INVALID_INPUT, f"The starting mask has shape {head.shape}, the image "
                                                              f"has {list(shape)}.")
             return unpack_mask(payload, shape, head.codec)
 
@@ -182,5 +182,5 @@ async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, 
 def _require_image(session: ServerSession) -> tuple[int, int, int]:
     shape = session.shape
     if shape is None:
-        raise ApiError(409, ErrorCode.NO_IMAGE, "No image has been sent to this session yet: select a volume first.")
+        raise ApiError(ErrorCode.NO_IMAGE, "No image has been sent to this session yet: select a volume first.")
     return shape
