@@ -7,7 +7,7 @@ from slicer_scene import InstantBackend
 
 from nninteractive_slicer.backends import registry
 from nninteractive_slicer.backends.registry import BackendConfig, Requirement, backend_classes, register_backend
-from SlicerNNInteractiveLib.backends import KINDS, make_backend, missing_requirements
+from SlicerNNInteractiveLib.backends import KINDS, build_backend, describe, missing_requirements
 
 
 def test_the_lib_offers_the_registered_backends_in_order():
@@ -30,6 +30,6 @@ def test_a_registered_backend_is_built_and_its_requirements_checked(monkeypatch)
             return cls(radius=int(config.timeout))
 
     assert missing_requirements("probe") == ["no-such-package>=1"]
-    built = make_backend(BackendConfig("probe", timeout=3.0))
+    built = build_backend(BackendConfig("probe", timeout=3.0))
     assert type(built) is Probe and built.radius == 3
-    assert "Probe at (no URL)" in BackendConfig("probe").describe()
+    assert "Probe at (no URL)" in describe(BackendConfig("probe"))

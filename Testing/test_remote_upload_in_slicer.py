@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -25,10 +26,10 @@ from SlicerNNInteractiveLib.upload import upload_status
 
 
 def test_zstandard_is_recommended_for_the_remote_backend_only_while_missing(monkeypatch):
-    real_find_spec = lib_backends.importlib.util.find_spec
-    monkeypatch.setattr(lib_backends.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "zstandard" else real_find_spec(name, *a))
-    assert lib_backends.recommended_requirements("remote") == [lib_backends.ZSTANDARD_REQUIREMENT]
+    assert lib_backends.recommended_requirements("remote") == ["zstandard>=0.22"]
     assert lib_backends.recommended_requirements("official") == []
     assert lib_backends.recommended_requirements("local") == []
     assert lib_backends.missing_requirements("remote") == []  # offered, never required
@@ -44,8 +45,8 @@ def test_zstandard_installed_after_start_is_used_by_the_next_remote_backend(remo
         from nninteractive_slicer.core import wire
         assert "zstd" not in wire.AVAILABLE_CODECS, wire.AVAILABLE_CODECS
         del sys.modules["zstandard"]  # pip installed it
-        from SlicerNNInteractiveLib.backends import BackendConfig, make_backend
-        backend = make_backend(BackendConfig("remote", {remote_server.url!r}, {ALICE_KEY!r}))
+        from SlicerNNInteractiveLib.backends import BackendConfig, build_backend
+        backend = build_backend(BackendConfig("remote", {remote_server.url!r}, {ALICE_KEY!r}))
         print(backend._server._pool.headers["X-Accept-Codecs"])  # what every call of this backend offers
         backend.close()
     """)

@@ -21,7 +21,7 @@ from nninteractive_slicer.backends.local import LocalBackend
 from SlicerNNInteractiveLib import PromptSession, VolumeGeometry, control_points_world, point_prompt
 from SlicerNNInteractiveLib.automatic import BackendChoice
 from SlicerNNInteractiveLib.backends import BackendConfig
-from SlicerNNInteractiveLib.logic import Built, Event, QueuedPrompt, SlicerNNInteractiveLogic, build_backend
+from SlicerNNInteractiveLib.logic import Built, Event, QueuedPrompt, SlicerNNInteractiveLogic, open_backend
 from SlicerNNInteractiveLib.segments import full_box, index_to_segmentation, read_mask
 
 SHAPE = (32, 48, 48)
@@ -42,7 +42,7 @@ class Scene:
         self.cleared: list[str] = []
 
     def build(self, choice: BackendChoice) -> Built:
-        built = build_backend(choice)
+        built = open_backend(choice)
         self.built.append(built)
         return built
 

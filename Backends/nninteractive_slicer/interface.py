@@ -28,14 +28,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
+from .config import BackendConfig, Requirement
 from .errors import InvalidPromptError, NoImageError, UndoError
-
-if TYPE_CHECKING:
-    from .backends.registry import BackendConfig, Requirement
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 PromptKind = Literal["point", "bbox", "scribble", "lasso"]
@@ -299,6 +297,19 @@ class Backend(ABC):
     kind: ClassVar[str] = "backend"
     label: ClassVar[str] = ""
     requirements: ClassVar[tuple[Requirement, ...]] = ()
+    # What makes it faster but is not needed: offered once with the install, never required.
+    recommended: ClassVar[tuple[Requirement, ...]] = ()
+    # A server's backend takes a URL (and an API key); one without runs the model in this process, on this
+    # computer's devices, and may download and load a model when it is built.
+    needs_url: ClassVar[bool] = True
+    # Its form in ``--backend``: the kind itself without a URL; with one, this prefix and the URL.
+    url_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def describe(cls, config: BackendConfig) -> str:
+        """The choice in words (never the API key)."""
+        key = "with an API key" if config.api_key else "without an API key"
+        return f"{cls.label} at {config.url or '(no URL)'} {key}"
 
     def __init__(self) -> None:
         self._shape: tuple[int, int, int] | None = None

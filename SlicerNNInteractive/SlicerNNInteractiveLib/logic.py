@@ -26,7 +26,14 @@ from nninteractive_slicer.errors import BackendError
 from nninteractive_slicer.interface import Backend, Capabilities, Prompt
 
 from .automatic import CHOICES, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
-from .backends import BackendConfig, make_backend, missing_requirements, model_download_bytes, recommended_requirements
+from .backends import (
+    BackendConfig,
+    build_backend,
+    describe,
+    missing_requirements,
+    model_download_bytes,
+    recommended_requirements,
+)
 from .errors import ObliqueViewError, PromptError
 from .geometry import VolumeGeometry
 from .prompt_session import SYNC, Action, PreparedPrompt, PromptSession
@@ -110,14 +117,14 @@ def in_daemon_thread(fn: Callable[..., T], *args: Any, name: str = "nnInteractiv
     return future
 
 
-def build_backend(choice: BackendChoice) -> Built:
+def open_backend(choice: BackendChoice) -> Built:
     """Worker thread: choose, build and check a backend (a server is asked for its version and the key)."""
     try:
         config, reason = resolve(choice)
     except Exception as exc:
         return Built(None, error=exc)
     try:
-        backend = make_backend(config)
+        backend = build_backend(config)
     except Exception as exc:
         return Built(config, error=exc, reason=reason)
     try:
@@ -159,7 +166,7 @@ class SlicerNNInteractiveLogic:
         session: PromptSession,
         choice: BackendChoice | None = None,
         *,
-        build: Callable[[BackendChoice], Built] = build_backend,
+        build: Callable[[BackendChoice], Built] = open_backend,
         wait: Callable[[list[Future], float], object] = lambda fs, t: wait_futures(fs, t, FIRST_COMPLETED),
         clock: Callable[[], float] = time.monotonic,
         poll_wait: float = POLL_WAIT_S,
@@ -379,7 +386,7 @@ class SlicerNNInteractiveLogic:
         self._emit("status", error_text(error))
         self._emit(
             "fallback",
-            f"The local backend failed: {error}\n\nContinue on the server ({self.choice.server.describe()})? "
+            f"The local backend failed: {error}\n\nContinue on the server ({describe(self.choice.server)})? "
             "The segment was not changed.",
         )
 

@@ -41,6 +41,11 @@ class LocalBackend(Backend):
     label = "Local GPU (this computer)"
     requirements = (Requirement("torch", "torch"),
                     Requirement("nnInteractive.inference.inference_session", "nninteractive>=2.6,<3"))
+    needs_url = False
+
+    @classmethod
+    def describe(cls, config: BackendConfig) -> str:
+        return f"local nnInteractive, model {config.model or 'recommended'}, device {config.device}"
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ class OfficialBackend(ServerBackend):
     kind = "official"
     label = "Official nnInteractive server"
     requirements = (Requirement("nnInteractive.inference.remote", "nninteractive-client>=2.6,<3"),)
+    url_prefix = "official+"
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0, device: str = "unknown") -> None:
         super().__init__()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    from ..interface import Backend
+from ..config import BackendConfig, Requirement
+from ..interface import Backend
+
+__all__ = ["BackendConfig", "Requirement", "backend_class", "backend_classes", "build_backend", "describe",
+           "missing_requirements", "parse_spec", "recommended_requirements",
+           "register_backend"]
 
 B = TypeVar("B", bound="type[Backend]")
 
@@ -22,34 +25,6 @@ B = TypeVar("B", bound="type[Backend]")
 BUILT_IN = ("local", "slicer_server", "official")
 
 _REGISTERED: dict[str, type[Backend]] = {}
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """A pip requirement and the module that shows it is installed (inside nnInteractive, a namespace package
-    that the official client alone also provides, the module tells the two apart)."""
-
-    module: str
-    pip: str
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """A user's backend choice. ``api_key`` stays out of repr() and describe(), so out of logs."""
-
-    kind: str = "local"
-    url: str = ""
-    api_key: str = field(default="", repr=False)
-    device: str = "auto"
-    model: str = ""  # an official model id, a model folder, or "" for the recommended model
-    timeout: float = 30.0
-
-    def describe(self) -> str:
-        if self.kind == "local":
-            return f"local nnInteractive, model {self.model or 'recommended'}, device {self.device}"
-        key = "with an API key" if self.api_key else "without an API key"
-        label = backend_classes()[self.kind].label if self.kind in backend_classes() else self.kind
-        return f"{label} at {self.url or '(no URL)'} {key}"
 
 
 def register_backend(cls: B) -> B:
@@ -84,6 +59,33 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
+
+
+def recommended_requirements(kind: str) -> list[str]:
+    """The pip requirements that would make the backend of ``kind`` faster and are not installed."""
+    importlib.invalidate_caches()
+    return [r.pip for r in backend_class(kind).recommended if not _importable(r.module)]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """The kind and URL of a ``--backend`` value: a kind that takes no URL, or a backend's prefix and a URL."""
+    classes = backend_classes().values()
+    for cls in classes:
+        if not cls.needs_url and spec == cls.kind:
+            return cls.kind, ""
+    for cls in sorted((c for c in classes if c.needs_url), key=lambda c: -len(c.url_prefix)):  # longest first
+        url = spec.removeprefix(cls.url_prefix)
+        if spec.startswith(cls.url_prefix) and url.startswith(("http://", "https://")):
+            return cls.kind, url
+    forms = [repr(c.kind) if not c.needs_url else f"{repr(c.url_prefix) + ' and ' if c.url_prefix else ''}a server "
+             f"URL ({c.label})" for c in classes]
+    raise ValueError(f"--backend {spec!r}: use {', '.join(forms[:-1])} or {forms[-1]}; a server URL is "
+                     "http://host:port or https://...")
+
+
+def describe(config: BackendConfig) -> str:
+    """The choice in words, for the user and the log (never the API key)."""
+    return backend_class(config.kind).describe(config)
 
 
 def build_backend(config: BackendConfig) -> Backend:

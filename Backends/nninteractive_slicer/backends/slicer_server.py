@@ -36,13 +36,14 @@ from ..core.wire import (
     encode_frame,
     pack_mask,
     read_changed_region,
+    register_optional_codecs,
     unpack_mask,
 )
 from ..errors import BackendError, BackendUnavailableError, InvalidPromptError, UndoError
 from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, UploadProgress, undo_limit_message
 from .image_upload import WORKERS, EncodedImage
 from .journal import Restore
-from .registry import BackendConfig, register_backend
+from .registry import BackendConfig, Requirement, register_backend
 from .server_backend import RecoveryStats, ServerBackend
 from .slicer_server_http import (
     Heartbeat,
@@ -91,6 +92,9 @@ class SlicerServerBackend(ServerBackend):
 
     kind = "remote"
     label = "nnInteractive-Slicer server"
+    # Slicer ships no zstandard, so images would compress several times slower with zlib and replies be
+    # ~25 % larger (benchmarks/results/python312-codecs.md).
+    recommended = (Requirement("zstandard", "zstandard>=0.22"),)
     # The server refuses a call at another revision than ours, so a lost call shows on the next one; but
     # the server may have applied what a malformed reply should have described.
     failures_losing_session = (MalformedReply,)
@@ -115,6 +119,7 @@ class SlicerServerBackend(ServerBackend):
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> SlicerServerBackend:
+        register_optional_codecs()  # zstandard may have been installed since the wire format was loaded
         return cls(config.url, config.api_key or None, timeout=config.timeout)
 
     # -- queries -------------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 
-from ..backends.registry import BackendConfig, build_backend
+from ..backends.registry import BackendConfig, build_backend, parse_spec
 from ..interface import Backend
 
 API_KEY_VARIABLE = "NNINTERACTIVE_API_KEY"
-OFFICIAL_PREFIX = "official+"
 
 
 class BackendSpecError(ValueError):
@@ -17,21 +16,19 @@ class BackendSpecError(ValueError):
 
 
 def check_spec(spec: str) -> str:
-    """The backend kind of ``spec`` (local, remote, official); raises BackendSpecError before anything starts."""
-    if spec == "local":
-        return "local"
-    url = spec[len(OFFICIAL_PREFIX):] if spec.startswith(OFFICIAL_PREFIX) else spec
-    if not url.startswith(("http://", "https://")):
-        raise BackendSpecError(
-            f"--backend {spec!r}: use 'local', a server URL (http://host:port) or 'official+' and the URL of an "
-            "official nninteractive-server."
-        )
-    return "official" if spec.startswith(OFFICIAL_PREFIX) else "remote"
+    """The backend kind of ``spec``; raises BackendSpecError before anything starts."""
+    return _parsed(spec)[0]
 
 
 def make_backend(spec: str, model: str | None = None, device: str = "auto", timeout: float = 120.0) -> Backend:
     """Build the backend through the registry (a local one loads its model)."""
-    kind = check_spec(spec)
-    url = "" if kind == "local" else spec.removeprefix(OFFICIAL_PREFIX)
+    kind, url = _parsed(spec)
     api_key = os.environ.get(API_KEY_VARIABLE, "")
     return build_backend(BackendConfig(kind, url, api_key, device, model or "", timeout))
+
+
+def _parsed(spec: str) -> tuple[str, str]:
+    try:
+        return parse_spec(spec)
+    except ValueError as exc:
+        raise BackendSpecError(str(exc)) from None
