@@ -145,5 +145,5 @@ def test_each_limit_is_named(shape, dtype, limits, words):
     generous = {"max_dim": 5000, "max_image_voxels": 10**6, "max_image_bytes": 2**23}
     image = np.empty(shape, dtype)
     with pytest.raises(InvalidPromptError, match=words):
-        check_image_fits(image, {**generous, **limits}, "http://server")
-    check_image_fits(image, generous, "http://server")
+        check_image_fits(image, Limits(**{**generous, **limits}), "http://server")
+    check_image_fits(image, Limits(**generous), "http://server")

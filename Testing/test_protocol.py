@@ -101,3 +101,41 @@ def test_a_reply_without_our_code_is_read_by_its_status_never_as_a_lost_session(
     assert code_of_reply("not ours", 503) is ErrorCode.BUSY
     assert code_of_reply("not ours", 418) is ErrorCode.HTTP_ERROR
     assert code_of_reply(ErrorCode.SESSION_UNKNOWN.value, 404) is ErrorCode.SESSION_UNKNOWN
+
+
+def test_the_bodies_the_client_builds_and_checks_agree_with_the_servers_models_field_by_field():
+    from dataclasses import MISSING, fields
+
+    from nninteractive_slicer.core import bodies
+    from nninteractive_slicer.server import schemas
+
+    pairs = [(bodies.PointPrompt, schemas.PointPrompt), (bodies.BBoxPrompt, schemas.BBoxPrompt),
+             (bodies.CropHeader, schemas.CropHeader), (bodies.MaskHeader, schemas.MaskHeader),
+             (bodies.ChunkHeader, schemas.ChunkHeader), (bodies.SetImageBody, schemas.SetImageBody),
+             (bodies.Health, schemas.Health), (bodies.SessionState, schemas.SessionState),
+             (bodies.ImageStatus, schemas.ImageStatus), (bodies.UploadStatus, schemas.UploadStatus),
+             (bodies.Info, schemas.Info)]
+    for body, model in pairs:
+        ours = {f.name: f.default is MISSING and f.default_factory is MISSING for f in fields(body)}
+        theirs = {name: info.is_required() for name, info in model.model_fields.items()}
+        assert set(ours) == set(theirs), body.__name__
+        # A field the client may leave out, the server must not require; "kind" is a constant of the body.
+        assert all(not theirs[name] for name, required in ours.items() if not required and name != "kind"), body
+    assert {f.name for f in fields(bodies.Limits)} == set(bodies.Limits().to_json())
+
+
+def test_a_body_is_checked_by_json_type_strictly():
+    import pytest
+
+    from nninteractive_slicer.core.bodies import BodyError, ChangedRegion, SessionState
+
+    state = {"session_id": "s", "revision": 3, "image_digest": None, "shape": [2, 3, 4], "prompt_count": 0,
+             "can_undo": False, "undo": 0, "redo": 0, "a newer field": 1}
+    assert SessionState.read(state).shape == [2, 3, 4]
+    for field, bad in (("revision", True), ("revision", "3"), ("shape", [2, "3", 4]), ("can_undo", 0)):
+        with pytest.raises(BodyError, match=field):
+            SessionState.read({**state, field: bad})
+    with pytest.raises(BodyError, match="lacks 'redo'"):
+        SessionState.read({k: v for k, v in state.items() if k != "redo"})
+    reply = ChangedRegion(changed=False, revision=1, prompt_count=1, undo=1, redo=0, codec="zlib")
+    assert ChangedRegion.read(reply.to_json()) == reply

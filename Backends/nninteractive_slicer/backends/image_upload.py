@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from ..core.bodies import ChunkHeader
 from ..core.wire import DIGEST_TAG, chunk_ranges, encode_frame, encode_image_chunk, wire_dtype
 from ..interface import UploadProgress
 
@@ -44,8 +45,8 @@ class EncodedImage:
         self.chunk_elements = max(1, min(chunk_bytes, CHUNK_BYTES) // self.flat.dtype.itemsize)
         self.ranges = list(chunk_ranges(self.flat.size, self.chunk_elements))
         self.shape = [int(n) for n in image.shape]
-        self.header = {"shape": self.shape, "dtype": self.flat.dtype.name,
-                       "spacing": [float(s) for s in spacing], "codec": codec, "chunk_elements": self.chunk_elements}
+        self.header = ChunkHeader(self.shape, self.flat.dtype.name, [float(s) for s in spacing], codec,
+                                  self.chunk_elements).to_json()
         self.window = 2 * workers
         self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nninteractive-compress")

@@ -27,6 +27,18 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
+from ..core.bodies import (
+    BBoxPrompt,
+    BodyError,
+    ChangedRegion,
+    CropHeader,
+    ImageStatus,
+    Limits,
+    MaskHeader,
+    PointPrompt,
+    SessionState,
+    SetImageBody,
+)
 from ..core.protocol import REVISION_HEADER, ImageUnknown, Route, Routes, SessionUnknown
 from ..core.wire import (
     FRAME_CONTENT_TYPE,
@@ -51,6 +63,7 @@ from .slicer_server_http import (
     ReplicaFull,
     ServerConnection,
     Unreachable,
+    read_body,
     read_json,
 )
 
@@ -124,7 +137,7 @@ class SlicerServerBackend(ServerBackend):
 
     # -- queries -------------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
-        caps = dict(self._server.info()["capabilities"])
+        caps = dict(self._server.info().capabilities)
         for key in ("prompt_kinds", "scribble_thickness"):
             caps[key] = tuple(caps[key])
         caps.update(backend="remote", extra={**caps.get("extra", {}), "url": self.url})
@@ -134,8 +147,8 @@ class SlicerServerBackend(ServerBackend):
         """Reach the server, check protocol version and key; raises a typed error that says what failed."""
         self._server.check_server()
         info = self._server.info()
-        return (f"remote {self.url}: model {info['model_id']} on {info['device']}, server {info['version']}, "
-                f"{info['sessions']['open']}/{info['sessions']['max']} sessions in use")
+        return (f"remote {self.url}: model {info.model_id} on {info.device}, server {info.version}, "
+                f"{info.sessions.get('open')}/{info.sessions.get('max')} sessions in use")
 
     # -- hooks ---------------------------------------------------------------------------------------
     def upload_progress(self) -> UploadProgress | None:
@@ -144,7 +157,7 @@ class SlicerServerBackend(ServerBackend):
 
     def _set_image(self, image: np.ndarray, spacing: tuple[float, float, float]) -> None:
         self._place()  # so that even the limits are read from the replica that will hold the session
-        check_image_fits(image, self._server.info()["limits"], self.url)  # before any hashing or sending
+        check_image_fits(image, self._server.info().limits, self.url)  # before any hashing or sending
         encoded = self._encode(image, spacing)
         try:
             sent = _SentImage(image, encoded.digest)
@@ -189,11 +202,12 @@ class SlicerServerBackend(ServerBackend):
             reply = self._server.request(Routes.GET_MASK, session_id=self._server_session_id)
             shape = self._image_shape()
             try:
-                header, payload = decode_frame(reply.content)
-                if header.get("shape") != list(shape) or not isinstance(header.get("codec"), str):
-                    raise WireError(f"it holds a mask of shape {header.get('shape')}, the image is {shape}")
-                return unpack_mask(payload, shape, header["codec"])
-            except WireError as exc:
+                frame, payload = decode_frame(reply.content)
+                header = MaskHeader.read(frame)
+                if header.shape != list(shape):
+                    raise WireError(f"it holds a mask of shape {header.shape}, the image is {shape}")
+                return unpack_mask(payload, shape, header.codec)
+            except (WireError, BodyError) as exc:
                 raise MalformedReply(f"The server's reply to a mask request is malformed: {exc}") from exc
 
         return self._call(fetch)
@@ -210,8 +224,8 @@ class SlicerServerBackend(ServerBackend):
     def _claim_session(self, restore: Restore) -> int:
         self._discard_session()
         state = self._create_session()
-        self._server_session_id = state["session_id"]
-        self._heartbeat.start(max(0.5, float(self._server.info()["timeouts"]["liveness_s"]) / 3))
+        self._server_session_id = state.session_id
+        self._heartbeat.start(max(0.5, self._server.info().timeouts.liveness_s / 3))
         return self._journal.restore_into(
             lambda sent, spacing: self._send_image(sent, spacing), self._send_mask,
             lambda: self._state(self._post(Routes.RESET, None)), self._send_prompt,
@@ -246,7 +260,7 @@ class SlicerServerBackend(ServerBackend):
         if session_id is not None:
             self._server.release(session_id)
 
-    def _create_session(self) -> dict[str, Any]:
+    def _create_session(self) -> SessionState:
         """A new session. On a replicated server, the first one starts on the least busy replica, and when
         that replica is full anyway, another key may reach one with room; recoveries keep the key."""
         self._place()
@@ -267,16 +281,15 @@ class SlicerServerBackend(ServerBackend):
                     encoded: EncodedImage | None = None) -> None:
         """Bind the image to the session, uploading it first if the server lacks it. Without ``encoded`` (a
         restore) the image is encoded again, and its digest proves the caller's array did not change."""
-        status = read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest))
-        present = status.get("present") if isinstance(status, dict) else None
-        if not isinstance(present, bool):
-            raise MalformedReply("The server's reply to an image query does not say whether it holds the image.")
+        status = read_body(ImageStatus, read_json(self._server.request(Routes.IMAGE_STATUS, digest=sent.digest)),
+                           "an image query")
+        present = status.present
         for _ in range(2):  # it may be evicted between the question and the call
             if not present:
                 self._upload(sent, spacing, encoded)
                 encoded = None  # its chunks are spent; a second upload encodes again
             try:
-                self._state(self._post(Routes.SET_IMAGE, {"digest": sent.digest}))
+                self._state(self._post(Routes.SET_IMAGE, SetImageBody(sent.digest).to_json()))
                 return
             except ImageUnknown:
                 present = False
@@ -285,7 +298,7 @@ class SlicerServerBackend(ServerBackend):
 
     def _encode(self, image: np.ndarray, spacing: tuple[float, float, float]) -> EncodedImage:
         info = self._server.info()
-        self._uploading = EncodedImage(image, spacing, choose_codec(info["codecs"]), info["limits"]["chunk_bytes"])
+        self._uploading = EncodedImage(image, spacing, choose_codec(info.codecs), info.limits.chunk_bytes)
         return self._uploading
 
     def _upload(self, sent: _SentImage, spacing: tuple[float, float, float], encoded: EncodedImage | None) -> None:
@@ -312,21 +325,21 @@ class SlicerServerBackend(ServerBackend):
         self.stats.image_uploads += 1
 
     def _send_mask(self, mask: np.ndarray) -> None:
-        codec = choose_codec(self._server.info()["codecs"])
-        frame = encode_frame({"codec": codec, "shape": list(mask.shape)}, pack_mask(mask, codec))
+        codec = choose_codec(self._server.info().codecs)
+        frame = encode_frame(MaskHeader(codec, list(mask.shape)).to_json(), pack_mask(mask, codec))
         self._state(self._post(Routes.SET_INITIAL_MASK, frame))
 
     def _send_prompt(self, prompt: Prompt) -> PromptResult:
         if isinstance(prompt, Point):
-            return self._result(self._post(Routes.PROMPT, {"kind": "point", "coord": list(prompt.coord),
-                                                        "positive": prompt.positive}))
+            body = PointPrompt(list(prompt.coord), prompt.positive)
+            return self._result(self._post(Routes.PROMPT, body.to_json()))
+        box = [list(r) for r in prompt.box]
         if isinstance(prompt, BBox):
-            return self._result(self._post(Routes.PROMPT, {"kind": "bbox", "box": [list(r) for r in prompt.box],
-                                                        "positive": prompt.positive}))
-        codec = choose_codec(self._server.info()["codecs"])
-        header = {"kind": prompt.kind, "box": [list(r) for r in prompt.box], "positive": prompt.positive,
-                  "codec": codec}
-        return self._result(self._post(Routes.CROP_PROMPT, encode_frame(header, pack_mask(prompt.mask, codec))))
+            return self._result(self._post(Routes.PROMPT, BBoxPrompt(box, prompt.positive).to_json()))
+        codec = choose_codec(self._server.info().codecs)
+        header = CropHeader(prompt.kind, box, codec, prompt.positive)  # type: ignore[arg-type]
+        return self._result(self._post(Routes.CROP_PROMPT,
+                                       encode_frame(header.to_json(), pack_mask(prompt.mask, codec))))
 
     def _post(self, route: Route, body: dict[str, Any] | bytes | None, steps: int | None = None) -> requests.Response:
         """A mutating call in our session, stating the revision we expect it to be at."""
@@ -339,21 +352,17 @@ class SlicerServerBackend(ServerBackend):
         return self._server.request(route, session_id=self._server_session_id, json=body, headers=headers,
                                     query=query)
 
-    def _state(self, response: requests.Response) -> dict[str, Any]:
-        state = read_json(response)
-        if not isinstance(state, dict) or not isinstance(state.get("session_id"), str) or \
-                type(state.get("revision")) is not int:
-            raise MalformedReply("The server's reply does not describe a session.")
+    def _state(self, response: requests.Response) -> SessionState:
+        state = read_body(SessionState, read_json(response), response.request.path_url)
         self._confirmed(state)
         return state
 
-    def _confirmed(self, state: dict[str, Any]) -> None:
+    def _confirmed(self, state: SessionState | ChangedRegion) -> None:
         """Revision and undo history of a reply (kept until the call is recorded, see :meth:`_done`)."""
-        history = state.get("undo"), state.get("redo")
-        if not all(type(n) is int and n >= 0 for n in history):
+        if min(state.revision, state.undo, state.redo) < 0:
             raise MalformedReply("The server's reply does not say how far undo and redo reach.")
-        self._revision = state["revision"]
-        self._server_history = history  # type: ignore[assignment]
+        self._revision = state.revision
+        self._server_history = state.undo, state.redo
 
     def _done(self, record: Callable[[], None]) -> None:
         """Record a call the server confirmed, with the undo history its last reply reported."""
@@ -364,22 +373,23 @@ class SlicerServerBackend(ServerBackend):
     def _result(self, response: requests.Response) -> PromptResult:
         """The reply of a prompt or undo, checked against the image before anything is applied."""
         try:
-            header, payload = decode_frame(response.content)
+            frame, payload = decode_frame(response.content)
+            header = ChangedRegion.read(frame)
             region = read_changed_region(header, payload, self._image_shape())
-        except WireError as exc:
+        except (WireError, BodyError) as exc:
             raise MalformedReply(f"The server's reply is malformed, so it was not applied: {exc}") from exc
         self._confirmed(header)
         if region is None:
-            return PromptResult(backend_ms=header["backend_ms"])
-        return PromptResult(region[0], region[1], header["backend_ms"])  # type: ignore[arg-type]
+            return PromptResult(backend_ms=header.backend_ms)
+        return PromptResult(region[0], region[1], header.backend_ms)  # type: ignore[arg-type]
 
 
-def check_image_fits(image: np.ndarray, limits: dict[str, int], url: str) -> None:
+def check_image_fits(image: np.ndarray, limits: Limits, url: str) -> None:
     """Refuse an image the server would refuse, before any work, saying what to do about it."""
     checks = [
-        (max(image.shape), limits["max_dim"], "voxels along one axis", 1),
-        (image.size, limits["max_image_voxels"], "M voxels", 1e6),
-        (image.nbytes, limits["max_image_bytes"], "MiB", 2**20),
+        (max(image.shape), limits.max_dim, "voxels along one axis", 1),
+        (image.size, limits.max_image_voxels, "M voxels", 1e6),
+        (image.nbytes, limits.max_image_bytes, "MiB", 2**20),
     ]
     for value, limit, unit, scale in checks:
         if value > limit:

@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from ..core import wire
+from ..core.bodies import B, BodyError, Health, Info
 from ..core.protocol import (
     ACCEPT_CODECS_HEADER,
     AFFINITY_HEADER,
@@ -65,7 +66,7 @@ class ServerConnection:
         self._verify = verify
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
         self._pool = self.new_pool()
-        self._info: dict[str, Any] | None = None
+        self._info: Info | None = None
 
     def new_pool(self) -> requests.Session:
         pool = requests.Session()
@@ -108,27 +109,29 @@ class ServerConnection:
 
     def check_server(self) -> None:
         """Raise a typed error unless an nnInteractive-Slicer server of our protocol version answers."""
-        health = read_json(self.request(Routes.HEALTH))
-        if not isinstance(health, dict) or health.get("server") != SERVER_NAME:
+        try:
+            health = Health.read(read_json(self.request(Routes.HEALTH)))
+        except (BodyError, MalformedReply):
+            health = None
+        if health is None or health.server != SERVER_NAME:
             raise BackendUnavailableError(f"{self.url} answers, but it is not an nnInteractive-Slicer server.")
-        if health.get("protocol_version") != PROTOCOL_VERSION:
+        if health.protocol_version != PROTOCOL_VERSION:
             raise BackendUnavailableError(
-                f"Version mismatch: the server at {self.url} (version {health.get('version')}) speaks protocol "
-                f"{health.get('protocol_version')}, this client speaks {PROTOCOL_VERSION}. Update the older one."
+                f"Version mismatch: the server at {self.url} (version {health.version}) speaks protocol "
+                f"{health.protocol_version}, this client speaks {PROTOCOL_VERSION}. Update the older one."
             )
         self._info = None
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> Info:
         """The server's /v1/info (limits, codecs, timeouts), fetched once until :meth:`forget_info`."""
         if self._info is None:
-            info = read_json(self.request(Routes.INFO))
-            if not isinstance(info, dict) or not all(isinstance(info.get(k), t) for k, t in _INFO_FIELDS.items()):
-                raise MalformedReply(f"The server's /info reply lacks one of {', '.join(_INFO_FIELDS)}.")
-            if info.get("protocol_version") != PROTOCOL_VERSION:
+            reply = read_json(self.request(Routes.INFO))
+            version = reply.get("protocol_version") if isinstance(reply, dict) else None
+            if type(version) is int and version != PROTOCOL_VERSION:  # before the fields: another version's
                 raise BackendUnavailableError(
-                    f"Version mismatch: the server at {self.url} speaks protocol {info.get('protocol_version')}, "
-                    f"this client speaks {PROTOCOL_VERSION}. Update the older one.")
-            self._info = info
+                    f"Version mismatch: the server at {self.url} speaks protocol {version}, this client speaks "
+                    f"{PROTOCOL_VERSION}. Update the older one.")
+            self._info = read_body(Info, reply, "/info")
         return self._info
 
     def forget_info(self) -> None:
@@ -169,8 +172,8 @@ class ServerConnection:
                 replica = reply.headers.get(REPLICA_HEADER)
                 if replica is None or reply.status_code != 200:
                     return
-                loads.setdefault(replica, (int(reply.json()["sessions"]["open"]), key))
-            except (requests.RequestException, ValueError, KeyError, TypeError):
+                loads.setdefault(replica, (int(Info.read(reply.json()).sessions["open"] or 0), key))
+            except (requests.RequestException, ValueError, KeyError):
                 return  # placement is an optimisation; the call that follows reports what is wrong
         self.affinity_key = min(loads.values(), key=lambda load: load[0])[1]
 
@@ -231,15 +234,20 @@ class Heartbeat:
         pool.close()
 
 
-_INFO_FIELDS = {"capabilities": dict, "codecs": list, "limits": dict, "timeouts": dict}
-
-
 def read_json(response: requests.Response) -> Any:
     """The JSON of a success reply; MalformedReply if it is not JSON."""
     try:
         return response.json()
     except ValueError as exc:
         raise MalformedReply(f"The server's reply to {response.request.path_url} is not JSON: {exc}") from exc
+
+
+def read_body(body: type[B], data: Any, what: str) -> B:
+    """``data`` as the body the contract says, or MalformedReply saying what does not fit."""
+    try:
+        return body.read(data)
+    except BodyError as exc:
+        raise MalformedReply(f"The server's reply to {what} is malformed: {exc}") from exc
 
 
 def _reason(exc: BaseException) -> str:

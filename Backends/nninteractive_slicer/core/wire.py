@@ -34,9 +34,11 @@ import math
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
+
+from .bodies import ChangedRegion
 
 zstandard: Any = None  # optional on the client: see register_optional_codecs()
 lz4_frame: Any = None
@@ -177,32 +179,18 @@ def unpack_mask(payload: bytes, shape: tuple[int, ...], codec: str) -> np.ndarra
 
 
 # -- replies -------------------------------------------------------------------------------------
-def read_changed_region(header: dict[str, Any], payload: bytes, shape: tuple[int, int, int]
+def read_changed_region(header: ChangedRegion, payload: bytes, shape: tuple[int, int, int]
                         ) -> tuple[tuple[tuple[int, int], ...], np.ndarray] | None:
     """The changed box and its patch from a prompt or undo reply, checked against the image's ``shape``
-    before anything is applied: None if nothing changed, WireError if anything is malformed."""
-    changed, revision, backend_ms = header.get("changed"), header.get("revision"), header.get("backend_ms")
-    if not isinstance(changed, bool) or not _is_int(revision) or revision < 0:
-        raise WireError("The reply's header lacks a boolean 'changed' or a revision.")
-    if backend_ms is not None and not (isinstance(backend_ms, (int, float)) and not isinstance(backend_ms, bool)
-                                       and math.isfinite(backend_ms)):
-        raise WireError("The reply's backend_ms is not a number.")
-    if not changed:
+    before anything is applied: None if nothing changed, WireError if the box or the patch does not fit."""
+    if not header.changed:
         return None
-    box, codec = header.get("box"), header.get("codec")
-    if not (isinstance(box, list) and len(box) == 3 and all(
-        isinstance(r, list) and len(r) == 2 and all(map(_is_int, r)) and 0 <= r[0] < r[1] <= n
-        for r, n in zip(box, shape)
-    )):
+    box = header.box
+    if not (box is not None and len(box) == 3 and all(len(r) == 2 and 0 <= r[0] < r[1] <= n
+                                                        for r, n in zip(box, shape))):
         raise WireError(f"The reply's changed box {box!r} is not a box inside the image {list(shape)}.")
-    if not isinstance(codec, str):
-        raise WireError("The reply's codec is not a name.")
     region = tuple((lo, hi) for lo, hi in box)
-    return region, unpack_mask(payload, tuple(hi - lo for lo, hi in region), codec)
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return region, unpack_mask(payload, tuple(hi - lo for lo, hi in region), header.codec)
 
 
 # -- images --------------------------------------------------------------------------------------

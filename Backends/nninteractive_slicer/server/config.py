@@ -5,25 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.bodies import Limits
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+
+__all__ = ["GIB", "MIB", "Limits", "ServerConfig"]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Input limits, checked before anything is allocated; /info reports them to clients."""
-
-    max_dim: int = 4096  # voxels along one axis
-    max_image_voxels: int = 1024**3
-    max_image_bytes: int = 4 * GIB
-    chunk_bytes: int = 16 * MIB  # raw bytes per upload chunk the server asks clients to send
-    max_body_bytes: int = 24 * MIB  # any request body; a compressed chunk may grow a little
-    max_prompt_voxels: int = 4 * MIB  # the box of one lasso or scribble (a 2048^2 slice): bounds its device time
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)

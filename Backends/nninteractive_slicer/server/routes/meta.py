@@ -44,7 +44,7 @@ def info(core: Core, _: User) -> Info:
     return Info(
         server=SERVER_NAME, version=__version__, protocol_version=PROTOCOL_VERSION, model_id=caps.model_id,
         license=caps.license, device=caps.device, capabilities=asdict(caps), codecs=list(AVAILABLE_CODECS),
-        limits=config.limits.as_dict(),
+        limits=config.limits.to_json(),
         timeouts={"idle_s": config.idle_timeout_s, "liveness_s": config.liveness_timeout_s},
         sessions={"open": len(core.sessions), "max": config.max_sessions, "max_per_user": config.sessions_per_user,
                   "memory_budget_bytes": core.sessions.memory_budget},

@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ...core.bodies import ChangedRegion
 from ...core.engine import Engine
 from ...core.protocol import ErrorCode, Routes
 from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_frame, pack_mask, unpack_mask
@@ -172,11 +173,11 @@ async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, 
         core.metrics.prediction.labels(kind).observe(result.backend_ms / 1000)
     codec = choose_codec(accept)
     box, patch = result.box, result.patch
-    header = {"changed": result.changed, "box": [list(r) for r in box] if box is not None else None,
-              "backend_ms": result.backend_ms, "revision": state["revision"],
-              "prompt_count": state["prompt_count"], "undo": state["undo"], "redo": state["redo"], "codec": codec}
+    header = ChangedRegion(changed=result.changed, revision=state["revision"], prompt_count=state["prompt_count"],
+                           undo=state["undo"], redo=state["redo"], codec=codec,
+                           box=[list(r) for r in box] if box is not None else None, backend_ms=result.backend_ms)
     payload = await run_in_threadpool(pack_mask, patch, codec) if patch is not None else b""
-    return Response(encode_frame(header, payload), media_type=FRAME_CONTENT_TYPE)
+    return Response(encode_frame(header.to_json(), payload), media_type=FRAME_CONTENT_TYPE)
 
 
 def _require_image(session: ServerSession) -> tuple[int, int, int]:
