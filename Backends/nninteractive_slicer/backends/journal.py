@@ -1,7 +1,7 @@
 """What a server-side session holds, kept by the client so a lost session can be rebuilt exactly.
 
 A server may forget a session (reaped, restarted, evicted). Because every backend seeds each
-prompt from its index in the current object (see :mod:`.engine`), replaying the image and the
+prompt from its index in the current object (see :mod:`..core.engine`), replaying the image and the
 steps since (starting masks, resets, prompts) reproduces the lost state bit for bit. Remote
 backends record every successful call here and replay it into a fresh session: all steps, undone
 ones too, then the same undo, so the rebuilt session can undo and redo what the lost one could.
@@ -21,16 +21,6 @@ StepKind = Literal["mask", "reset", "prompt"]
 # How much of the journal a new server session must hold before the call that needed it: nothing (a new
 # image follows), the image only (a new object follows), or all of it (a prompt, undo or mask read follows).
 Restore = Literal["nothing", "image", "all"]
-
-
-@dataclass
-class Replay:
-    """The calls that rebuild the current object: image, starting mask (or None), prompts."""
-
-    image: Any
-    spacing: tuple[float, float, float]
-    initial_mask: np.ndarray | None
-    prompts: list[Prompt]
 
 
 @dataclass
@@ -78,16 +68,6 @@ class SessionJournal:
             del self.steps[:drop]
             self.current -= drop
             self.oldest -= drop
-
-    def replay(self) -> Replay | None:
-        """The calls to rebuild the current object alone, or None when no image was ever set."""
-        if self.image is None:
-            return None
-        applied = self.steps[: self.current]
-        starts = [i for i, (kind, _) in enumerate(applied) if kind != "prompt"]
-        first = starts[-1] + 1 if starts else 0
-        initial_mask = applied[first - 1][1] if starts else None
-        return Replay(self.image, self.spacing, initial_mask, [p for _, p in applied[first:]])
 
     def restore_into(
         self,

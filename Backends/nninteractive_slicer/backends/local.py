@@ -1,7 +1,7 @@
 """The local backend: nnInteractive in this process, e.g. inside 3D Slicer's own Python, on the user's GPU.
 
 Every torch call, model loading included, runs on one persistent device thread (see
-:mod:`.device_worker`). ``Backend.start`` runs calls off the GUI thread; their device work still
+:mod:`..core.device_worker`). ``Backend.start`` runs calls off the GUI thread; their device work still
 happens on the device thread.
 """
 

@@ -1,4 +1,4 @@
-"""The remote backend: this project's server (:mod:`.server`) over HTTP(S), torch-free, for 3D Slicer.
+"""The remote backend: this project's server (:mod:`..server`) over HTTP(S), torch-free, for 3D Slicer.
 
 Images are content-addressed: the client asks whether the server holds one before it uploads it, so a
 re-connect or a second user on the same image sends nothing. HTTP, typed errors and heartbeats are

@@ -3,7 +3,7 @@
 A snapshot streams the whole session state through memory (tens of milliseconds at 256x256x130). Taken
 at once it competes with what the user waits for right then: the server sending the reply, the module
 writing the segment and Slicer rendering it. So a step only marks its engine unsettled
-(:meth:`..core.engine.ModelEngine.settle`), and this one thread snapshots it :data:`DELAY_S` later, at a
+(:meth:`.engine.ModelEngine.settle`), and this one thread snapshots it :data:`DELAY_S` later, at a
 lower CPU priority. Correctness never depends on the timing: every later call of the engine settles
 first, so a prompt that comes sooner waits for its predecessor's snapshot.
 """
