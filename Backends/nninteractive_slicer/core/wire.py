@@ -1,4 +1,5 @@
-"""The wire format shared by :mod:`..backends.slicer_server` and the server: frames, codecs, packed masks, image chunks, digests.
+"""The wire format shared by the server and its client (:mod:`..backends.slicer_server`): frames, codecs, packed
+masks, image chunks, digests.
 
 Imports numpy and the stdlib only (3D Slicer loads it); ``zstandard`` and ``lz4`` are used when
 installed, and zlib is always there, so a client without them still talks to any server.
