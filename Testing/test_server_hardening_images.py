@@ -3,6 +3,7 @@ damaged or half-written disk cache heals itself instead of failing requests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -191,3 +192,96 @@ def test_a_complete_image_checks_every_chunk_sent_to_it(tiny_model_dir, share):
         assert put_chunk(server.url, digest, 1, wrong).status_code == 422
         other_split = chunk_body(image, 0, image.size, image.size)  # the same voxels in one chunk
         assert put_chunk(server.url, digest, 0, other_split).json()["complete"]
+
+
+def traced(call) -> list[str]:
+    """Every Python function and builtin that ``call()`` runs in this thread, in order."""
+    steps: list[str] = []
+
+    def profile(frame, event, arg) -> None:
+        if event == "call":
+            steps.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+        elif event == "c_call":
+            steps.append(f"builtin:{getattr(arg, '__qualname__', repr(arg))}")
+
+    sys.setprofile(profile)
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the 404 is part of the path
+        steps.append(f"raised:{type(exc).__name__}:{getattr(exc, 'status_code', '')}")
+    finally:
+        sys.setprofile(None)
+    return steps
+
+
+def run_inline(coroutine) -> object:
+    """Run a route handler whose awaits never suspend (the thread pool replaced by a direct call)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the handler suspended")
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_whether_another_user_uploaded_an_image_takes_the_same_path_as_an_unknown_image(
+        tiny_model_dir, tmp_path, monkeypatch, where):
+    """Issue 23, 1.4: for a digest alice uploaded, bob's GET /v1/images/{digest} and POST .../image answered in
+    ~10 ms against ~3 ms for an unknown one. Now both run the very same steps: alice's entry is never consulted.
+    (Bob's own image takes another path: the trace sees a difference where there is one.)"""
+    from nninteractive_slicer.server.core import ServerCore
+    from nninteractive_slicer.server.routes import images as image_routes
+    from nninteractive_slicer.server.routes import session_calls
+    from nninteractive_slicer.server.schemas import SetImageBody
+
+    async def inline(fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr(image_routes, "run_in_threadpool", inline)
+    monkeypatch.setattr(session_calls, "run_in_threadpool", inline)
+    cache_dir = tmp_path / "cache" if where == "disk" else None
+    core = ServerCore(server_config(tiny_model_dir, cache_dir=cache_dir))
+    try:
+        alices, bobs, unknown = (mr_like_image((8, 8, 8), seed=140 + i) for i in range(3))
+        digests = {}
+        for name, owner, array in (("alice's", "alice", alices), ("bob's", "bob", bobs), ("unknown", None, unknown)):
+            digests[name] = image_digest(array, (1, 1, 1))
+            if owner is not None:
+                core.cache.put(images.CachedImage(digests[name], array, (1.0, 1.0, 1.0)), owner)
+        if where == "disk":  # as after a restart: the images are on disk only
+            core.cache = images.ImageCache(10**9, cache_dir, 10**9)
+        session = asyncio.run(core.create_session("bob"))
+
+        def status(digest: str) -> list[str]:
+            return traced(lambda: run_inline(image_routes.image_status(digest, core, "bob")))
+
+        def bind(digest: str) -> list[str]:
+            return traced(lambda: run_inline(session_calls.set_image(session.id, SetImageBody(digest=digest), core,
+                                                                     "bob", None)))
+
+        for path in (status, bind):
+            for _ in range(2):  # the first look-up may load an entry; the path must not depend on it either
+                assert path(digests["alice's"]) == path(digests["unknown"]), path.__name__
+        assert traced(lambda: core.cache.get(digests["bob's"], "bob")) != \
+            traced(lambda: core.cache.get(digests["unknown"], "bob"))
+    finally:
+        core.shutdown()
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_one_users_uploads_do_not_flush_another_users_latest_image(tmp_path, where):
+    """Issue 23, 1.5: the budgets were one LRU for all users: after alice uploaded 8 more images, bob's latest
+    image was gone. Now the user who holds the most bytes gives way first."""
+    arrays = [mr_like_image((16, 16, 16), seed=150 + i) for i in range(9)]
+    cached = [images.CachedImage(image_digest(a, (1, 1, 1)), a, (1.0, 1.0, 1.0)) for a in arrays]
+    room = 4 * (arrays[0].nbytes + 1024)  # four images, with room for file headers
+    cache = images.ImageCache(room, None) if where == "memory" else images.ImageCache(10**9, tmp_path, room)
+    cache.put(cached[0], "bob")
+    for image in cached[1:]:
+        cache.put(image, "alice")
+    if where == "disk":
+        cache = images.ImageCache(10**9, tmp_path, 10**9)  # as after a restart: what the disk kept
+    assert cache.get(cached[0].digest, "bob") is not None
+    kept = [image for image in cached[1:] if cache.get(image.digest, "alice") is not None]
+    assert kept[-1] is cached[-1] or kept[-1].digest == cached[-1].digest  # alice's newest stay
+    assert 2 <= len(kept) <= 3
