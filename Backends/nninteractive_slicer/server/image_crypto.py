@@ -14,10 +14,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import io
 import os
 import secrets
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,7 +97,7 @@ class Sealer:
                 return
             index, segment = index + 1, following
 
-    def read(self, f: BinaryIO, name: str, size: int) -> bytearray:
+    def read(self, f: io.BufferedIOBase, name: str, size: int) -> bytearray:
         """The contents of the file ``f`` (``size`` bytes) called ``name``; :class:`Unreadable` if it was not
         written by this mode and key, or was changed since."""
         header = f.read(HEADER)
@@ -132,7 +133,7 @@ class Sealer:
         return out
 
 
-def _segments(parts: Iterable[bytes | memoryview]) -> Iterable[bytes | memoryview]:
+def _segments(parts: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
     """``parts`` cut and joined into :data:`SEGMENT`-byte pieces (the last one shorter)."""
     pending = bytearray()
     for part in parts:
