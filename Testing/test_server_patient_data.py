@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import signal
+import subprocess
 import sys
 import time
 import weakref
@@ -296,9 +297,28 @@ def test_the_audit_log_is_rotated_by_size(tmp_path):
     log = AuditLog(path, max_bytes=1000, backups=2)
     for i in range(60):
         log.record("used", f"user{i}", f"{i:064x}")
-    log.close()
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.glob("audit.jsonl*") if p.suffix != ".lock")
     assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
     lines = [json.loads(line) for name in reversed(files) for line in (tmp_path / name).read_text().splitlines()]
-    assert all(p.stat().st_size <= 1000 for p in tmp_path.iterdir())
+    assert all((tmp_path / name).stat().st_size <= 1000 for name in files)
     assert [e["user"] for e in lines] == [f"user{i}" for i in range(60 - len(lines), 60)]  # the newest, in order
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from nninteractive_slicer.server.audit import AuditLog
+log = AuditLog(Path(sys.argv[1]), max_bytes=2000, backups=100)
+for i in range(150):
+    log.record("used", sys.argv[2], f"{i:064x}")
+"""
+
+
+def test_servers_on_one_machine_share_one_audit_log_without_losing_a_line(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name]) for name in ("r1", "r2", "r3")]
+    assert [w.wait(60) for w in writers] == [0, 0, 0]
+    lines = [json.loads(line) for p in tmp_path.glob("audit.jsonl*") if p.suffix != ".lock"
+             for line in p.read_text().splitlines()]
+    for name in ("r1", "r2", "r3"):
+        assert sorted(int(e["digest"], 16) for e in lines if e["user"] == name) == list(range(150))

@@ -126,4 +126,3 @@ class ServerCore:
             self.close_session(session, "shutdown")
         self.worker.stop()
         self.snapshots.stop()
-        self.cache.audit.close()
