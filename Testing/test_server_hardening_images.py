@@ -3,6 +3,7 @@ damaged or half-written disk cache heals itself instead of failing requests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ from synthetic import blob_centre, mr_like_image
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
-from nninteractive_slicer.server import images
+from nninteractive_slicer.server import image_disk, images, uploads
+from nninteractive_slicer.server.image_crypto import Sealer
 
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 BOB = {"Authorization": f"Bearer {BOB_KEY}"}
@@ -58,7 +60,7 @@ def test_a_chunk_racing_the_completion_cannot_change_the_verified_image(remote_s
 
     # The test hook: decoding a zlib chunk waits until the test lets it go on.
     decoding, go_on = threading.Event(), threading.Event()
-    decode = images.decode_image_chunk
+    decode = uploads.decode_image_chunk
 
     def paused_decode(payload: bytes, count: int, dtype: str, codec: str) -> np.ndarray:
         values = decode(payload, count, dtype, codec)
@@ -67,7 +69,7 @@ def test_a_chunk_racing_the_completion_cannot_change_the_verified_image(remote_s
             go_on.wait(60)
         return values
 
-    monkeypatch.setattr(images, "decode_image_chunk", paused_decode)
+    monkeypatch.setattr(uploads, "decode_image_chunk", paused_decode)
     poison = image.reshape(-1)[:half] + 1000.0
     with ThreadPoolExecutor(1) as pool:
         duplicate = pool.submit(put_chunk, url, digest, 0, chunk_body(image, 0, half, half, "zlib", poison))
@@ -116,11 +118,12 @@ def test_images_are_private_to_their_uploader_unless_the_server_shares_them(tiny
 
 
 def write_corrupt_entry(cache_dir, digest: str) -> None:
-    """A .npy whose header declares a 99999^3 image, with a valid .json beside it."""
-    with open(cache_dir / f"{digest}.npy", "wb") as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (99999,) * 3})
-        f.write(b"\0" * 4096)
-    (cache_dir / f"{digest}.json").write_text(json.dumps({"spacing": [1, 1, 1], "owners": ["alice"]}))
+    """An image file whose header declares a 99999^3 image, held by alice."""
+    disk = image_disk.DiskCache(cache_dir, 10**9, Sealer(None))
+    disk.hold("alice", digest)
+    meta = json.dumps({"shape": [99999] * 3, "dtype": "float32", "spacing": [1, 1, 1]}).encode()
+    with open(disk.images / f"{digest}.img", "wb") as f:
+        Sealer(None).write(f, digest, [len(meta).to_bytes(4, "big"), meta, b"\0" * 4096])
 
 
 def test_a_corrupt_disk_cache_entry_is_dropped_and_uploaded_again(tiny_model_dir, tmp_path, caplog):
@@ -139,7 +142,8 @@ def test_a_corrupt_disk_cache_entry_is_dropped_and_uploaded_again(tiny_model_dir
             alice.set_image(image)
             assert alice.stats.image_uploads == 1
             assert alice.prompt(Point(blob_centre(image.shape))).changed
-        np.testing.assert_array_equal(np.load(cache_dir / f"{digest}.npy"), image)  # replaced by the upload
+        stored, _ = image_disk.DiskCache(cache_dir, 10**9, Sealer(None)).load(digest)
+        np.testing.assert_array_equal(stored, image)  # replaced by the upload
 
 
 def dead_pid() -> int:
@@ -147,22 +151,29 @@ def dead_pid() -> int:
     return int(child.stdout)
 
 
+def cache_files(cache_dir) -> list[str]:
+    return sorted(str(p.relative_to(cache_dir)) for p in cache_dir.rglob("*") if p.is_file())
+
+
 def test_leftovers_in_the_disk_cache_are_cleaned_at_start_and_counted(tiny_model_dir, tmp_path, caplog):
-    """Issue 13.10: a kill -9 during a save leaves *.tmp and orphan .json files that nothing cleaned."""
+    """Issue 13.10: a kill -9 during a save leaves *.tmp files and markers without images that nothing cleaned;
+    an interrupted removal leaves an image nobody holds; an older server left files of its own format."""
     cache_dir = tmp_path / "cache"
     kept = mr_like_image((16, 16, 16), seed=1310)
     image = images.CachedImage(image_digest(kept, (1, 1, 1)), kept, (1.0, 1.0, 1.0))
     images.ImageCache(10**9, cache_dir, 10**9).put(image, "alice")
-    valid = sorted(p.name for p in cache_dir.iterdir())
-    leftover_tmp = cache_dir / f"{'ab' * 32}.{dead_pid()}.140000.tmp"  # a save killed half-way
+    valid = cache_files(cache_dir)
+    disk = image_disk.DiskCache(cache_dir, 10**9, Sealer(None))
+    leftover_tmp = disk.images / f"{'ab' * 32}.img.{dead_pid()}.140000.tmp"  # a save killed half-way
     leftover_tmp.write_bytes(b"\0" * 100_000)
-    orphan = cache_dir / f"{'cd' * 32}.json"  # its .npy never appeared
-    orphan.write_text(json.dumps({"spacing": [1, 1, 1]}))
-    os.utime(orphan, (1, 1))
+    disk.hold("bob", "cd" * 32)  # its image never appeared
+    os.utime(disk.owners / image_disk.user_tag("bob") / ("cd" * 32), (1, 1))
+    disk.save("ef" * 32, kept, (1.0, 1.0, 1.0))  # its holder's marker was removed, then the server was killed
+    (cache_dir / f"{'ab' * 32}.npy").write_bytes(b"\0" * 128)  # the old format
     caplog.set_level(logging.INFO, "nninteractive_slicer.server")
     with ThreadedServer(server_config(tiny_model_dir, cache_dir=cache_dir)) as server:
-        assert sorted(p.name for p in cache_dir.iterdir()) == valid
-        assert "removed 2 leftover files" in caplog.text
+        assert cache_files(cache_dir) == valid
+        assert "removed 3 leftover files" in caplog.text and "and 1 images of interrupted removals" in caplog.text
         with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
             alice.set_image(kept)  # the valid entry is still served
             assert alice.stats.image_uploads == 0
@@ -181,3 +192,96 @@ def test_a_complete_image_checks_every_chunk_sent_to_it(tiny_model_dir, share):
         assert put_chunk(server.url, digest, 1, wrong).status_code == 422
         other_split = chunk_body(image, 0, image.size, image.size)  # the same voxels in one chunk
         assert put_chunk(server.url, digest, 0, other_split).json()["complete"]
+
+
+def traced(call) -> list[str]:
+    """Every Python function and builtin that ``call()`` runs in this thread, in order."""
+    steps: list[str] = []
+
+    def profile(frame, event, arg) -> None:
+        if event == "call":
+            steps.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+        elif event == "c_call":
+            steps.append(f"builtin:{getattr(arg, '__qualname__', repr(arg))}")
+
+    sys.setprofile(profile)
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the 404 is part of the path
+        steps.append(f"raised:{type(exc).__name__}:{getattr(exc, 'status_code', '')}")
+    finally:
+        sys.setprofile(None)
+    return steps
+
+
+def run_inline(coroutine) -> object:
+    """Run a route handler whose awaits never suspend (the thread pool replaced by a direct call)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the handler suspended")
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_whether_another_user_uploaded_an_image_takes_the_same_path_as_an_unknown_image(
+        tiny_model_dir, tmp_path, monkeypatch, where):
+    """Issue 23, 1.4: for a digest alice uploaded, bob's GET /v1/images/{digest} and POST .../image answered in
+    ~10 ms against ~3 ms for an unknown one. Now both run the very same steps: alice's entry is never consulted.
+    (Bob's own image takes another path: the trace sees a difference where there is one.)"""
+    from nninteractive_slicer.server.core import ServerCore
+    from nninteractive_slicer.server.routes import images as image_routes
+    from nninteractive_slicer.server.routes import session_calls
+    from nninteractive_slicer.server.schemas import SetImageBody
+
+    async def inline(fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr(image_routes, "run_in_threadpool", inline)
+    monkeypatch.setattr(session_calls, "run_in_threadpool", inline)
+    cache_dir = tmp_path / "cache" if where == "disk" else None
+    core = ServerCore(server_config(tiny_model_dir, cache_dir=cache_dir))
+    try:
+        alices, bobs, unknown = (mr_like_image((8, 8, 8), seed=140 + i) for i in range(3))
+        digests = {}
+        for name, owner, array in (("alice's", "alice", alices), ("bob's", "bob", bobs), ("unknown", None, unknown)):
+            digests[name] = image_digest(array, (1, 1, 1))
+            if owner is not None:
+                core.cache.put(images.CachedImage(digests[name], array, (1.0, 1.0, 1.0)), owner)
+        if where == "disk":  # as after a restart: the images are on disk only
+            core.cache = images.ImageCache(10**9, cache_dir, 10**9)
+        session = asyncio.run(core.create_session("bob"))
+
+        def status(digest: str) -> list[str]:
+            return traced(lambda: run_inline(image_routes.image_status(digest, core, "bob")))
+
+        def bind(digest: str) -> list[str]:
+            return traced(lambda: run_inline(session_calls.set_image(session.id, SetImageBody(digest=digest), core,
+                                                                     "bob", None)))
+
+        for path in (status, bind):
+            for _ in range(2):  # the first look-up may load an entry; the path must not depend on it either
+                assert path(digests["alice's"]) == path(digests["unknown"]), path.__name__
+        assert traced(lambda: core.cache.get(digests["bob's"], "bob")) != \
+            traced(lambda: core.cache.get(digests["unknown"], "bob"))
+    finally:
+        core.shutdown()
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_one_users_uploads_do_not_flush_another_users_latest_image(tmp_path, where):
+    """Issue 23, 1.5: the budgets were one LRU for all users: after alice uploaded 8 more images, bob's latest
+    image was gone. Now the user who holds the most bytes gives way first."""
+    arrays = [mr_like_image((16, 16, 16), seed=150 + i) for i in range(9)]
+    cached = [images.CachedImage(image_digest(a, (1, 1, 1)), a, (1.0, 1.0, 1.0)) for a in arrays]
+    room = 4 * (arrays[0].nbytes + 1024)  # four images, with room for file headers
+    cache = images.ImageCache(room, None) if where == "memory" else images.ImageCache(10**9, tmp_path, room)
+    cache.put(cached[0], "bob")
+    for image in cached[1:]:
+        cache.put(image, "alice")
+    if where == "disk":
+        cache = images.ImageCache(10**9, tmp_path, 10**9)  # as after a restart: what the disk kept
+    assert cache.get(cached[0].digest, "bob") is not None
+    kept = [image for image in cached[1:] if cache.get(image.digest, "alice") is not None]
+    assert kept[-1] is cached[-1] or kept[-1].digest == cached[-1].digest  # alice's newest stay
+    assert 2 <= len(kept) <= 3

@@ -16,6 +16,7 @@ from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.core.protocol import PROTOCOL_VERSION
 from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
+from nninteractive_slicer.server.image_disk import user_tag
 from nninteractive_slicer.server.images import CachedImage, ImageCache
 from nninteractive_slicer.server.logs import JsonFormatter
 
@@ -56,27 +57,28 @@ def image(seed: int) -> CachedImage:
 def test_the_memory_cache_evicts_the_least_recently_used():
     a, b, c = image(1), image(2), image(3)
     cache = ImageCache(budget_bytes=2 * a.array.nbytes)
-    cache.put(a)
-    cache.put(b)
-    assert cache.get(a.digest) is a  # a is now the most recent
-    cache.put(c)
-    assert cache.contains(a.digest) and cache.contains(c.digest) and not cache.contains(b.digest)
+    cache.put(a, "alice")
+    cache.put(b, "alice")
+    assert cache.get(a.digest, "alice") is a  # a is now the most recent
+    cache.put(c, "alice")
+    assert cache.status(a.digest, "alice") and cache.status(c.digest, "alice")
+    assert not cache.status(b.digest, "alice")
     assert cache.nbytes == 2 * a.array.nbytes
 
 
 def test_the_disk_cache_survives_a_new_process_and_drops_damaged_files(tmp_path):
     a, b = image(1), image(2)
-    ImageCache(10**9, tmp_path, disk_budget_bytes=10**9).put(a)
-    ImageCache(10**9, tmp_path, disk_budget_bytes=10**9).put(b)
+    ImageCache(10**9, tmp_path, disk_budget_bytes=10**9).put(a, "alice")
+    ImageCache(10**9, tmp_path, disk_budget_bytes=10**9).put(b, "alice")
     fresh = ImageCache(10**9, tmp_path, disk_budget_bytes=10**9)  # as after a restart
-    np.testing.assert_array_equal(fresh.get(a.digest).array, a.array)
-    (tmp_path / f"{b.digest}.npy").write_bytes(b"damaged")
-    assert fresh.get(b.digest) is None and not (tmp_path / f"{b.digest}.npy").exists()
+    np.testing.assert_array_equal(fresh.get(a.digest, "alice").array, a.array)
+    (tmp_path / "images" / f"{b.digest}.img").write_bytes(b"damaged")
+    assert fresh.get(b.digest, "alice") is None and not (tmp_path / "images" / f"{b.digest}.img").exists()
     small = ImageCache(10**9, tmp_path / "small", disk_budget_bytes=a.array.nbytes + 1000)
-    small.put(a)
-    os.utime(tmp_path / "small" / f"{a.digest}.npy", (1, 1))  # written long ago
-    small.put(b)  # over the disk budget: the older file goes
-    assert [p.stem for p in (tmp_path / "small").glob("*.npy")] == [b.digest]
+    small.put(a, "alice")
+    os.utime(tmp_path / "small" / "owners" / user_tag("alice") / a.digest, (1, 1))  # last used long ago
+    small.put(b, "alice")  # over the disk budget: the older image goes
+    assert [p.stem for p in (tmp_path / "small" / "images").glob("*.img")] == [b.digest]
 
 
 def test_uploads_and_light_calls_do_not_wait_for_the_device(remote_server):

@@ -63,6 +63,7 @@ class Routes:
     HEARTBEAT = Route("POST", _SESSION + "/heartbeat")
     CLOSE_SESSION = Route("DELETE", _SESSION)
     IMAGE_STATUS = Route("GET", _IMAGE)
+    DELETE_IMAGE = Route("DELETE", _IMAGE)  # the user's hold on it; the image goes once nobody holds it
     UPLOAD_CHUNK = Route("PUT", _IMAGE + "/chunks/{index}")
     SET_IMAGE = Route("POST", _SESSION + "/image")
     SET_INITIAL_MASK = Route("POST", _SESSION + "/mask")

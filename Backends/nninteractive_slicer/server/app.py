@@ -21,6 +21,7 @@ from .auth import AuthMiddleware
 from .config import ServerConfig
 from .core import ServerCore
 from .errors import CatchAllMiddleware, install_handlers
+from .images import expire_forever
 from .logs import AccessLogMiddleware
 from .routes import images, meta, session_calls, sessions
 from .schemas import ErrorBody
@@ -38,7 +39,8 @@ def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         reapers = [asyncio.create_task(core.reap_forever("idle", config.idle_timeout_s)),
-                   asyncio.create_task(core.reap_forever("dead", config.liveness_timeout_s))]
+                   asyncio.create_task(core.reap_forever("dead", config.liveness_timeout_s)),
+                   asyncio.create_task(expire_forever(core.cache, core.sessions.images_in_use))]
         try:
             yield
         finally:

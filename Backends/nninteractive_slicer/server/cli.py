@@ -14,6 +14,7 @@ from ..errors import BackendUnavailableError
 from . import logs
 from .auth import ENV_VAR, load_keys, short_keys
 from .config import GIB, MIB, Limits, ServerConfig
+from .image_crypto import KEY_ENV, load_cache_key
 from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -66,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory per session for undo snapshots (compressed); past it the oldest go first")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
+    d = p.add_argument_group("patient data (see docs/deployment.md)")
+    d.add_argument("--image-retention", type=float, default=10.0, metavar="HOURS",
+                   help="keep an image this long after its user's last use, in memory and on disk (default: a "
+                        "working day, %(default)s h); users can also delete their images at once")
+    d.add_argument("--cache-key-file", type=Path, default=None,
+                   help=f"a file with the key that encrypts --cache-dir (64 hex digits; or ${KEY_ENV}); a cache "
+                        "written with another key, or none, is not read: its images are uploaded again")
+    d.add_argument("--audit-log", type=Path, default=None,
+                   help="append who uploaded, used and deleted which image (JSON lines) to this file")
+    d.add_argument("--audit-log-mib", type=float, default=10.0, help="rotate the audit log at this size")
+    d.add_argument("--audit-log-backups", type=int, default=10, help="rotated audit logs to keep")
     c = p.add_argument_group("scale-out on Ray Serve (pip install 'nninteractive-slicer[cluster]')")
     c.add_argument("--replicas", default=None, metavar="N|auto",
                    help="serve N replicas (auto: one per visible GPU) behind Ray Serve on a local Ray instance; "
@@ -97,6 +109,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("error: --tls-cert and --tls-key go together.")
     if args.undo_steps < 0 or args.undo_mib < 0:
         raise SystemExit("error: --undo-steps and --undo-mib cannot be negative (0 turns undo off).")
+    try:
+        cache_key = load_cache_key(args.cache_key_file)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cache key: {exc}") from exc
+    if cache_key is not None and args.cache_dir is None:
+        raise SystemExit("error: a cache key encrypts --cache-dir: give --cache-dir too (memory is never written).")
+    if args.image_retention <= 0:
+        raise SystemExit("error: --image-retention must be positive (hours).")
     cache_bytes = int(args.cache_gib * GIB)
     limits = Limits(max_image_voxels=args.max_image_voxels, max_prompt_voxels=args.max_prompt_voxels,
                     max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
@@ -108,6 +128,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
         undo_steps=args.undo_steps, undo_budget_bytes=int(args.undo_mib * MIB),
         session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
+        image_retention_s=args.image_retention * 3600, cache_key=cache_key, audit_log=args.audit_log,
+        audit_log_bytes=int(args.audit_log_mib * MIB), audit_log_backups=args.audit_log_backups,
     )
 
 

@@ -33,6 +33,12 @@ class ServerConfig:
     undo_steps: int = DEFAULT_MAX_STEPS  # per session
     undo_budget_bytes: int = DEFAULT_BUDGET_BYTES  # per session: compressed snapshots, oldest dropped first
     limits: Limits = field(default_factory=Limits)
+    # Patient data (docs/deployment.md): how long images stay, sealed at rest, who did what with them.
+    image_retention_s: float = 10 * 3600.0  # after a user's last use of an image, from memory and disk
+    cache_key: bytes | None = field(default=None, repr=False)  # seals --cache-dir (AES-GCM); never logged
+    audit_log: Path | None = None  # JSON lines: uploaded, used, deleted, expired, evicted
+    audit_log_bytes: int = 10 * MIB  # rotated past this size
+    audit_log_backups: int = 10
 
     @property
     def sessions_per_user(self) -> int:

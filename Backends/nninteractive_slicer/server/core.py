@@ -18,13 +18,15 @@ from ..core.engine import Engine, ModelEngine
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
 from ..core.snapshots import SnapshotScheduler
+from .audit import AuditLog
 from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
-from .images import ImageCache, Uploads
+from .images import ImageCache
 from .memory import default_budget
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
+from .uploads import Uploads
 
 log = logging.getLogger("nninteractive_slicer.server")
 T = TypeVar("T")
@@ -46,9 +48,11 @@ class ServerCore:
         self.sessions = SessionRegistry(config.max_sessions, config.idle_timeout_s, config.liveness_timeout_s,
                                         config.sessions_per_user,
                                         config.session_memory_bytes or default_budget(self.model.device))
-        self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
+        self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes, key=config.cache_key,
+                                share_images=config.share_images, retention_s=config.image_retention_s,
+                                audit=AuditLog(config.audit_log, config.audit_log_bytes, config.audit_log_backups))
         self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
-                              config.share_images, self.sessions.check_fits)
+                              self.sessions.check_fits)
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
@@ -57,10 +61,6 @@ class ServerCore:
             "nninteractive_upload_pending_bytes": ("Bytes of uploads in progress.", lambda: self.uploads.nbytes),
             "nninteractive_device_queue_length": ("Device calls queued or running.", lambda: self.worker.queue_length),
         })
-
-    def image_owner(self, user: str) -> str | None:
-        """Whose images ``user`` may see: their own, or everyone's on a server that shares images."""
-        return None if self.config.share_images else user
 
     # -- the device thread ---------------------------------------------------------------------------
     async def on_device(self, fn: Callable[..., T], *args: Any) -> T:

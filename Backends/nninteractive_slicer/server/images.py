@@ -1,38 +1,40 @@
-"""Content-addressed images: a memory cache with an LRU byte budget, an optional on-disk cache that survives
-restarts, and chunked uploads that are verified against their digest before anyone can use them.
+"""Content-addressed images: held in memory within a byte budget, optionally on disk (:mod:`.image_disk`),
+each held by the users who sent its voxels, for as long as they use it and the retention after.
 
-Each image is stored once, but by default only the users who uploaded its voxels may see or bind it (its
-owners): otherwise any key holder with an image could learn whether someone else had sent it. A server
-started with ``--share-images`` lets everyone bind every image, so nobody sends an image twice. Every
-upload is re-hashed on arrival, and a verified image is read-only down to its buffer: no chunk, however
-late, can reach it.
+Each image is stored once, but by default only its holders may see or bind it: otherwise any key holder
+with an image could learn whether someone else had sent it. So a look-up asks "does this user hold this
+digest?" first, and for any other user takes the very same path whether or not the image is here: nobody
+else's entry is consulted. A server started with ``--share-images`` lets everyone bind every image.
+
+Budgets are shared fairly: when memory or disk is full, the image that goes is the least recently used
+one of the user who holds the most bytes, so one user's uploads never flush another's images. An image
+goes ``retention_s`` after its holders' last use (or when they delete it), from memory and disk; the
+audit log (:mod:`.audit`) records who uploaded, used and deleted which image.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..core.protocol import ErrorCode
-from ..core.wire import chunk_count, decode_image_chunk, image_digest
-from ..errors import InvalidPromptError, ServerBusyError
-from ..interface import IMAGE_DTYPES, validate_image
-from .config import Limits
+from ..core.wire import image_digest
+from .audit import AuditLog
 from .errors import ApiError
-from .size_checks import check_image_geometry, too_large
+from .image_crypto import Sealer
+from .image_disk import DiskCache, MemoryHoldings, user_tag
 
 log = logging.getLogger("nninteractive_slicer.server")
 
-ORPHAN_AGE_S = 600.0  # a .json without its .npy this old is no save in progress
+DEFAULT_RETENTION_S = 10 * 3600.0  # a working day
 
 
 def digest_mismatch(what: str) -> ApiError:
@@ -43,12 +45,12 @@ def digest_mismatch(what: str) -> ApiError:
 class CachedImage:
     """An image as verified on arrival; read-only, since every session that uses it shares the array.
 
-    ``owners``: the users who sent its voxels (see the module's docstring)."""
+    ``holders``: tags of the users this process knows hold it (what its memory is charged to)."""
 
     digest: str
     array: np.ndarray
     spacing: tuple[float, float, float]
-    owners: set[str] = field(default_factory=set)
+    holders: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         array: object = self.array
@@ -57,21 +59,38 @@ class CachedImage:
             array = array.base
 
 
+def fair_victim(items: Iterable[tuple[str, set[str], int]], keep: str) -> str | None:
+    """Which of ``items`` (key, holders, bytes; least recently used first) to let go: the least recently used
+    one of the holder charged the most bytes (an image counts fully for each of its holders); never ``keep``."""
+    items = list(items)
+    charges: dict[str, int] = defaultdict(int)
+    for _, holders, nbytes in items:
+        for tag in holders or {""}:
+            charges[tag] += nbytes
+    candidates = [(key, holders or {""}) for key, holders, _ in items if key != keep]
+    if not candidates:
+        return None
+    top = max(charges[tag] for _, holders in candidates for tag in holders)
+    return next(key for key, holders in candidates if any(charges[tag] == top for tag in holders))
+
+
 class ImageCache:
-    """Images by digest, most recently used last; the memory budget evicts the least recently used.
+    """Images by digest and who holds them. ``user=None`` in :meth:`get` means "anyone's" (internal use).
 
-    ``owner=None`` in a look-up means "anyone's" (a shared cache)."""
+    With a disk cache, ownership lives in the folder (:class:`.image_disk.DiskCache`), so every server
+    sharing it (Ray replicas) agrees on who holds what: :meth:`status`, :meth:`get`, :meth:`use`,
+    :meth:`put`, :meth:`delete` and :meth:`expire` are the whole API."""
 
-    def __init__(self, budget_bytes: int, disk_dir: Path | None = None, disk_budget_bytes: int = 0) -> None:
-        self.budget = budget_bytes
+    def __init__(self, budget_bytes: int, disk_dir: Path | None = None, disk_budget_bytes: int = 0, *,
+                 key: bytes | None = None, share_images: bool = False,
+                 retention_s: float = DEFAULT_RETENTION_S, audit: AuditLog | None = None) -> None:
+        self.budget, self.share_images, self.retention_s = budget_bytes, share_images, retention_s
+        self.audit = audit or AuditLog()
         self._entries: OrderedDict[str, CachedImage] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._disk = Path(disk_dir) if disk_dir is not None else None
-        self._disk_budget = disk_budget_bytes
-        if self._disk is not None:
-            self._disk.mkdir(parents=True, exist_ok=True)
-            self._remove_leftovers()
+        self._disk = DiskCache(disk_dir, disk_budget_bytes, Sealer(key)) if disk_dir is not None else None
+        self._holdings: DiskCache | MemoryHoldings = self._disk or MemoryHoldings()
 
     @property
     def nbytes(self) -> int:
@@ -80,315 +99,185 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def contains(self, digest: str, owner: str | None = None) -> bool:
-        return self.get(digest, owner) is not None
+    def sees(self, digest: str, user: str) -> bool:
+        """Whether ``user`` may bind the image: they hold it (or, sharing, anyone does). For an image this
+        user does not hold, the same steps run whether or not someone else does (unless sharing)."""
+        return self._holdings.holds(user_tag(user), digest) or (
+            self.share_images and bool(self._holdings.holders(digest)))
 
-    def get(self, digest: str, owner: str | None = None) -> CachedImage | None:
+    def status(self, digest: str, user: str) -> bool:
+        """Whether ``user`` can bind the image now without uploading it."""
+        if not self.sees(digest, user):
+            return False
+        return digest in self._entries or (self._disk is not None and self._disk.has(digest))
+
+    def get(self, digest: str, user: str | None = None) -> CachedImage | None:
+        if user is not None and not self.sees(digest, user):
+            return None
         with self._lock:
             image = self._entries.get(digest)
             if image is not None:
                 self._entries.move_to_end(digest)
+        return image if image is not None else self._load(digest)
+
+    def use(self, digest: str, user: str, session: str) -> CachedImage | None:
+        """The image for ``user``'s session, as a use: it restarts the user's retention and is audited."""
+        image = self.get(digest, user)
         if image is None:
-            loaded = self._load(digest)
-            image = self._insert(loaded) if loaded is not None else None
-        if image is None or (owner is not None and owner not in image.owners):
             return None
+        tag = user_tag(user)
+        if self._holdings.holds(tag, digest):
+            self._holdings.touch(tag, digest)
+        else:  # a shared image: its users hold it too, until they delete it or stop using it
+            self._holdings.hold(user, digest)
+        with self._lock:
+            image.holders.add(tag)
+        self.audit.record("used", user, digest, session=session[:8])
         return image
 
-    def put(self, image: CachedImage, owner: str | None = None) -> CachedImage:
-        """Keep ``image`` (or the copy already held) with ``owner`` among its owners; returns the one kept."""
-        kept = self._insert(image)
-        with self._lock:
-            new_owner = owner is not None and owner not in kept.owners
-            if new_owner:
-                kept.owners.add(owner)  # type: ignore[arg-type]
+    def put(self, image: CachedImage, owner: str) -> CachedImage:
+        """Keep ``image`` (or the copy already held) for ``owner``; returns the one kept. The disk copy is
+        written in any case, so the reply takes as long whether or not another user sent the image first."""
+        tag = user_tag(owner)
+        self._holdings.hold(owner, image.digest)  # marker first (see :mod:`.image_disk`)
+        kept = self._insert(image, tag)
         if self._disk is not None:
-            self._save(kept, new_owner)
+            try:
+                self._disk.save(kept.digest, kept.array, kept.spacing)
+            except OSError as exc:
+                log.warning("could not write the image to the disk cache: %s", exc)
+            else:
+                self._trim_disk(kept.digest)
+        self.audit.record("uploaded", owner, image.digest)
         return kept
 
-    def _insert(self, image: CachedImage) -> CachedImage:
+    def delete(self, digest: str, user: str) -> bool:
+        """Let ``user``'s hold on the image go; the image goes from memory and disk once nobody holds it.
+        False if the user did not hold it (the same steps whether or not someone else does)."""
+        tag = user_tag(user)
+        if not self._holdings.release(tag, digest):
+            return False
+        self.audit.record("deleted", user, digest)
+        self._forget_if_unheld(digest, tag)
+        return True
+
+    def expire(self, in_use: Iterable[tuple[str, str]] = ()) -> int:
+        """Let go of holds unused for ``retention_s`` (those of ``in_use``, (user, digest) pairs of live
+        sessions, are used now), and of images nobody holds; returns how many holds went."""
+        busy = {(user_tag(user), digest) for user, digest in in_use}
+        for tag, digest in busy:
+            self._holdings.touch(tag, digest)
+        cutoff = time.time() - self.retention_s
+        expired = 0
+        for tag, digest, used in self._holdings.markers():
+            if used < cutoff and (tag, digest) not in busy:
+                user = self._holdings.user(tag, digest) or f"#{tag}"
+                if self._holdings.release(tag, digest):
+                    expired += 1
+                    self.audit.record("expired", user, digest)
+                    self._forget_if_unheld(digest, tag)
+        for digest in list(self._entries):  # released elsewhere (another replica), or never held
+            self._forget_if_unheld(digest)
+        if self._disk is not None:
+            self._disk.remove_unheld()
+        return expired
+
+    # -- memory ------------------------------------------------------------------------------------
+    def _insert(self, image: CachedImage, tag: str | None) -> CachedImage:
         with self._lock:
             held = self._entries.get(image.digest)
             if held is not None:
                 self._entries.move_to_end(image.digest)
-                return held
-            self._entries[image.digest] = image
-            self._bytes += image.array.nbytes
-            while self._bytes > self.budget and len(self._entries) > 1:
-                _, old = self._entries.popitem(last=False)
+            else:
+                held = self._entries[image.digest] = image
+                self._bytes += image.array.nbytes
+            if tag is not None:
+                held.holders.add(tag)
+            while self._bytes > self.budget:
+                victim = fair_victim(((d, e.holders, e.array.nbytes) for d, e in self._entries.items()),
+                                     image.digest)
+                if victim is None:
+                    break
+                old = self._entries.pop(victim)
                 self._bytes -= old.array.nbytes
-                log.info("image evicted from memory", extra={"event": "image_evicted", "digest": old.digest[:12]})
-            return image
+                log.info("image evicted from memory", extra={"event": "image_evicted", "digest": victim[:12]})
+                if self._disk is None:  # gone from the server: so are its holds
+                    self._release_all(victim)
+            return held
+
+    def _forget_if_unheld(self, digest: str, released: str | None = None) -> None:
+        """Drop the image from memory and disk if nobody holds it any more."""
+        if self._holdings.holders(digest):
+            with self._lock:
+                entry = self._entries.get(digest)
+                if entry is not None and released is not None:
+                    entry.holders.discard(released)
+            return
+        with self._lock:
+            entry = self._entries.pop(digest, None)
+            if entry is not None:
+                self._bytes -= entry.array.nbytes
+        if self._disk is not None:
+            self._disk.drop(digest)
+
+    def _release_all(self, digest: str) -> None:
+        """The budget lets the image go: so do all its holds."""
+        for tag in self._holdings.holders(digest):
+            user = self._holdings.user(tag, digest) or f"#{tag}"
+            if self._holdings.release(tag, digest):
+                self.audit.record("evicted", user, digest)
 
     # -- disk --------------------------------------------------------------------------------------
-    def _save(self, image: CachedImage, owners_changed: bool) -> None:
-        disk = self._disk_folder()
-        npy, meta = disk / f"{image.digest}.npy", disk / f"{image.digest}.json"
-        exists = npy.is_file()
-        try:
-            if not exists or owners_changed:
-                _write_atomically(meta, json.dumps({"spacing": list(image.spacing),
-                                                    "owners": sorted(image.owners)}).encode())
-            if exists:
-                os.utime(npy)
-                return
-            _write_atomically(npy, None, image.array)
-        except OSError as exc:
-            log.warning("could not write the image to the disk cache: %s", exc)
-            return
-        self._trim_disk()
-
     def _load(self, digest: str) -> CachedImage | None:
         if self._disk is None:
             return None
-        npy, meta = self._disk / f"{digest}.npy", self._disk / f"{digest}.json"
-        if not npy.is_file():
-            return None
         try:
-            info = json.loads(meta.read_text())
-            sk, sj, si = (float(s) for s in info["spacing"])
-            spacing = (sk, sj, si)
-            owners = {str(o) for o in info.get("owners", [])}
-            array = _read_npy(npy)
+            loaded = self._disk.load(digest)
+            if loaded is None:
+                return None
+            array, spacing = loaded
             if image_digest(array, spacing) != digest:
                 raise ValueError("content does not match its digest")
-            os.utime(npy)
         except Exception as exc:  # noqa: BLE001 - any damage (a lying header: MemoryError) drops the entry
             log.warning("dropping unreadable disk-cache entry %s: %s: %s", digest[:12], type(exc).__name__, exc)
-            npy.unlink(missing_ok=True)
-            meta.unlink(missing_ok=True)
+            self._disk.drop(digest)
             return None
-        return CachedImage(digest, array, spacing, owners)
+        return self._insert(CachedImage(digest, array, spacing, self._holdings.holders(digest)), None)
 
-    def _disk_folder(self) -> Path:
+    def _trim_disk(self, keep: str) -> None:
+        """Keep the images on disk within the budget, fairly (see :func:`fair_victim`)."""
         assert self._disk is not None, "only with a disk cache"
-        return self._disk
-
-    def _remove_leftovers(self) -> None:
-        """Saves that a crash or a full disk interrupted leave ``*.tmp`` files and lone halves of entries."""
-        removed = size = 0
-        now = time.time()
-        for path in list(self._disk_folder().iterdir()):
-            try:
-                stat = path.stat()
-                if path.suffix == ".tmp":
-                    stale = not _writer_alive(path)
-                elif path.suffix in (".json", ".npy"):
-                    other = path.with_suffix(".npy" if path.suffix == ".json" else ".json")
-                    stale = not other.exists() and now - stat.st_mtime > ORPHAN_AGE_S
-                else:
-                    continue
-                if stale:
-                    path.unlink()
-                    removed, size = removed + 1, size + stat.st_size
-            except OSError:
-                continue
-        if removed:
-            log.warning("disk cache: removed %d leftover files (%d bytes) of interrupted saves", removed, size,
-                        extra={"event": "disk_cache_leftovers", "files": removed, "bytes": size})
-
-    def _trim_disk(self) -> None:
-        """Keep the whole folder (leftovers and metadata included) within the budget, oldest images first."""
-        files = [(p, p.stat()) for p in self._disk_folder().iterdir() if p.is_file()]
-        total = sum(st.st_size for _, st in files)
-        images = sorted((st.st_mtime, p, st.st_size) for p, st in files if p.suffix == ".npy")
-        for _, path, nbytes in images[:-1]:  # never the newest
-            if total <= self._disk_budget:
-                break
-            meta = path.with_suffix(".json")
-            total -= nbytes + (meta.stat().st_size if meta.is_file() else 0)
-            path.unlink(missing_ok=True)
-            meta.unlink(missing_ok=True)
+        sizes = self._disk.sizes()
+        total = sum(size for size, _ in sizes.values())
+        if total <= self._disk.budget:
+            return
+        holders: dict[str, set[str]] = defaultdict(set)
+        last_use: dict[str, float] = defaultdict(float)
+        for tag, digest, used in self._disk.markers():
+            holders[digest].add(tag)
+            last_use[digest] = max(last_use[digest], used)
+        items = sorted(((last_use[d], d, size) for d, (size, _) in sizes.items()))
+        queue = [(d, holders[d], size) for _, d, size in items]
+        while total > self._disk.budget:
+            victim = fair_victim(queue, keep)
+            if victim is None:
+                return
+            self._release_all(victim)
+            with self._lock:
+                entry = self._entries.pop(victim, None)
+                if entry is not None:
+                    self._bytes -= entry.array.nbytes
+            self._disk.drop(victim)
+            total -= sizes[victim][0]
+            queue = [item for item in queue if item[0] != victim]
 
 
-def _write_atomically(path: Path, data: bytes | None, array: np.ndarray | None = None) -> None:
-    """Write ``data`` (or ``array`` as .npy) so that ``path`` appears only complete."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            if array is not None:
-                np.save(f, array, allow_pickle=False)
-            elif data is not None:
-                f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _writer_alive(tmp: Path) -> bool:
-    """Whether the process that writes ``NAME.PID.THREAD.tmp`` still runs (another server may share the folder)."""
-    try:
-        pid = int(tmp.name.split(".")[-3])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False  # not one of this server's saves: it has made none yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    """Load a cached image, checking its header against the file before allocating anything."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if len(shape) == 3 else -1
-        if fortran or dtype.name not in IMAGE_DTYPES or data_bytes != path.stat().st_size - f.tell():
-            raise ValueError(f"the header ({list(shape)}, {dtype}) does not describe this file")
-    return np.load(path, allow_pickle=False)
-
-
-@dataclass(eq=False)
-class _Pending:
-    owner: str
-    digest: str
-    shape: tuple[int, int, int]
-    dtype: str
-    spacing: tuple[float, float, float]
-    chunk_elements: int
-    flat: np.ndarray
-    received: set[int] = field(default_factory=set)
-    touched: float = field(default_factory=time.monotonic)
-    closed: bool = False  # completed or failed: its buffer takes no more chunks
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def chunks(self) -> int:
-        return chunk_count(self.flat.size, self.chunk_elements)
-
-
-@dataclass(frozen=True)
-class UploadProgress:
-    digest: str
-    received: int
-    chunk_count: int
-    complete: bool
-
-
-class Uploads:
-    """Chunked uploads in progress, per user and digest; their buffers count against a byte budget.
-
-    A chunk is decoded first, then written under its upload's lock, and the chunk that completes the
-    upload verifies and publishes it under that lock too: no chunk of an upload runs alongside its
-    completion. A chunk for an image the user can already see is compared with it, never taken unread."""
-
-    def __init__(self, cache: ImageCache, limits: Limits, budget_bytes: int, per_user_bytes: int | None = None,
-                 share_images: bool = False, admit: Callable[[tuple[int, int, int]], object] | None = None) -> None:
-        self.cache, self.limits, self.budget, self.share_images = cache, limits, budget_bytes, share_images
-        self.per_user = per_user_bytes or budget_bytes
-        self.admit = admit  # raises if no session could ever hold an image of this shape
-        self._pending: dict[tuple[str, str], _Pending] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        with self._lock:
-            return sum(p.flat.nbytes for p in self._pending.values())
-
-    def add_chunk(self, owner: str, digest: str, index: int, shape: tuple[int, int, int], dtype: str,
-                  spacing: tuple[float, float, float], codec: str, chunk_elements: int,
-                  payload: bytes) -> UploadProgress:
-        """Decode one chunk into its upload; the last one verifies the digest and publishes the image."""
-        nbytes = check_image_geometry(shape, dtype, self.limits)
-        if self.admit is not None:
-            self.admit(shape)  # at the first chunk, not after the whole image arrived
-        if nbytes > self.per_user:
-            raise ApiError(ErrorCode.TOO_LARGE, f"The image ({nbytes} bytes) is larger than one user may upload "
-                                                     f"to this server at a time ({self.per_user} bytes).")
-        itemsize = nbytes // int(np.prod(shape))
-        if chunk_elements * itemsize > self.limits.chunk_bytes:
-            raise too_large("upload chunk", chunk_elements * itemsize, self.limits.chunk_bytes)
-        size = int(np.prod(shape))
-        total = chunk_count(size, chunk_elements)
-        if not 0 <= index < total:
-            raise ApiError(ErrorCode.INVALID_INPUT,
-                           f"Chunk {index} does not exist: this image has {total} chunks.")
-        start = index * chunk_elements
-        stop = min(start + chunk_elements, size)
-        values = decode_image_chunk(payload, stop - start, dtype, codec)
-        while True:
-            image = self.cache.get(digest, None if self.share_images else owner)
-            if image is not None:
-                _check_chunk(image, shape, dtype, spacing, start, values)
-                return UploadProgress(digest, total, total, True)
-            pending = self._pending_for(owner, digest, shape, dtype, spacing, chunk_elements, nbytes)
-            with pending.lock:
-                if pending.closed:
-                    continue  # completed (or failed) while this chunk decoded: look again
-                pending.flat[start:stop] = values
-                if index not in pending.received:  # progress: a chunk sent again keeps no upload alive
-                    pending.received.add(index)
-                    pending.touched = time.monotonic()
-                if len(pending.received) < pending.chunks:
-                    return UploadProgress(digest, len(pending.received), pending.chunks, False)
-                pending.closed = True
-                self._drop(owner, digest, pending)
-                self._publish(pending)
-                return UploadProgress(digest, pending.chunks, pending.chunks, True)
-
-    def reap(self, max_age_s: float) -> int:
-        """Forget uploads that saw no chunk for ``max_age_s``; returns how many."""
-        cutoff = time.monotonic() - max_age_s
-        with self._lock:
-            stale = [k for k, p in self._pending.items() if p.touched < cutoff]
-            for key in stale:
-                del self._pending[key]
-        return len(stale)
-
-    def _pending_for(self, owner: str, digest: str, shape: tuple[int, int, int], dtype: str,
-                     spacing: tuple[float, float, float], chunk_elements: int, nbytes: int) -> _Pending:
-        key = (owner, digest)
-        with self._lock:
-            pending = self._pending.get(key)
-            if pending is not None and (pending.shape, pending.dtype, pending.spacing, pending.chunk_elements) == (
-                shape, dtype, spacing, chunk_elements
-            ):
-                return pending
-            self._pending.pop(key, None)  # a restarted upload with other parameters replaces the old one
-            mine = sum(p.flat.nbytes for p in self._pending.values() if p.owner == owner)
-            if mine + nbytes > self.per_user:
-                raise ServerBusyError(f"Your uploads in progress hold {mine} bytes; one user may have at most "
-                                      f"{self.per_user} bytes of uploads in progress: let them finish first.", 10)
-            in_use = sum(p.flat.nbytes for p in self._pending.values())
-            if in_use + nbytes > self.budget:
-                raise ServerBusyError("The server is receiving too many images at once (from all users); try again "
-                                      "shortly.", 10)
-            pending = _Pending(owner, digest, shape, dtype, spacing, chunk_elements,
-                               np.empty(int(np.prod(shape)), dtype=np.dtype(dtype).newbyteorder("<")))
-            self._pending[key] = pending
-            return pending
-
-    def _drop(self, owner: str, digest: str, pending: _Pending) -> None:
-        with self._lock:
-            if self._pending.get((owner, digest)) is pending:
-                del self._pending[(owner, digest)]
-
-    def _publish(self, pending: _Pending) -> None:
-        pending.flat.flags.writeable = False
-        array = pending.flat.reshape(pending.shape)
-        if image_digest(array, pending.spacing) != pending.digest:
-            raise digest_mismatch("The uploaded image")
+async def expire_forever(cache: ImageCache, in_use: Callable[[], Iterable[tuple[str, str]]]) -> None:
+    """Apply the retention every quarter of it (at most every minute), beside the server's work."""
+    interval = min(max(cache.retention_s / 4, 0.05), 60.0)
+    while True:
+        await asyncio.sleep(interval)
         try:
-            validate_image(array, pending.spacing)
-        except InvalidPromptError as exc:
-            raise ApiError(ErrorCode.INVALID_INPUT, str(exc)) from exc
-        self.cache.put(CachedImage(pending.digest, array, pending.spacing), pending.owner)
-        log.info("image received", extra={"event": "image_uploaded", "user": pending.owner,
-                                           "digest": pending.digest[:12], "shape": list(pending.shape),
-                                           "dtype": pending.dtype, "bytes": array.nbytes})
-
-
-def _check_chunk(image: CachedImage, shape: tuple[int, int, int], dtype: str, spacing: tuple[float, float, float],
-                 start: int, values: np.ndarray) -> None:
-    """A chunk sent to an image already held must hold exactly its voxels."""
-    held = image.array.reshape(-1)[start : start + values.size]
-    if (image.array.shape, image.array.dtype.name, image.spacing) != (shape, dtype, spacing) or \
-            held.tobytes() != values.tobytes():
-        raise digest_mismatch("This chunk")
+            await asyncio.to_thread(cache.expire, list(in_use()))
+        except Exception:  # noqa: BLE001 - a disk fault must not end the retention for good
+            log.exception("applying the image retention failed; trying again in %.0f s", interval)

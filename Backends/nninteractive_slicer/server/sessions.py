@@ -143,6 +143,19 @@ class SessionRegistry:
                 raise session_unknown(session_id)
             return self._sessions.pop(session_id)
 
+    def remove_using(self, owner: str, digest: str) -> list[ServerSession]:
+        """Remove and return ``owner``'s sessions on the image ``digest`` (the user deleted it)."""
+        with self._lock:
+            gone = [s for s in self._sessions.values() if s.owner == owner and s.image_digest == digest]
+            for s in gone:
+                del self._sessions[s.id]
+        return gone
+
+    def images_in_use(self) -> list[tuple[str, str]]:
+        """(user, digest) of every session's image: in use now, whatever the image retention says."""
+        with self._lock:
+            return [(s.owner, s.image_digest) for s in self._sessions.values() if s.image_digest is not None]
+
     def remove_all(self) -> list[ServerSession]:
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}

@@ -1,4 +1,4 @@
-"""Content-addressed images: ask whether the server holds one, upload it in chunks."""
+"""Content-addressed images: ask whether the server holds one for you, upload it in chunks, delete it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from ...core.protocol import Routes
+from ...core.protocol import ErrorCode, Routes
 from ...core.wire import decode_frame
+from ...errors import ServerBusyError
 from ..deps import Core, User
+from ..errors import ApiError
 from ..schemas import ChunkHeader, Digest, ImageStatus, UploadStatus
 from . import FRAME_BODY, endpoint
 
@@ -21,8 +23,23 @@ T = TypeVar("T")
 
 @endpoint(router, Routes.IMAGE_STATUS, response_model=ImageStatus)
 async def image_status(digest: Annotated[Digest, PathParam()], core: Core, user: User) -> ImageStatus:
-    return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.contains, digest,
-                                                                       core.image_owner(user)))
+    return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.status, digest, user))
+
+
+@endpoint(router, Routes.DELETE_IMAGE, response_model=ImageStatus)
+async def delete_image(digest: Annotated[Digest, PathParam()], core: Core, user: User) -> ImageStatus:
+    """Forget the image for this user now (their sessions on it end); it leaves memory and disk once no
+    other user who sent it still holds it."""
+    for session in core.sessions.remove_using(user, digest):
+        core.close_session(session, "image_deleted")
+    try:
+        deleted = await run_in_threadpool(core.cache.delete, digest, user)
+    except OSError as exc:
+        raise ServerBusyError(f"The image could not be deleted from the disk cache ({exc.strerror}); it is no "
+                              "longer served. Try again: the server also retries by itself.", 5) from exc
+    if not deleted:
+        raise ApiError(ErrorCode.IMAGE_UNKNOWN, "You hold no such image on this server.")
+    return ImageStatus(digest=digest, present=False)
 
 
 @endpoint(router, Routes.UPLOAD_CHUNK, response_model=UploadStatus, openapi_extra=FRAME_BODY)

@@ -39,7 +39,7 @@ router = APIRouter(tags=["session calls"])
 async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user: User, revision: Revision
                     ) -> SessionState:
     with core.sessions.use(session_id, user) as session:
-        image = await run_in_threadpool(core.cache.get, body.digest, core.image_owner(user))
+        image = await run_in_threadpool(core.cache.use, body.digest, user, session_id)
         if image is None:
             raise ApiError(ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
         core.sessions.reserve_memory(session, image.array.shape)
