@@ -1,6 +1,6 @@
 """End to end on real MRML (slicer-core) with the real local backend and the tiny model.
 
-Markups placed in the scene -> PromptSession -> LocalBackend -> the segment, written through
+Markups placed in the scene -> PromptPipeline -> LocalBackend -> the segment, written through
 Slicer's Segment Editor logic. Uploads are counted with a wrapper around the real backend.
 """
 
@@ -18,7 +18,7 @@ from SlicerNNInteractiveLib import (
     REDO,
     UNDO,
     PromptError,
-    PromptSession,
+    PromptPipeline,
     VolumeGeometry,
     box_prompt,
     control_points_world,
@@ -58,7 +58,7 @@ class World:
         self.editor = self.s.editor_node(self.volume, self.segmentation)
         self.editor.SetOverwriteMode(Editor.OverwriteNone)
         self.backend = backend
-        self.session = PromptSession(self.s.scene, backend, self.editor, self.s.app_logic)
+        self.pipeline = PromptPipeline(self.s.scene, backend, self.editor, self.s.app_logic)
 
     def world(self, kji) -> np.ndarray:
         g = VolumeGeometry.from_volume_node(self.volume)
@@ -94,7 +94,7 @@ class World:
 
     def point(self, kji, positive: bool = True):
         node = self.fiducial(kji)
-        return self.session.submit(lambda g: point_prompt(control_points_world(node)[0], g, positive))
+        return self.pipeline.submit(lambda g: point_prompt(control_points_world(node)[0], g, positive))
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_markups_of_every_kind_end_as_the_backends_mask(world):
     )
     roi.SetCenterWorld(world.world(c))
     roi.SetSizeWorld([0.0, 16.0, 16.0])
-    world.session.submit(lambda geometry: box_prompt(*roi_frame_world(roi), geometry))
+    world.pipeline.submit(lambda geometry: box_prompt(*roi_frame_world(roi), geometry))
     np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
 
     ring = [world.world((c[0] + 2, c[1] + 7 * np.cos(a), c[2] + 7 * np.sin(a))) for a in np.linspace(0, 6.2, 40)]
@@ -135,12 +135,12 @@ def test_markups_of_every_kind_end_as_the_backends_mask(world):
     curve.SetCurveTypeToLinear()
     for p in ring:
         curve.AddControlPointWorld(vtk.vtkVector3d(*p))
-    world.session.submit(lambda geometry: lasso_prompt(curve_points_world(curve), geometry))
+    world.pipeline.submit(lambda geometry: lasso_prompt(curve_points_world(curve), geometry))
     np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
 
     stroke = [world.world((c[0] - 3, c[1] - 4 + d, c[2])) for d in range(9)]
     thickness = world.backend.capabilities().scribble_thickness
-    world.session.submit(
+    world.pipeline.submit(
         lambda geometry: scribble_prompt(np.array(stroke), geometry, thickness, normal_world=geometry.plane_normal(0))
     )
     np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
@@ -242,8 +242,8 @@ def test_unchanged_image_and_segment_are_uploaded_once(world):
 
 
 def test_sync_uploads_ahead_of_the_first_prompt(world):
-    world.session.sync()
-    world.session.sync()
+    world.pipeline.sync()
+    world.pipeline.sync()
     assert world.backend.calls["set_image"] == 1
     assert world.backend.calls["prompt"] == 0
     world.point(centre())
@@ -295,11 +295,11 @@ def test_a_result_for_a_segment_edited_meanwhile_is_not_written(world):
     c = centre()
     segment_id = world.point(c).segment_id
     node = world.fiducial((c[0] + 1, c[1], c[2]))
-    prepared = world.session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
-    result = world.session.run(prepared)  # the model works ...
+    prepared = world.pipeline.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+    result = world.pipeline.run(prepared)  # the model works ...
     world.paint(segment_id, cube((0, 0, 0), (4, 4, 4)), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
     edited = world.mask(segment_id)
-    outcome = world.session.apply(prepared, result)  # ... while the user painted
+    outcome = world.pipeline.apply(prepared, result)  # ... while the user painted
     assert not outcome.written and "changed while" in outcome.message
     np.testing.assert_array_equal(world.mask(segment_id), edited)
     uploads = world.backend.mask_uploads
@@ -313,18 +313,18 @@ def test_undo_reverts_the_last_prompt_and_segment_editor_undo_works_on_results(w
     after_first = world.mask(segment_id)
     world.point((c[0] + 3, c[1] + 3, c[2]))
     assert not np.array_equal(world.mask(segment_id), after_first)
-    world.session.submit(UNDO)
+    world.pipeline.submit(UNDO)
     np.testing.assert_array_equal(world.mask(segment_id), after_first)
     np.testing.assert_array_equal(world.backend.get_mask(), after_first)
 
     # The Segment Editor's own undo restores the state before the model's undo was written.
     world.point((c[0] + 3, c[1] + 3, c[2]))
     after_second = world.mask(segment_id)
-    world.session.writer.undo()
+    world.pipeline.writer.undo()
     np.testing.assert_array_equal(world.mask(segment_id), after_first)
     # That was an edit the backend did not see: the model cannot undo now, and the next prompt re-sends.
     with pytest.raises(PromptError, match="Segment Editor's Undo"):
-        world.session.submit(UNDO)
+        world.pipeline.submit(UNDO)
     uploads = world.backend.mask_uploads
     world.point(c)
     assert world.backend.mask_uploads == uploads + 1
@@ -350,19 +350,19 @@ def test_module_undo_and_redo_restore_every_segment_an_overwrite_changed(world):
         np.testing.assert_array_equal(world.backend.get_mask(), state[0])  # the model agrees
 
     for expected in (states[1], states[0]):
-        assert world.session.submit(UNDO).message == "Undone."
+        assert world.pipeline.submit(UNDO).message == "Undone."
         check(expected)
     with pytest.raises(PromptError, match="no prompt to undo"):
-        world.session.submit(UNDO)
+        world.pipeline.submit(UNDO)
     for expected in (states[1], states[2]):
-        assert world.session.submit(REDO).message == "Redone."
+        assert world.pipeline.submit(REDO).message == "Redone."
         check(expected)
     with pytest.raises(PromptError, match="no prompt to redo"):
-        world.session.submit(REDO)
+        world.pipeline.submit(REDO)
     uploads = world.backend.mask_uploads
-    world.session.submit(UNDO)
+    world.pipeline.submit(UNDO)
     world.point((c[0], c[1] - 3, c[2]))  # a new prompt drops the redo
-    assert not world.session.can_redo and world.backend.undo_state().redo == 0
+    assert not world.pipeline.can_redo and world.backend.undo_state().redo == 0
     assert world.backend.mask_uploads == uploads  # model and segments stayed in step: nothing re-sent
 
 
@@ -375,10 +375,10 @@ def test_module_undo_after_an_edit_of_another_segment_keeps_that_edit(world):
     after_first = world.mask(target)
     world.point((c[0] + 3, c[1] + 3, c[2]))
     world.paint(other, cube((0, 0, 0), (5, 5, 5)), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
-    world.session.submit(UNDO)  # the Segment Editor's Undo would take the painting back: the model's region is written
+    world.pipeline.submit(UNDO)  # the Segment Editor's Undo would take the painting back: the model's region is written
     np.testing.assert_array_equal(world.mask(target), after_first)
     np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
-    world.session.submit(REDO)
+    world.pipeline.submit(REDO)
     np.testing.assert_array_equal(world.mask(target), world.backend.get_mask())
     np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
 
@@ -391,7 +391,7 @@ def test_module_undo_after_an_edit_in_the_same_labelmap_says_to_use_the_editor(w
     world.select(target)
     before = world.mask(target)
     with pytest.raises(PromptError, match="Segment Editor's Undo"):
-        world.session.submit(UNDO)
+        world.pipeline.submit(UNDO)
     np.testing.assert_array_equal(world.mask(target), before)
     np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
 
@@ -401,11 +401,11 @@ def test_reset_next_segment_and_no_selection(world):
     c = centre()
     first = world.point(c).segment_id  # no segment selected: one is created and selected
     assert world.editor.GetSelectedSegmentID() == first
-    world.session.reset_segment()
+    world.pipeline.reset_segment()
     assert not world.mask(first).any()
     world.point(c)
     assert world.backend.calls["reset"] == 1  # the emptied segment restarted the model's object
-    second = world.session.new_segment()
+    second = world.pipeline.new_segment()
     assert second != first and world.editor.GetSelectedSegmentID() == second
     world.point(c)
     assert world.backend.calls["reset"] == 2
@@ -416,11 +416,11 @@ def test_a_backend_switched_mid_prompt_gets_everything_again(world, real_backend
     c = centre()
     segment_id = world.point(c).segment_id
     node = world.fiducial((c[0] + 1, c[1], c[2]))
-    prepared = world.session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
-    result = world.session.run(prepared)
+    prepared = world.pipeline.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+    result = world.pipeline.run(prepared)
     replacement = CountingBackend(real_backend)
-    world.session.backend = replacement  # e.g. the user changed the configuration meanwhile
-    assert world.session.apply(prepared, result).written  # the result that arrived is still the user's
+    world.pipeline.backend = replacement  # e.g. the user changed the configuration meanwhile
+    assert world.pipeline.apply(prepared, result).written  # the result that arrived is still the user's
     world.point(c)
     assert replacement.calls["set_image"] == 1
     assert replacement.mask_uploads == 1
@@ -428,7 +428,7 @@ def test_a_backend_switched_mid_prompt_gets_everything_again(world, real_backend
 
 
 def test_without_a_backend_a_prompt_says_what_to_do(world):
-    world.session.backend = None
+    world.pipeline.backend = None
     with pytest.raises(PromptError, match="Configuration tab"):
         world.point(centre())
 
