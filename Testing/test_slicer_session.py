@@ -28,9 +28,12 @@ from SlicerNNInteractiveLib import (
     roi_frame_world,
     scribble_prompt,
 )
+from SlicerNNInteractiveLib.logic import error_text
+from SlicerNNInteractiveLib.segment_writer import UndoHooks, WriteError
 from SlicerNNInteractiveLib.segments import full_box, grid_image, index_to_segmentation, read_mask
 
 SHAPE = (64, 64, 64)
+DEPTH = 31  # prompts: 30 undos, past the Segment Editor's 20 states
 Editor = slicer.vtkMRMLSegmentEditorNode
 
 
@@ -438,3 +441,94 @@ def test_scene_problems_are_reported_before_anything_is_sent(world):
     with pytest.raises(PromptError, match="source volume"):
         world.point(centre())
     assert sum(world.backend.calls.values()) == 0
+
+
+def editor_history(world, states: int = 20) -> UndoHooks:
+    """The embedded Segment Editor's undo history as the widget passes it: its own logic, ``states`` deep."""
+    logic = slicer.vtkSlicerSegmentEditorLogic()
+    logic.SetMRMLScene(world.s.scene)
+    logic.SetSegmentEditorNode(world.editor)
+    logic.SetMaximumNumberOfUndoStates(states)
+    world.editor_logic = logic
+    return UndoHooks(logic.SaveStateForUndo, logic.Undo, logic.Redo)
+
+
+def test_undo_and_redo_go_as_deep_as_the_model_past_the_editors_history(world):
+    world.pipeline = PromptPipeline(world.s.scene, world.backend, world.editor, world.s.app_logic,
+                                    editor_history(world))
+    c = np.array(centre())
+    offsets = [(dk, dj, di) for dk in (-4, 0, 4) for dj in (-4, 0, 4) for di in (-6, -2, 2, 6)][:DEPTH]
+    segment_id = world.point(tuple(c)).segment_id
+    states = [world.mask(segment_id)]
+    for offset in offsets[1:]:
+        world.point(tuple(c + offset))
+        states.append(world.mask(segment_id))
+    assert len({s.tobytes() for s in states}) > 20  # more distinct steps than the editor keeps
+    for expected in reversed(states[:-1]):
+        assert world.pipeline.submit(UNDO).message == "Undone."
+        np.testing.assert_array_equal(world.mask(segment_id), expected)
+        np.testing.assert_array_equal(world.backend.get_mask(), expected)
+    for expected in states[1:]:
+        assert world.pipeline.submit(REDO).message == "Redone."
+        np.testing.assert_array_equal(world.mask(segment_id), expected)
+        np.testing.assert_array_equal(world.backend.get_mask(), expected)
+    assert world.backend.mask_uploads == 0  # model and segment stayed in step throughout
+
+
+def editor_logics(pipeline) -> list:
+    """Every Segment Editor logic the pipeline keeps (each may hold an undo history)."""
+    return [v for v in vars(pipeline.writer).values() if isinstance(v, slicer.vtkSlicerSegmentEditorLogic)]
+
+
+@pytest.mark.parametrize("hooks", [False, True], ids=["own history", "host's history"])
+def test_no_undo_state_is_kept_that_no_button_restores(world, hooks):
+    if hooks:
+        world.pipeline = PromptPipeline(world.s.scene, world.backend, world.editor, world.s.app_logic,
+                                        editor_history(world))
+    c = centre()
+    for _ in range(3):  # "Next segment" three times, a prompt in each
+        world.pipeline.new_segment()
+        world.point(c)
+    world.pipeline.submit(UNDO)
+    if hooks:  # the host's Undo button reaches its own states; the pipeline keeps none of its own
+        assert world.editor_logic.CanUndo()
+        assert not any(logic.CanUndo() or logic.CanRedo() for logic in editor_logics(world.pipeline))
+    else:  # only the module's Undo reads this history: after undoing the one prompt, nothing is left to undo
+        assert not any(logic.CanUndo() for logic in editor_logics(world.pipeline))
+
+
+class FailingSecondEdit:
+    """The writer's Segment Editor logic, whose second edit of a write fails (e.g. out of memory)."""
+
+    def __init__(self, logic) -> None:
+        self.logic, self.edits = logic, 0
+
+    def __getattr__(self, name):
+        return getattr(self.logic, name)
+
+    def ModifySegmentByLabelmap(self, *args):  # noqa: N802 (VTK's name)
+        self.edits += 1
+        if self.edits == 2:
+            raise MemoryError("no memory left for the labelmap")
+        return self.logic.ModifySegmentByLabelmap(*args)
+
+
+@pytest.mark.parametrize("hooks", [False, True], ids=["own history", "host's history"])
+def test_a_write_that_fails_halfway_restores_every_segment_and_says_so(world, hooks):
+    if hooks:
+        world.pipeline = PromptPipeline(world.s.scene, world.backend, world.editor, world.s.app_logic,
+                                        editor_history(world))
+    world.editor.SetOverwriteMode(Editor.OverwriteAllSegments)
+    c = np.array(centre())
+    world.add_segment("other", cube(c - 10, c - 2))
+    target = world.add_segment("target", cube(c - 4, c + 2))
+    before = snapshot(world)
+    writer = world.pipeline.writer
+    writer.logic = FailingSecondEdit(writer.logic)
+    result = cube(c - 6, c + 4)  # adds voxels, ...
+    result[tuple(slice(k, k + 2) for k in c - 4)] = 0  # ... and removes some
+    with pytest.raises(WriteError, match="restored as they were") as failed:
+        writer.write(world.segmentation, target, world.index_to_seg(), full_box(SHAPE), result)
+    assert writer.logic.edits == 2  # the failure came after the first edit was written
+    assert_same(snapshot(world), before)
+    assert error_text(failed.value) == str(failed.value)  # not "the segment was not changed" on top of it

@@ -224,7 +224,13 @@ class PromptPipeline:
         """Send image and segment again with the next prompt (e.g. after the backend lost its session)."""
         self._sent_image = None
         self._sent_segment = None
+        self._drop_steps()
+
+    def _drop_steps(self) -> None:
+        """The model starts a new object: earlier prompts are out of the module's Undo's reach, and so are the
+        states its own history kept for them (a host's history stays: its buttons reach it)."""
         self._done, self._undone = [], []
+        self.writer.forget_own_history()
 
     @property
     def can_undo(self) -> bool:
@@ -410,7 +416,7 @@ class PromptPipeline:
             read_mask(segmentation, request.segment_id, index_to_seg, box), patch)
         if not in_step:  # the segment does not show the model's mask: send it again with the next prompt
             self._sent_segment = None
-            self._done, self._undone = [], []
+            self._drop_steps()
             return Outcome(written, f"{done} in the model; the segment differs and is sent again with the next "
                                     "prompt.", request.segment_id)
         self._sent_segment = segment_stamp(segmentation, request.segment_id, index_to_seg)
@@ -473,7 +479,7 @@ class PromptPipeline:
         if handed.mask_sent:
             self._sent_segment = request.segment_stamp
         if handed.image_sent or handed.mask_sent:  # a new starting point: earlier prompts are out of reach
-            self._done, self._undone = [], []
+            self._drop_steps()
 
 
 def _image_copy(volume_node) -> np.ndarray:

@@ -61,7 +61,13 @@ class SegmentWriter:
         # AddEmptySegment saves an undo state in its logic's history, which no Undo reaches: a logic without one.
         self._adder = self._editor_logic(scene, editor_node, app_logic, 0)
         self.editor_node = editor_node
+        self._own = undo is None
         self.hooks = undo or UndoHooks(self.logic.SaveStateForUndo, self.logic.Undo, self.logic.Redo)
+
+    def forget_own_history(self) -> None:
+        """Drop the states of this writer's own history (none is kept with a host's hooks)."""
+        if self._own:
+            self.logic.ClearUndoState()
 
     @staticmethod
     def _editor_logic(scene, editor_node, app_logic, undo_states: int):
