@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from slicer_scene import CountingBackend, make_scene, oblique_lps_matrix
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer import history as h
+from nninteractive_slicer.history import codec
 from nninteractive_slicer.interface import BBox, Point
 from SlicerNNInteractiveLib import UNDO, VolumeGeometry
 from SlicerNNInteractiveLib.history_store import (
@@ -25,6 +27,7 @@ from SlicerNNInteractiveLib.history_store import (
     read_history,
     segments_with_history,
 )
+from SlicerNNInteractiveLib.logic import QueuedPrompt, SlicerNNInteractiveLogic
 from SlicerNNInteractiveLib.recording import ReplayRequest, recording_pipeline
 from SlicerNNInteractiveLib.segments import full_box, index_to_segmentation, read_mask
 
@@ -217,3 +220,57 @@ def test_another_backend_starts_a_new_history_and_an_empty_ending_is_not_replaye
     outcome = fresh.pipeline.submit(Point(blob_centre(SHAPE), True))
     assert fresh.backend.calls["prompt"] == 1 and "stays as saved" not in outcome.message
     assert [s.op for s in fresh.saved().steps] == ["prompt"] and fresh.saved().initial_mask is None
+
+
+class ThreadWatch:
+    """Wraps a module (hashlib, zlib) and notes which threads call its functions."""
+
+    def __init__(self, module, threads: set[str]) -> None:
+        self._module, self._threads = module, threads
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def watched(*args, **kwargs):
+            self._threads.add(threading.current_thread().name)
+            return value(*args, **kwargs)
+        return watched
+
+
+def test_histories_are_hashed_encoded_and_parsed_only_on_the_worker_thread(real_backend, tmp_path, monkeypatch):
+    """Issue 20 #5: on a CT-sized segment each digest or encode costs the GUI tens of ms; the main thread
+    only stores finished text (SetAttribute) and autosaves."""
+    threads: set[str] = set()
+    monkeypatch.setattr(codec, "hashlib", ThreadWatch(codec.hashlib, threads))
+    monkeypatch.setattr(codec, "zlib", ThreadWatch(codec.zlib, threads))
+    scene = Scene(real_backend)
+    logic = SlicerNNInteractiveLogic()
+    logic.autosave = HistoryAutosave(tmp_path, every=1)
+    logic.use_scene(scene.s.scene, scene.editor, scene.s.app_logic)
+    logic.use_backend(scene.backend)
+
+    def drive(*items) -> list[str]:
+        for item in items:
+            logic.enqueue(QueuedPrompt(item))
+        texts = []
+        while logic.busy:
+            texts += [event.text for event in logic.poll() if event.kind == "status"]
+        return texts
+
+    drive(PROMPTS[0], PROMPTS[1], UNDO)
+    hand = scene.mask()
+    hand[5:8, 5:8, 5:8] = 1
+    g = VolumeGeometry.from_volume_node(scene.volume)
+    logic.pipeline.writer.write(scene.segmentation, scene.segment_id, index_to_segmentation(g, scene.segmentation),
+                                full_box(SHAPE), hand)
+    drive(PROMPTS[2])  # the hand edit: the whole mask is a step
+    logic.use_scene(scene.s.scene, scene.editor, scene.s.app_logic)  # the scene reopened: its history resumed
+    texts = drive(PROMPTS[3])
+    logic.close()
+    callers = set(threads)
+    assert [s.op for s in scene.saved().steps] == ["prompt", "prompt", "undo", "set_mask", "prompt", "prompt"]
+    assert not any("stays as saved" in t or "cannot be used" in t for t in texts)
+    assert len(list(tmp_path.glob("*.history.json"))) == 1
+    assert callers and threading.main_thread().name not in callers, callers
