@@ -259,7 +259,10 @@ def test_histories_are_hashed_encoded_and_parsed_only_on_the_worker_thread(real_
             texts += [event.text for event in logic.poll() if event.kind == "status"]
         return texts
 
-    drive(PROMPTS[0], PROMPTS[1], UNDO)
+    drive(PROMPTS[0], PROMPTS[1])
+    logic.undo()  # the host's Undo button
+    drive()
+    assert logic.capabilities == real_backend.capabilities()
     hand = scene.mask()
     hand[5:8, 5:8, 5:8] = 1
     g = VolumeGeometry.from_volume_node(scene.volume)

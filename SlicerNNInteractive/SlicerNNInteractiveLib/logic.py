@@ -89,6 +89,7 @@ class _Running:
     future: Future
     item: QueuedPrompt
     started: float
+    pipeline: PromptPipeline  # the one that prepared the request (use_scene may build another meanwhile)
 
 
 @dataclass
@@ -335,7 +336,8 @@ class SlicerNNInteractiveLogic:
                 return
             item = self.queue.pop(0)
             try:
-                request = self._pipeline().prepare(item.build)
+                pipeline = self._pipeline()
+                request = pipeline.prepare(item.build)
             except Exception as exc:  # nothing was sent or written
                 self._emit("status", error_text(exc))
                 if isinstance(exc, ObliqueViewError):
@@ -344,8 +346,8 @@ class SlicerNNInteractiveLogic:
                 continue
             sending = "uploading the image, " if request.image is not None else ""
             self._emit("status", f"nnInteractive is working ({sending}segment {request.segment_id}) ...")
-            future = in_daemon_thread(self._pipeline().run, request, name="nnInteractive-prompt")
-            self._running = _Running(request, future, item, self._clock())
+            future = in_daemon_thread(pipeline.run, request, name="nnInteractive-prompt")
+            self._running = _Running(request, future, item, self._clock(), pipeline)
 
     def _finish_prompt(self) -> None:
         running = self._running
@@ -354,7 +356,7 @@ class SlicerNNInteractiveLogic:
         self._running = None
         error = running.future.exception()
         if error is not None:
-            self._pipeline().abandon(running.request)  # the segment stays exactly as it was
+            running.pipeline.abandon(running.request)  # the segment stays exactly as it was
             if can_fall_back(self.choice, self.used, error):
                 self._offer_fallback(error, [running.item])
                 return
@@ -362,7 +364,7 @@ class SlicerNNInteractiveLogic:
             running.item.done()
             return
         try:
-            outcome = self._pipeline().apply(running.request, running.future.result())
+            outcome = running.pipeline.apply(running.request, running.future.result())
         except Exception as exc:  # writing failed: say so, and let the next prompt run
             self._emit("status", error_text(exc))
         else:

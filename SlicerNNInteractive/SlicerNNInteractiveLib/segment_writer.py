@@ -105,8 +105,16 @@ class SegmentWriter:
                     self.logic.ModifySegmentByLabelmap(segmentation_node, segment_id, modifier, mode, True, False)
         except Exception as exc:
             raise self._restore(segmentation_node, segment_id, index_to_seg, box, current, exc) from exc
+        if self._unmasked():  # nothing can have kept voxels out: no need to read the box back
+            return WriteOutcome(changed=True, complete=True)
         written = read_mask(segmentation_node, segment_id, index_to_seg, box).astype(bool)
         return WriteOutcome(changed=True, complete=bool(np.array_equal(written, patch)))
+
+    def _unmasked(self) -> bool:
+        """Neither the editable area nor the editable intensity range limits writes."""
+        node = self.editor_node
+        return (node.GetMaskMode() == slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere
+                and not node.GetSourceVolumeIntensityMask())
 
     def _restore(self, segmentation_node, segment_id: str, index_to_seg, box, before: np.ndarray,
                  error: Exception) -> WriteError:
