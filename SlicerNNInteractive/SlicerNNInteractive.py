@@ -12,9 +12,8 @@ from slicer.util import VTKObservationMixin
 from SlicerNNInteractiveTesting.selftest import SlicerNNInteractiveTest  # noqa: F401 (Reload and Test finds it here)
 
 from SlicerNNInteractiveLib import (
-    REDO,
-    UNDO,
     PromptError,
+    UndoHooks,
     box_prompt,
     control_points_world,
     nodes,
@@ -29,7 +28,6 @@ from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history
 from SlicerNNInteractiveLib.install import install
 from SlicerNNInteractiveLib.logic import TIMER_MS, Event, QueuedPrompt, SlicerNNInteractiveLogic
 from SlicerNNInteractiveLib.place_mode import PlaceMode
-from SlicerNNInteractiveLib.recording import RecordingPromptSession, ReplayRequest
 from SlicerNNInteractiveLib.shortcuts import SHORTCUTS
 from SlicerNNInteractiveLib.strokes import StrokeRecorder, stroke_builder
 from SlicerNNInteractiveLib.views import align_with_volume, slice_to_ras
@@ -110,8 +108,8 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.ui.pbNegative.clicked.connect(lambda: self.setPositive(False))
         self.ui.pbResetSegment.clicked.connect(self.resetSegment)
         self.ui.pbNextSegment.clicked.connect(self.nextSegment)
-        self.ui.pbUndo.clicked.connect(lambda: self.enqueue(QueuedPrompt(UNDO)))
-        self.ui.pbRedo.clicked.connect(lambda: self.enqueue(QueuedPrompt(REDO)))
+        self.ui.pbUndo.clicked.connect(lambda: (self.logic.undo(), self.timer.start()))
+        self.ui.pbRedo.clicked.connect(lambda: (self.logic.redo(), self.timer.start()))
         self.ui.pbApplyBox.clicked.connect(self.onApplyBox)
         self.ui.pbAlignViews.clicked.connect(self.alignViews)
         self.ui.backendCombo.currentIndexChanged.connect(self.onBackendKindChanged)
@@ -137,17 +135,16 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.shortcuts[action] = shortcut
 
     def setupScene(self) -> None:
-        """The module's Segment Editor node, markups nodes and session; again after the scene is closed."""
+        """The module's Segment Editor node, markups nodes and pipeline; again after the scene is closed."""
         self.editorNode = nodes.editor_node(slicer.mrmlScene)
         self.editorWidget.setMRMLSegmentEditorNode(self.editorNode)
         # Module Undo/Redo go through the editor's own history (overwritten segments come back); histories recorded.
         e = self.editorWidget
-        session = RecordingPromptSession(slicer.mrmlScene, self.logic.backend if self.logic else None, self.editorNode,
-                                         slicer.app.applicationLogic(), save_undo=e.saveStateForUndo, undo=e.undo,
-                                         redo=e.redo, autosave=self.autosave())
         if self.logic is None:
-            self.logic = SlicerNNInteractiveLogic(session, self.choice())
-        self.logic.session = session
+            self.logic = SlicerNNInteractiveLogic(choice=self.choice())
+            self.logic.autosave = self.autosave()
+        self.logic.use_scene(slicer.mrmlScene, self.editorNode, slicer.app.applicationLogic(),
+                             UndoHooks(e.saveStateForUndo, e.undo, e.redo))
         self.markups = nodes.prompt_markups(slicer.mrmlScene)
         self.addObserver(self.markups["point"], slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
         self.updateSignColors()
@@ -398,7 +395,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onStrokeFinished(self, points, normal) -> None:
         """A finished freehand stroke becomes a scribble or (closed) lasso prompt on that slice."""
-        thickness = lambda: self.logic.backend.capabilities().scribble_thickness  # noqa: E731
+        thickness = lambda: self.logic.capabilities.scribble_thickness  # noqa: E731
         build = stroke_builder(self.active_tool, points, normal, self.positive, thickness)
         self.enqueue(QueuedPrompt(build, self.markups[self.active_tool].RemoveAllControlPoints))
 
@@ -408,7 +405,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onAutosaveChanged(self, *args) -> None:
         settings.save_autosave(qt.QSettings(), self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
-        self.logic.session.autosave = self.autosave()
+        self.logic.autosave = self.autosave()
 
     def exportHistory(self) -> None:
         segmentation, segment_id = self.editorNode.GetSegmentationNode(), self.editorNode.GetSelectedSegmentID()
@@ -429,15 +426,15 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         except PromptError as exc:
             return self.status(str(exc))
         if history is not None:
-            self.changeSegment(self.logic.session.new_segment, _("Replaying the history into a new segment ..."))
-            self.enqueue(QueuedPrompt(ReplayRequest(history)))
+            self.changeSegment(lambda: self.logic.replay(history), _("Replaying the history into a new segment ..."))
+            self.timer.start()
 
     def resetSegment(self) -> None:
         self.logic.drop_queue()
-        self.changeSegment(self.logic.session.reset_segment, _("Segment emptied; the next prompt starts it again."))
+        self.changeSegment(self.logic.reset_segment, _("Segment emptied; the next prompt starts it again."))
 
     def nextSegment(self) -> None:
-        self.changeSegment(self.logic.session.new_segment, _("New segment: the next prompt starts it."))
+        self.changeSegment(self.logic.new_segment, _("New segment: the next prompt starts it."))
 
     def changeSegment(self, change, done: str) -> None:
         """Start the segment over or start a new one: the placed points belong to the old object."""

@@ -13,7 +13,7 @@ from slicer_scene import make_scene
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.interface import Backend
-from SlicerNNInteractiveLib import PromptSession, point_prompt
+from SlicerNNInteractiveLib import PromptPipeline, point_prompt
 from SlicerNNInteractiveLib.logic import TIMER_MS, QueuedPrompt, SlicerNNInteractiveLogic
 
 
@@ -29,15 +29,15 @@ class LoopedPrompt:
 
 
 class PairedPrompts:
-    """A volume, a segment and a PromptSession around one backend (the image is uploaded and the model warm)."""
+    """A volume, a segment and a PromptPipeline around one backend (the image is uploaded and the model warm)."""
 
     def __init__(self, backend: Backend, shape: tuple[int, int, int], ijk_to_ras: np.ndarray) -> None:
         s = make_scene()
         volume = s.volume(mr_like_image(shape, seed=1), ijk_to_ras)
         editor = s.editor_node(volume, s.segmentation(volume))
-        self.session = PromptSession(s.scene, backend, editor, s.app_logic)
+        self.pipeline = PromptPipeline(s.scene, backend, editor, s.app_logic)
         self.shape, self.ijk_to_ras = shape, ijk_to_ras
-        self.session.submit(self.point(0))
+        self.pipeline.submit(self.point(0))
 
     def point(self, index: int) -> Callable:
         """Pair ``index``'s prompt: a point near the blob's centre, the same for both arms of a pair."""
@@ -47,14 +47,14 @@ class PairedPrompts:
 
     def plain(self, index: int) -> float:
         """Prepare, run and write on this thread, on a new segment (each arm does the same work)."""
-        self.session.new_segment()
+        self.pipeline.new_segment()
         began = time.perf_counter()
-        self.session.submit(self.point(index))
+        self.pipeline.submit(self.point(index))
         return time.perf_counter() - began
 
     def looped(self, index: int, logic: SlicerNNInteractiveLogic, interval_s: float = TIMER_MS / 1000,
                timeout_s: float = 600) -> LoopedPrompt:
-        """The same prompt enqueued in ``logic`` (over this session), polled by the emulated loop until written."""
+        """The same prompt enqueued in ``logic`` (over this pipeline), polled by the emulated loop until written."""
         finished: list[int] = []
         run = LoopedPrompt(0.0)
 
@@ -63,7 +63,7 @@ class PairedPrompts:
             run.events.extend(logic.poll())
             (run.writes if finished else run.waits).append(time.perf_counter() - began)
 
-        self.session.new_segment()
+        self.pipeline.new_segment()
         began = time.perf_counter()
         logic.enqueue(QueuedPrompt(self.point(index), lambda: finished.append(1)))
         run_slicer_loop(tick, lambda: bool(finished), interval_s, timeout_s=timeout_s)

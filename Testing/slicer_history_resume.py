@@ -16,7 +16,7 @@ from synthetic import blob_centre, mr_like_image, prompt_script
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.interface import Point
-from SlicerNNInteractiveLib.recording import RecordingPromptSession
+from SlicerNNInteractiveLib.recording import recording_pipeline
 from SlicerNNInteractiveLib.segments import full_box, index_to_segmentation, read_mask
 
 SHAPE = (64, 64, 64)
@@ -38,7 +38,7 @@ def open_mrb(scene, path: Path) -> None:
         raise RuntimeError(f"{path} could not be read")
 
 
-def mask_of(session, editor) -> np.ndarray:
+def mask_of(pipeline, editor) -> np.ndarray:
     from SlicerNNInteractiveLib.geometry import VolumeGeometry
 
     volume, segmentation = editor.GetSourceVolumeNode(), editor.GetSegmentationNode()
@@ -56,9 +56,9 @@ def main(mode: str, model_dir: str, folder: str) -> None:
         segmentation.GetSegmentation().AddEmptySegment("tumour", "tumour")
         editor = s.editor_node(volume, segmentation)
         editor.SetSelectedSegmentID("tumour")
-        session = RecordingPromptSession(s.scene, backend, editor, s.app_logic)
+        pipeline = recording_pipeline(s.scene, backend, editor, s.app_logic)
         for prompt in PROMPTS:
-            session.submit(prompt)
+            pipeline.submit(prompt)
         if not s.scene.WriteToMRB(str(folder_path / "scene.mrb")):
             raise RuntimeError("the scene could not be saved")
     else:
@@ -67,12 +67,12 @@ def main(mode: str, model_dir: str, folder: str) -> None:
         segmentation = s.scene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
         editor = s.editor_node(volume, segmentation)
         editor.SetSelectedSegmentID("tumour")
-        session = RecordingPromptSession(s.scene, backend, editor, s.app_logic)
-        np.save(folder_path / "reopened.npy", mask_of(session, editor))
+        pipeline = recording_pipeline(s.scene, backend, editor, s.app_logic)
+        np.save(folder_path / "reopened.npy", mask_of(pipeline, editor))
     started = time.perf_counter()
-    outcome = session.submit(NEXT)
+    outcome = pipeline.submit(NEXT)
     elapsed = time.perf_counter() - started
-    np.save(folder_path / f"{mode}.npy", mask_of(session, editor))
+    np.save(folder_path / f"{mode}.npy", mask_of(pipeline, editor))
     (folder_path / f"{mode}.txt").write_text(f"{outcome.message}\n{elapsed:.3f}\n")
     backend.close()
 

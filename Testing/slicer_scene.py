@@ -24,6 +24,7 @@ from vtk.util import numpy_support  # noqa: E402
 
 from nninteractive_slicer.errors import BackendUnavailableError  # noqa: E402
 from nninteractive_slicer.interface import Backend, Capabilities, Prompt, PromptResult, UndoState  # noqa: E402
+from SlicerNNInteractiveLib.segment_writer import UndoHooks  # noqa: E402
 
 # Name -> class of the module logics the Segment Editor logic needs under slicer-core (facts.md).
 MODULE_LOGICS = {
@@ -213,3 +214,14 @@ class InstantBackend(Backend):
 
     def _close(self) -> None:
         pass
+
+
+def counted(save) -> UndoHooks | None:
+    """Undo hooks around a host's ``save`` (counting or failing); a test using them never undoes."""
+    if save is None:
+        return None
+
+    def never() -> None:
+        raise AssertionError("this test does not undo")
+
+    return UndoHooks(save, never, never)

@@ -21,7 +21,7 @@ from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.interface import PromptResult
 from nninteractive_slicer.server.config import Limits
 from SlicerNNInteractiveLib import backends as lib_backends
-from SlicerNNInteractiveLib.prompt_session import SYNC, PromptSession
+from SlicerNNInteractiveLib.pipeline import SYNC, PromptPipeline
 from SlicerNNInteractiveLib.upload import upload_status
 
 
@@ -94,6 +94,6 @@ def test_sync_ahead_of_the_first_prompt_says_the_image_is_ready():
     world = make_scene()
     volume = world.volume(np.ones((4, 5, 6), np.int16), np.eye(4))
     editor = world.editor_node(volume, world.segmentation(volume))
-    session = PromptSession(world.scene, None, editor, world.app_logic)
-    prepared = session.prepare(SYNC)
-    assert session.apply(prepared, PromptResult()).message == "The image is ready for prompts."
+    pipeline = PromptPipeline(world.scene, None, editor, world.app_logic)
+    prepared = pipeline.prepare(SYNC)
+    assert pipeline.apply(prepared, PromptResult()).message == "The image is ready for prompts."

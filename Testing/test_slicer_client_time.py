@@ -14,7 +14,7 @@ import pytest
 import vtk
 from slicer_scene import InstantBackend, make_scene
 
-from SlicerNNInteractiveLib import PromptSession, control_points_world, point_prompt
+from SlicerNNInteractiveLib import PromptPipeline, control_points_world, point_prompt
 
 SHAPE = (130, 256, 256)
 PROMPTS = 20
@@ -29,7 +29,7 @@ def test_client_time_per_prompt_at_256x256x130(radius):
     segmentation = s.segmentation(volume)
     editor = s.editor_node(volume, segmentation)
     backend = InstantBackend(radius)
-    session = PromptSession(s.scene, backend, editor, s.app_logic)
+    pipeline = PromptPipeline(s.scene, backend, editor, s.app_logic)
     node = s.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
     totals, prepares, applies = [], [], []
     for n in range(PROMPTS + 1):
@@ -37,11 +37,11 @@ def test_client_time_per_prompt_at_256x256x130(radius):
         node.RemoveAllControlPoints()
         node.AddControlPointWorld(vtk.vtkVector3d(*(lps_ct @ np.r_[kji[::-1], 1.0])[:3]))
         t0 = time.perf_counter()
-        prepared = session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+        prepared = pipeline.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
         t1 = time.perf_counter()
-        result = session.run(prepared)
+        result = pipeline.run(prepared)
         t2 = time.perf_counter()
-        outcome = session.apply(prepared, result)
+        outcome = pipeline.apply(prepared, result)
         t3 = time.perf_counter()
         assert outcome.written
         if n == 0:

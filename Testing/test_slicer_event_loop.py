@@ -60,8 +60,8 @@ def test_the_emulated_loop_starves_a_poll_that_only_checks_done():
 
 
 def compare(timer: PairedPrompts) -> None:
-    logic = SlicerNNInteractiveLogic(timer.session)
-    logic.use_backend(timer.session.backend)
+    logic = SlicerNNInteractiveLogic(timer.pipeline)
+    logic.use_backend(timer.pipeline.backend)
     plain, looped, blocks = [], [], []
     for index in range(1, PAIRS + 1):
         plain.append(timer.plain(index))
@@ -104,13 +104,13 @@ def test_an_undo_snapshot_starved_by_an_idle_slicer_is_taken_before_the_next_pro
     backend = LocalBackend(model_dir=tiny_model_dir, device="cpu", torch_threads=2)
     try:
         timer = PairedPrompts(backend, SHAPE, SPACING)
-        logic = SlicerNNInteractiveLogic(timer.session)
+        logic = SlicerNNInteractiveLogic(timer.pipeline)
         logic.use_backend(backend)
         timer.looped(1, logic)
         hold_gil(2 * DELAY_S)  # idle: the timer is stopped, Qt holds the GIL
         assert backend._engine._unsaved is not None, "the snapshot ran although Python never let it"
         before = backend.get_mask()
-        timer.session.submit(timer.point(2))
+        timer.pipeline.submit(timer.point(2))
         assert backend._engine.history.undo_available >= 1 and backend.undo_state().redo == 0
         mirror = backend.get_mask()
         backend.undo().apply_to(mirror)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from slicer_scene import CountingBackend, make_scene, oblique_lps_matrix
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer import history as h
+from nninteractive_slicer.history import codec
 from nninteractive_slicer.interface import BBox, Point
 from SlicerNNInteractiveLib import UNDO, VolumeGeometry
 from SlicerNNInteractiveLib.history_store import (
@@ -25,8 +27,8 @@ from SlicerNNInteractiveLib.history_store import (
     read_history,
     segments_with_history,
 )
-from SlicerNNInteractiveLib.recording import RecordingPromptSession as Session
-from SlicerNNInteractiveLib.recording import ReplayRequest
+from SlicerNNInteractiveLib.logic import QueuedPrompt, SlicerNNInteractiveLogic
+from SlicerNNInteractiveLib.recording import ReplayRequest, recording_pipeline
 from SlicerNNInteractiveLib.segments import full_box, index_to_segmentation, read_mask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ class Scene:
         self.editor = self.s.editor_node(self.volume, self.segmentation)
         self.editor.SetSelectedSegmentID(self.segment_id)
         self.backend = CountingBackend(backend)
-        self.session = Session(self.s.scene, self.backend, self.editor, self.s.app_logic, autosave=autosave)
+        self.pipeline = recording_pipeline(self.s.scene, self.backend, self.editor, self.s.app_logic, autosave=autosave)
 
     def mask(self) -> np.ndarray:
         g = VolumeGeometry.from_volume_node(self.volume)
@@ -64,14 +66,14 @@ def test_every_step_is_recorded_in_the_scene(real_backend, tiny_model_dir):
     scene = Scene(real_backend)
     c = blob_centre(SHAPE)
     for prompt in PROMPTS[:3]:
-        scene.session.submit(prompt)
-    scene.session.submit(UNDO)
+        scene.pipeline.submit(prompt)
+    scene.pipeline.submit(UNDO)
     hand = np.zeros(SHAPE, np.uint8)
     hand[10:14, 10:14, 10:14] = 1
-    scene.session.writer.write(scene.segmentation, scene.segment_id,
+    scene.pipeline.writer.write(scene.segmentation, scene.segment_id,
                                index_to_segmentation(VolumeGeometry.from_volume_node(scene.volume),
                                                      scene.segmentation), full_box(SHAPE), hand | scene.mask())
-    scene.session.submit(Point(c, True))
+    scene.pipeline.submit(Point(c, True))
     saved = scene.saved()
     assert [s.op for s in saved.steps] == ["prompt"] * 3 + ["undo", "set_mask", "prompt"]
     assert saved.final_digest == h.mask_digest(scene.mask()) == h.mask_digest(real_backend.get_mask())
@@ -109,20 +111,20 @@ def test_without_a_rebuild_the_next_prompt_would_differ(real_backend):
     """Why the rebuild matters: starting the model from the saved segment instead gives another mask."""
     first = Scene(real_backend)
     for prompt in PROMPTS:
-        first.session.submit(prompt)
-    first.session.submit(NEXT)
+        first.pipeline.submit(prompt)
+    first.pipeline.submit(NEXT)
     expected = first.mask()
     text = first.segmentation.GetAttribute(attribute_name(first.segment_id))
     second = Scene(real_backend)
-    second.session.submit(ReplayRequest(h.loads(text)))
+    second.pipeline.submit(ReplayRequest(h.loads(text)))
     np.testing.assert_array_equal(second.mask(), expected)  # the replay action rebuilds the whole history
     restarted = Scene(real_backend)
     history = h.loads(text)
-    restarted.session.writer.write(restarted.segmentation, restarted.segment_id,
+    restarted.pipeline.writer.write(restarted.segmentation, restarted.segment_id,
                                    index_to_segmentation(VolumeGeometry.from_volume_node(restarted.volume),
                                                          restarted.segmentation), full_box(SHAPE),
                                    _mask_after(history, len(PROMPTS)))
-    restarted.session.submit(NEXT)  # no saved history: the model starts from the segment
+    restarted.pipeline.submit(NEXT)  # no saved history: the model starts from the segment
     assert not np.array_equal(restarted.mask(), expected)
 
 
@@ -143,7 +145,7 @@ def _mask_after(history: h.History, steps: int) -> np.ndarray:
 def test_a_history_that_no_longer_matches_is_told_and_the_segment_kept(real_backend, tamper, notice):
     first = Scene(real_backend)
     for prompt in PROMPTS[:2]:
-        first.session.submit(prompt)
+        first.pipeline.submit(prompt)
     saved_mask = first.mask()
     text = first.segmentation.GetAttribute(attribute_name(first.segment_id))
     image = first.image.copy()
@@ -152,7 +154,7 @@ def test_a_history_that_no_longer_matches_is_told_and_the_segment_kept(real_back
     second = Scene(real_backend, image=image)
     if tamper == "edited":
         saved_mask[5:8, 5:8, 5:8] = 1
-    second.session.writer.write(second.segmentation, second.segment_id,
+    second.pipeline.writer.write(second.segmentation, second.segment_id,
                                 index_to_segmentation(VolumeGeometry.from_volume_node(second.volume),
                                                       second.segmentation), full_box(SHAPE), saved_mask)
     if tamper == "model":
@@ -160,7 +162,7 @@ def test_a_history_that_no_longer_matches_is_told_and_the_segment_kept(real_back
     if tamper == "corrupt":
         text = text.replace('"version":1', '"version":7')
     second.segmentation.SetAttribute(attribute_name(second.segment_id), text)
-    outcome = second.session.submit(Point(blob_centre(SHAPE), True))
+    outcome = second.pipeline.submit(Point(blob_centre(SHAPE), True))
     assert notice in outcome.message
     assert second.backend.calls["prompt"] == 1  # nothing replayed
     np.testing.assert_array_equal(second.backend.last_mask, saved_mask)  # the model started from the segment
@@ -176,26 +178,26 @@ def test_export_replay_and_autosave(real_backend, tmp_path):
     autosave = HistoryAutosave(tmp_path / "auto", every=2)
     scene = Scene(real_backend, autosave=autosave)
     k, j, i = blob_centre(SHAPE)
-    scene.session.submit(Point((k, j, i), True))
+    scene.pipeline.submit(Point((k, j, i), True))
     assert not (tmp_path / "auto").exists()
-    scene.session.submit(BBox(((k, k + 1), (j - 6, j + 6), (i - 6, i + 6)), True))
+    scene.pipeline.submit(BBox(((k, k + 1), (j - 6, j + 6), (i - 6, i + 6)), True))
     autosaved = list((tmp_path / "auto").glob("*.history.json"))
     assert len(autosaved) == 1 and h.load(autosaved[0]).prompt_count() == 2
     exported = export_history(scene.segmentation, scene.segment_id, tmp_path / "tumour.history.json")
     assert h.load(exported).final_digest == h.mask_digest(scene.mask())
     other = Scene(real_backend)
-    other.session.submit(ReplayRequest(h.load(exported)))
+    other.pipeline.submit(ReplayRequest(h.load(exported)))
     np.testing.assert_array_equal(other.mask(), scene.mask())
     assert [s.op for s in other.saved().steps] == ["prompt", "prompt"]
     wrong = Scene(real_backend, image=mr_like_image(SHAPE, seed=9))
     with pytest.raises(Exception, match="made on another image"):
-        wrong.session.submit(ReplayRequest(h.load(exported)))
+        wrong.pipeline.submit(ReplayRequest(h.load(exported)))
     assert not wrong.mask().any()
 
 
 def test_histories_of_deleted_segments_are_not_listed(real_backend):
     scene = Scene(real_backend)
-    scene.session.submit(Point(blob_centre(SHAPE), True))
+    scene.pipeline.submit(Point(blob_centre(SHAPE), True))
     scene.segmentation.GetSegmentation().RemoveSegment(scene.segment_id)
     assert segments_with_history(scene.segmentation) == []
 
@@ -203,10 +205,10 @@ def test_histories_of_deleted_segments_are_not_listed(real_backend):
 def test_another_backend_starts_a_new_history_and_an_empty_ending_is_not_replayed(real_backend):
     scene = Scene(real_backend)
     for prompt in PROMPTS[:2]:
-        scene.session.submit(prompt)
+        scene.pipeline.submit(prompt)
     before = scene.mask()
-    scene.session.backend = real_backend  # e.g. the user picked another backend in the Configuration tab
-    scene.session.submit(Point(blob_centre(SHAPE), True))
+    scene.pipeline.backend = real_backend  # e.g. the user picked another backend in the Configuration tab
+    scene.pipeline.submit(Point(blob_centre(SHAPE), True))
     saved = scene.saved()
     assert saved.backend == "local" and [s.op for s in saved.steps] == ["prompt"]
     assert h.mask_digest(saved.initial_mask) == h.mask_digest(before)
@@ -215,6 +217,63 @@ def test_another_backend_starts_a_new_history_and_an_empty_ending_is_not_replaye
     emptied.steps.append(h.Step("reset", h.StepResult(h.mask_digest(np.zeros(SHAPE, np.uint8)))))
     fresh = Scene(real_backend)  # an empty segment whose id carries a history that ended empty
     fresh.segmentation.SetAttribute(attribute_name(fresh.segment_id), h.dumps(emptied))
-    outcome = fresh.session.submit(Point(blob_centre(SHAPE), True))
+    outcome = fresh.pipeline.submit(Point(blob_centre(SHAPE), True))
     assert fresh.backend.calls["prompt"] == 1 and "stays as saved" not in outcome.message
     assert [s.op for s in fresh.saved().steps] == ["prompt"] and fresh.saved().initial_mask is None
+
+
+class ThreadWatch:
+    """Wraps a module (hashlib, zlib) and notes which threads call its functions."""
+
+    def __init__(self, module, threads: set[str]) -> None:
+        self._module, self._threads = module, threads
+
+    def __getattr__(self, name):
+        value = getattr(self._module, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def watched(*args, **kwargs):
+            self._threads.add(threading.current_thread().name)
+            return value(*args, **kwargs)
+        return watched
+
+
+def test_histories_are_hashed_encoded_and_parsed_only_on_the_worker_thread(real_backend, tmp_path, monkeypatch):
+    """Issue 20 #5: on a CT-sized segment each digest or encode costs the GUI tens of ms; the main thread
+    only stores finished text (SetAttribute) and autosaves."""
+    threads: set[str] = set()
+    monkeypatch.setattr(codec, "hashlib", ThreadWatch(codec.hashlib, threads))
+    monkeypatch.setattr(codec, "zlib", ThreadWatch(codec.zlib, threads))
+    scene = Scene(real_backend)
+    logic = SlicerNNInteractiveLogic()
+    logic.autosave = HistoryAutosave(tmp_path, every=1)
+    logic.use_scene(scene.s.scene, scene.editor, scene.s.app_logic)
+    logic.use_backend(scene.backend)
+
+    def drive(*items) -> list[str]:
+        for item in items:
+            logic.enqueue(QueuedPrompt(item))
+        texts = []
+        while logic.busy:
+            texts += [event.text for event in logic.poll() if event.kind == "status"]
+        return texts
+
+    drive(PROMPTS[0], PROMPTS[1])
+    logic.undo()  # the host's Undo button
+    drive()
+    assert logic.capabilities == real_backend.capabilities()
+    hand = scene.mask()
+    hand[5:8, 5:8, 5:8] = 1
+    g = VolumeGeometry.from_volume_node(scene.volume)
+    logic.pipeline.writer.write(scene.segmentation, scene.segment_id, index_to_segmentation(g, scene.segmentation),
+                                full_box(SHAPE), hand)
+    drive(PROMPTS[2])  # the hand edit: the whole mask is a step
+    logic.use_scene(scene.s.scene, scene.editor, scene.s.app_logic)  # the scene reopened: its history resumed
+    texts = drive(PROMPTS[3])
+    logic.close()
+    callers = set(threads)
+    assert [s.op for s in scene.saved().steps] == ["prompt", "prompt", "undo", "set_mask", "prompt", "prompt"]
+    assert not any("stays as saved" in t or "cannot be used" in t for t in texts)
+    assert len(list(tmp_path.glob("*.history.json"))) == 1
+    assert callers and threading.main_thread().name not in callers, callers

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import vtk
 from fixtures_remote import ALICE_KEY
-from slicer_scene import make_scene
+from slicer_scene import counted, make_scene
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.local import LocalBackend
-from SlicerNNInteractiveLib import PromptSession, VolumeGeometry, control_points_world, point_prompt
+from SlicerNNInteractiveLib import PromptPipeline, VolumeGeometry, control_points_world, point_prompt
 from SlicerNNInteractiveLib.automatic import BackendChoice
 from SlicerNNInteractiveLib.backends import BackendConfig
 from SlicerNNInteractiveLib.logic import Built, Event, QueuedPrompt, SlicerNNInteractiveLogic, open_backend
@@ -35,9 +35,9 @@ class Scene:
         self.volume = self.s.volume(mr_like_image(SHAPE, seed=2))
         self.segmentation = self.s.segmentation(self.volume)
         self.editor = self.s.editor_node(self.volume, self.segmentation)
-        self.session = PromptSession(self.s.scene, None, self.editor, self.s.app_logic, save_undo=save_undo)
+        self.pipeline = PromptPipeline(self.s.scene, None, self.editor, self.s.app_logic, counted(save_undo))
         self.built: list[Built] = []
-        self.logic = SlicerNNInteractiveLogic(self.session, choice, build=self.build, **logic_options)
+        self.logic = SlicerNNInteractiveLogic(self.pipeline, choice, build=self.build, **logic_options)
         self.events: list[Event] = []
         self.cleared: list[str] = []
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-from slicer_scene import CountingBackend, make_scene
+from slicer_scene import CountingBackend, counted, make_scene
 from synthetic import CUBE_BOX, CUBE_CENTRE, CUBE_SHAPE, bright_box_image
 from vtk.util import numpy_support
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.interface import Point
-from SlicerNNInteractiveLib import PromptError, PromptSession, VolumeGeometry
+from SlicerNNInteractiveLib import PromptError, PromptPipeline, VolumeGeometry
 from SlicerNNInteractiveLib.segments import BINARY_LABELMAP, full_box, grid_image, index_to_segmentation, read_mask
 
 CLOSED_SURFACE = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
@@ -41,7 +41,8 @@ class Scene:
         self.segmentation = self.s.segmentation(self.volume)
         self.editor = self.s.editor_node(self.volume, self.segmentation)
         self.backend = CountingBackend(backend)
-        self.session = PromptSession(self.s.scene, self.backend, self.editor, self.s.app_logic, save_undo)
+        self.pipeline = PromptPipeline(self.s.scene, self.backend, self.editor, self.s.app_logic,
+                                       counted(save_undo))
 
     @property
     def index_to_seg(self) -> np.ndarray:
@@ -94,7 +95,7 @@ def test_a_segment_on_another_grid_is_refused_and_left_as_it_was(rule_local, gri
     scene.add_labelmap_segment(grid, ((30, 50), (30, 50), (30, 50)))
     before = scene.snapshot()
     with pytest.raises(PromptError, match="uses a different voxel grid than the volume.*Specify geometry"):
-        scene.session.submit(Point(CUBE_CENTRE))
+        scene.pipeline.submit(Point(CUBE_CENTRE))
     assert scene.snapshot() == before
     assert sum(scene.backend.calls.values()) == 0
 
@@ -103,7 +104,7 @@ def test_a_segment_on_another_grid_is_refused_and_left_as_it_was(rule_local, gri
 def test_an_empty_segmentation_on_another_grid_moves_to_the_volumes(rule_local, grid):
     scene = Scene(rule_local)
     scene.use_reference_grid(grid)
-    outcome = scene.session.submit(Point(CUBE_CENTRE))
+    outcome = scene.pipeline.submit(Point(CUBE_CENTRE))
     assert outcome.written, outcome.message
     np.testing.assert_array_equal(scene.mask(outcome.segment_id), scene.cube)
 
@@ -131,7 +132,7 @@ def test_a_closed_surface_segmentation_becomes_a_labelmap_and_is_sent_as_the_sta
     segment.AddRepresentation(CLOSED_SURFACE, sphere.GetOutput())
     segmentation.AddSegment(segment, "surface")
     scene.editor.SetSelectedSegmentID("surface")
-    outcome = scene.session.submit(Point(CUBE_CENTRE))
+    outcome = scene.pipeline.submit(Point(CUBE_CENTRE))
     assert segmentation.GetSourceRepresentationName() == BINARY_LABELMAP
     assert scene.backend.calls["set_initial_mask"] == 1 and scene.backend.last_mask.any()
     assert outcome.written, outcome.message
@@ -152,7 +153,7 @@ def test_a_representation_that_cannot_become_a_labelmap_is_refused_and_left_as_i
     scene.editor.SetSelectedSegmentID("contour")
     before = scene.snapshot()
     with pytest.raises(PromptError, match="cannot be converted to a binary labelmap"):
-        scene.session.submit(Point(CUBE_CENTRE))
+        scene.pipeline.submit(Point(CUBE_CENTRE))
     assert scene.snapshot() == before
     assert sum(scene.backend.calls.values()) == 0
 
@@ -160,16 +161,16 @@ def test_a_representation_that_cannot_become_a_labelmap_is_refused_and_left_as_i
 def test_a_prompt_that_changes_nothing_writes_nothing_and_saves_no_undo_state(rule_local):
     saved: list[int] = []
     scene = Scene(rule_local, save_undo=lambda: saved.append(1))
-    first = scene.session.submit(Point(CUBE_CENTRE))
+    first = scene.pipeline.submit(Point(CUBE_CENTRE))
     assert first.written and len(saved) == 1
     segment_id = first.segment_id
     before = scene.snapshot()
-    again = scene.session.submit(Point(CUBE_CENTRE))  # the cube is segmented already
+    again = scene.pipeline.submit(Point(CUBE_CENTRE))  # the cube is segmented already
     assert not again.written and again.message == "The prompt changed nothing."
     assert scene.snapshot() == before and len(saved) == 1
     # A result the segment already holds (as after a re-sent segment) is not written either.
     box = CUBE_BOX
-    written = scene.session.writer.write(scene.segmentation, segment_id, scene.index_to_seg, box,
+    written = scene.pipeline.writer.write(scene.segmentation, segment_id, scene.index_to_seg, box,
                                          scene.cube[tuple(slice(lo, hi) for lo, hi in box)])
     assert not written.changed and written.complete
     assert scene.snapshot() == before and len(saved) == 1

@@ -1,6 +1,6 @@
 """End to end on real MRML (slicer-core) with the real local backend and the tiny model.
 
-Markups placed in the scene -> PromptSession -> LocalBackend -> the segment, written through
+Markups placed in the scene -> PromptPipeline -> LocalBackend -> the segment, written through
 Slicer's Segment Editor logic. Uploads are counted with a wrapper around the real backend.
 """
 
@@ -18,7 +18,7 @@ from SlicerNNInteractiveLib import (
     REDO,
     UNDO,
     PromptError,
-    PromptSession,
+    PromptPipeline,
     VolumeGeometry,
     box_prompt,
     control_points_world,
@@ -28,9 +28,12 @@ from SlicerNNInteractiveLib import (
     roi_frame_world,
     scribble_prompt,
 )
+from SlicerNNInteractiveLib.logic import error_text
+from SlicerNNInteractiveLib.segment_writer import UndoHooks, WriteError
 from SlicerNNInteractiveLib.segments import full_box, grid_image, index_to_segmentation, read_mask
 
 SHAPE = (64, 64, 64)
+DEPTH = 31  # prompts: 30 undos, past the Segment Editor's 20 states
 Editor = slicer.vtkMRMLSegmentEditorNode
 
 
@@ -58,7 +61,7 @@ class World:
         self.editor = self.s.editor_node(self.volume, self.segmentation)
         self.editor.SetOverwriteMode(Editor.OverwriteNone)
         self.backend = backend
-        self.session = PromptSession(self.s.scene, backend, self.editor, self.s.app_logic)
+        self.pipeline = PromptPipeline(self.s.scene, backend, self.editor, self.s.app_logic)
 
     def world(self, kji) -> np.ndarray:
         g = VolumeGeometry.from_volume_node(self.volume)
@@ -94,7 +97,7 @@ class World:
 
     def point(self, kji, positive: bool = True):
         node = self.fiducial(kji)
-        return self.session.submit(lambda g: point_prompt(control_points_world(node)[0], g, positive))
+        return self.pipeline.submit(lambda g: point_prompt(control_points_world(node)[0], g, positive))
 
 
 @pytest.fixture
@@ -127,7 +130,7 @@ def test_markups_of_every_kind_end_as_the_backends_mask(world):
     )
     roi.SetCenterWorld(world.world(c))
     roi.SetSizeWorld([0.0, 16.0, 16.0])
-    world.session.submit(lambda geometry: box_prompt(*roi_frame_world(roi), geometry))
+    world.pipeline.submit(lambda geometry: box_prompt(*roi_frame_world(roi), geometry))
     np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
 
     ring = [world.world((c[0] + 2, c[1] + 7 * np.cos(a), c[2] + 7 * np.sin(a))) for a in np.linspace(0, 6.2, 40)]
@@ -135,12 +138,12 @@ def test_markups_of_every_kind_end_as_the_backends_mask(world):
     curve.SetCurveTypeToLinear()
     for p in ring:
         curve.AddControlPointWorld(vtk.vtkVector3d(*p))
-    world.session.submit(lambda geometry: lasso_prompt(curve_points_world(curve), geometry))
+    world.pipeline.submit(lambda geometry: lasso_prompt(curve_points_world(curve), geometry))
     np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
 
     stroke = [world.world((c[0] - 3, c[1] - 4 + d, c[2])) for d in range(9)]
     thickness = world.backend.capabilities().scribble_thickness
-    world.session.submit(
+    world.pipeline.submit(
         lambda geometry: scribble_prompt(np.array(stroke), geometry, thickness, normal_world=geometry.plane_normal(0))
     )
     np.testing.assert_array_equal(world.mask(segment_id), world.backend.get_mask())
@@ -242,8 +245,8 @@ def test_unchanged_image_and_segment_are_uploaded_once(world):
 
 
 def test_sync_uploads_ahead_of_the_first_prompt(world):
-    world.session.sync()
-    world.session.sync()
+    world.pipeline.sync()
+    world.pipeline.sync()
     assert world.backend.calls["set_image"] == 1
     assert world.backend.calls["prompt"] == 0
     world.point(centre())
@@ -295,11 +298,11 @@ def test_a_result_for_a_segment_edited_meanwhile_is_not_written(world):
     c = centre()
     segment_id = world.point(c).segment_id
     node = world.fiducial((c[0] + 1, c[1], c[2]))
-    prepared = world.session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
-    result = world.session.run(prepared)  # the model works ...
+    prepared = world.pipeline.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+    result = world.pipeline.run(prepared)  # the model works ...
     world.paint(segment_id, cube((0, 0, 0), (4, 4, 4)), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
     edited = world.mask(segment_id)
-    outcome = world.session.apply(prepared, result)  # ... while the user painted
+    outcome = world.pipeline.apply(prepared, result)  # ... while the user painted
     assert not outcome.written and "changed while" in outcome.message
     np.testing.assert_array_equal(world.mask(segment_id), edited)
     uploads = world.backend.mask_uploads
@@ -313,18 +316,18 @@ def test_undo_reverts_the_last_prompt_and_segment_editor_undo_works_on_results(w
     after_first = world.mask(segment_id)
     world.point((c[0] + 3, c[1] + 3, c[2]))
     assert not np.array_equal(world.mask(segment_id), after_first)
-    world.session.submit(UNDO)
+    world.pipeline.submit(UNDO)
     np.testing.assert_array_equal(world.mask(segment_id), after_first)
     np.testing.assert_array_equal(world.backend.get_mask(), after_first)
 
     # The Segment Editor's own undo restores the state before the model's undo was written.
     world.point((c[0] + 3, c[1] + 3, c[2]))
     after_second = world.mask(segment_id)
-    world.session.writer.undo()
+    world.pipeline.writer.undo()
     np.testing.assert_array_equal(world.mask(segment_id), after_first)
     # That was an edit the backend did not see: the model cannot undo now, and the next prompt re-sends.
     with pytest.raises(PromptError, match="Segment Editor's Undo"):
-        world.session.submit(UNDO)
+        world.pipeline.submit(UNDO)
     uploads = world.backend.mask_uploads
     world.point(c)
     assert world.backend.mask_uploads == uploads + 1
@@ -350,19 +353,19 @@ def test_module_undo_and_redo_restore_every_segment_an_overwrite_changed(world):
         np.testing.assert_array_equal(world.backend.get_mask(), state[0])  # the model agrees
 
     for expected in (states[1], states[0]):
-        assert world.session.submit(UNDO).message == "Undone."
+        assert world.pipeline.submit(UNDO).message == "Undone."
         check(expected)
     with pytest.raises(PromptError, match="no prompt to undo"):
-        world.session.submit(UNDO)
+        world.pipeline.submit(UNDO)
     for expected in (states[1], states[2]):
-        assert world.session.submit(REDO).message == "Redone."
+        assert world.pipeline.submit(REDO).message == "Redone."
         check(expected)
     with pytest.raises(PromptError, match="no prompt to redo"):
-        world.session.submit(REDO)
+        world.pipeline.submit(REDO)
     uploads = world.backend.mask_uploads
-    world.session.submit(UNDO)
+    world.pipeline.submit(UNDO)
     world.point((c[0], c[1] - 3, c[2]))  # a new prompt drops the redo
-    assert not world.session.can_redo and world.backend.undo_state().redo == 0
+    assert not world.pipeline.can_redo and world.backend.undo_state().redo == 0
     assert world.backend.mask_uploads == uploads  # model and segments stayed in step: nothing re-sent
 
 
@@ -375,10 +378,10 @@ def test_module_undo_after_an_edit_of_another_segment_keeps_that_edit(world):
     after_first = world.mask(target)
     world.point((c[0] + 3, c[1] + 3, c[2]))
     world.paint(other, cube((0, 0, 0), (5, 5, 5)), slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd)
-    world.session.submit(UNDO)  # the Segment Editor's Undo would take the painting back: the model's region is written
+    world.pipeline.submit(UNDO)  # the Segment Editor's Undo would take the painting back: the model's region is written
     np.testing.assert_array_equal(world.mask(target), after_first)
     np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
-    world.session.submit(REDO)
+    world.pipeline.submit(REDO)
     np.testing.assert_array_equal(world.mask(target), world.backend.get_mask())
     np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
 
@@ -391,7 +394,7 @@ def test_module_undo_after_an_edit_in_the_same_labelmap_says_to_use_the_editor(w
     world.select(target)
     before = world.mask(target)
     with pytest.raises(PromptError, match="Segment Editor's Undo"):
-        world.session.submit(UNDO)
+        world.pipeline.submit(UNDO)
     np.testing.assert_array_equal(world.mask(target), before)
     np.testing.assert_array_equal(world.mask(other), cube((0, 0, 0), (5, 5, 5)))
 
@@ -401,11 +404,11 @@ def test_reset_next_segment_and_no_selection(world):
     c = centre()
     first = world.point(c).segment_id  # no segment selected: one is created and selected
     assert world.editor.GetSelectedSegmentID() == first
-    world.session.reset_segment()
+    world.pipeline.reset_segment()
     assert not world.mask(first).any()
     world.point(c)
     assert world.backend.calls["reset"] == 1  # the emptied segment restarted the model's object
-    second = world.session.new_segment()
+    second = world.pipeline.new_segment()
     assert second != first and world.editor.GetSelectedSegmentID() == second
     world.point(c)
     assert world.backend.calls["reset"] == 2
@@ -416,11 +419,11 @@ def test_a_backend_switched_mid_prompt_gets_everything_again(world, real_backend
     c = centre()
     segment_id = world.point(c).segment_id
     node = world.fiducial((c[0] + 1, c[1], c[2]))
-    prepared = world.session.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
-    result = world.session.run(prepared)
+    prepared = world.pipeline.prepare(lambda g: point_prompt(control_points_world(node)[0], g))
+    result = world.pipeline.run(prepared)
     replacement = CountingBackend(real_backend)
-    world.session.backend = replacement  # e.g. the user changed the configuration meanwhile
-    assert world.session.apply(prepared, result).written  # the result that arrived is still the user's
+    world.pipeline.backend = replacement  # e.g. the user changed the configuration meanwhile
+    assert world.pipeline.apply(prepared, result).written  # the result that arrived is still the user's
     world.point(c)
     assert replacement.calls["set_image"] == 1
     assert replacement.mask_uploads == 1
@@ -428,7 +431,7 @@ def test_a_backend_switched_mid_prompt_gets_everything_again(world, real_backend
 
 
 def test_without_a_backend_a_prompt_says_what_to_do(world):
-    world.session.backend = None
+    world.pipeline.backend = None
     with pytest.raises(PromptError, match="Configuration tab"):
         world.point(centre())
 
@@ -438,3 +441,94 @@ def test_scene_problems_are_reported_before_anything_is_sent(world):
     with pytest.raises(PromptError, match="source volume"):
         world.point(centre())
     assert sum(world.backend.calls.values()) == 0
+
+
+def editor_history(world, states: int = 20) -> UndoHooks:
+    """The embedded Segment Editor's undo history as the widget passes it: its own logic, ``states`` deep."""
+    logic = slicer.vtkSlicerSegmentEditorLogic()
+    logic.SetMRMLScene(world.s.scene)
+    logic.SetSegmentEditorNode(world.editor)
+    logic.SetMaximumNumberOfUndoStates(states)
+    world.editor_logic = logic
+    return UndoHooks(logic.SaveStateForUndo, logic.Undo, logic.Redo)
+
+
+def test_undo_and_redo_go_as_deep_as_the_model_past_the_editors_history(world):
+    world.pipeline = PromptPipeline(world.s.scene, world.backend, world.editor, world.s.app_logic,
+                                    editor_history(world))
+    c = np.array(centre())
+    offsets = [(dk, dj, di) for dk in (-4, 0, 4) for dj in (-4, 0, 4) for di in (-6, -2, 2, 6)][:DEPTH]
+    segment_id = world.point(tuple(c)).segment_id
+    states = [world.mask(segment_id)]
+    for offset in offsets[1:]:
+        world.point(tuple(c + offset))
+        states.append(world.mask(segment_id))
+    assert len({s.tobytes() for s in states}) > 20  # more distinct steps than the editor keeps
+    for expected in reversed(states[:-1]):
+        assert world.pipeline.submit(UNDO).message == "Undone."
+        np.testing.assert_array_equal(world.mask(segment_id), expected)
+        np.testing.assert_array_equal(world.backend.get_mask(), expected)
+    for expected in states[1:]:
+        assert world.pipeline.submit(REDO).message == "Redone."
+        np.testing.assert_array_equal(world.mask(segment_id), expected)
+        np.testing.assert_array_equal(world.backend.get_mask(), expected)
+    assert world.backend.mask_uploads == 0  # model and segment stayed in step throughout
+
+
+def editor_logics(pipeline) -> list:
+    """Every Segment Editor logic the pipeline keeps (each may hold an undo history)."""
+    return [v for v in vars(pipeline.writer).values() if isinstance(v, slicer.vtkSlicerSegmentEditorLogic)]
+
+
+@pytest.mark.parametrize("hooks", [False, True], ids=["own history", "host's history"])
+def test_no_undo_state_is_kept_that_no_button_restores(world, hooks):
+    if hooks:
+        world.pipeline = PromptPipeline(world.s.scene, world.backend, world.editor, world.s.app_logic,
+                                        editor_history(world))
+    c = centre()
+    for _ in range(3):  # "Next segment" three times, a prompt in each
+        world.pipeline.new_segment()
+        world.point(c)
+    world.pipeline.submit(UNDO)
+    if hooks:  # the host's Undo button reaches its own states; the pipeline keeps none of its own
+        assert world.editor_logic.CanUndo()
+        assert not any(logic.CanUndo() or logic.CanRedo() for logic in editor_logics(world.pipeline))
+    else:  # only the module's Undo reads this history: after undoing the one prompt, nothing is left to undo
+        assert not any(logic.CanUndo() for logic in editor_logics(world.pipeline))
+
+
+class FailingSecondEdit:
+    """The writer's Segment Editor logic, whose second edit of a write fails (e.g. out of memory)."""
+
+    def __init__(self, logic) -> None:
+        self.logic, self.edits = logic, 0
+
+    def __getattr__(self, name):
+        return getattr(self.logic, name)
+
+    def ModifySegmentByLabelmap(self, *args):  # noqa: N802 (VTK's name)
+        self.edits += 1
+        if self.edits == 2:
+            raise MemoryError("no memory left for the labelmap")
+        return self.logic.ModifySegmentByLabelmap(*args)
+
+
+@pytest.mark.parametrize("hooks", [False, True], ids=["own history", "host's history"])
+def test_a_write_that_fails_halfway_restores_every_segment_and_says_so(world, hooks):
+    if hooks:
+        world.pipeline = PromptPipeline(world.s.scene, world.backend, world.editor, world.s.app_logic,
+                                        editor_history(world))
+    world.editor.SetOverwriteMode(Editor.OverwriteAllSegments)
+    c = np.array(centre())
+    world.add_segment("other", cube(c - 10, c - 2))
+    target = world.add_segment("target", cube(c - 4, c + 2))
+    before = snapshot(world)
+    writer = world.pipeline.writer
+    writer.logic = FailingSecondEdit(writer.logic)
+    result = cube(c - 6, c + 4)  # adds voxels, ...
+    result[tuple(slice(k, k + 2) for k in c - 4)] = 0  # ... and removes some
+    with pytest.raises(WriteError, match="restored as they were") as failed:
+        writer.write(world.segmentation, target, world.index_to_seg(), full_box(SHAPE), result)
+    assert writer.logic.edits == 2  # the failure came after the first edit was written
+    assert_same(snapshot(world), before)
+    assert error_text(failed.value) == str(failed.value)  # not "the segment was not changed" on top of it

@@ -20,7 +20,7 @@ from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.official import OfficialBackend
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.interface import Backend
-from SlicerNNInteractiveLib.prompt_session import PromptSession
+from SlicerNNInteractiveLib.pipeline import PromptPipeline
 
 HERE = Path(__file__).resolve().parent
 API_KEY = "benchmark-key-0123456789"
@@ -41,17 +41,17 @@ class SegmentTarget:
         volume = self.world.volume(image, ijk_to_ras)
         segmentation = self.world.segmentation(volume)
         editor = self.world.editor_node(volume, segmentation)
-        self.session = PromptSession(self.world.scene, backend, editor, self.world.app_logic)
+        self.pipeline = PromptPipeline(self.world.scene, backend, editor, self.world.app_logic)
 
     def prompt(self, prompt: Any) -> Any:
         """Voxel prompt -> sync check -> backend -> result written into the segment. Returns the backend result."""
-        prepared = self.session.prepare(prompt)
-        result = self.session.run(prepared)
-        self.session.apply(prepared, result)
+        prepared = self.pipeline.prepare(prompt)
+        result = self.pipeline.run(prepared)
+        self.pipeline.apply(prepared, result)
         return result
 
     def new_object(self) -> None:
-        self.session.reset_segment()
+        self.pipeline.reset_segment()
 
 
 class Target:

@@ -2,7 +2,7 @@
 
 Both servers run behind the same shaped proxy (``proxy.PROFILES``), one after the other and in alternating
 order, each time on an image the server has never seen. "Selecting" an image is what the module does when
-the user chooses a volume: ``PromptSession.sync()`` (the upload starts there), then the first prompt; the
+the user chooses a volume: ``PromptPipeline.sync()`` (the upload starts there), then the first prompt; the
 clock runs from the selection, so a user who clicks at once is the worst case reported here.
 """
 
@@ -46,7 +46,7 @@ def one_user(target: Target, size: str, seed: int) -> dict:
         up0, _ = target.bytes()
         target.model_ms()  # drain the official launcher's times of earlier work
         started = time.perf_counter()
-        segment.session.sync()
+        segment.pipeline.sync()
         upload_ms = (time.perf_counter() - started) * 1000
         upload_bytes = target.bytes()[0] - up0
         first = segment.prompt(prompts[0])
@@ -62,9 +62,9 @@ def one_user(target: Target, size: str, seed: int) -> dict:
         backend.close()  # the session is lost (Slicer restarted, the server reaped it)
     backend = target.make()
     try:
-        segment.session.backend = backend
+        segment.pipeline.backend = backend
         started = time.perf_counter()
-        segment.session.sync()  # image (cached or not) and the segment so far
+        segment.pipeline.sync()  # image (cached or not) and the segment so far
         segment.prompt(prompts[0])
         resume_ms = (time.perf_counter() - started) * 1000
     finally:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/run.py                  # 10 repeats per prompt type and size
     .venv/bin/python benchmarks/run.py --model-dir DIR --device cuda --backends local server --sizes M L
 
-Every prompt goes from voxel coordinates to a Slicer segment: the module's Lib (PromptSession) on
+Every prompt goes from voxel coordinates to a Slicer segment: the module's Lib (PromptPipeline) on
 slicer-core's real MRML, exactly as in Slicer minus rendering. Servers run as subprocesses on
 127.0.0.1 behind a byte-counting proxy. Results: benchmarks/results/<stem>.json, .md and .png.
 """
@@ -53,7 +53,7 @@ def measure_size(all_targets: list[Target], size: str, repeats: int) -> tuple[di
         for target in all_targets:
             up0, _ = target.bytes()
             started = time.perf_counter()
-            segments[target.kind].session.sync()
+            segments[target.kind].pipeline.sync()
             uploads.append({"backend": target.kind, "size": size, "ms": (time.perf_counter() - started) * 1000,
                             "bytes": target.bytes()[0] - up0,
                             "seed_protocol_bytes": seed_protocol.image_upload_bytes(image)})
@@ -99,10 +99,10 @@ def reconnect(target: Target, segment: SegmentTarget) -> tuple[int, float]:
     backend = target.make()
     try:
         segment.new_object()  # only the image is to be restored: count nothing else
-        segment.session.backend = backend
+        segment.pipeline.backend = backend
         up0, _ = target.bytes()
         started = time.perf_counter()
-        segment.session.sync()
+        segment.pipeline.sync()
         return target.bytes()[0] - up0, (time.perf_counter() - started) * 1000
     finally:
         backend.close()

@@ -41,7 +41,7 @@ def measure(name: str, bench: PairedPrompts, pairs: int, old_poll: bool) -> dict
     plain, looped, blocks, writes = [], [], [], []
     for index in range(1, pairs + 1):
         plain.append(bench.plain(index))
-        run = bench.looped(index, SlicerNNInteractiveLogic(bench.session), timeout_s=1800)
+        run = bench.looped(index, SlicerNNInteractiveLogic(bench.pipeline), timeout_s=1800)
         looped.append(run.seconds)
         blocks.append(max(run.waits, default=0.0))
         writes.append(max(run.writes, default=0.0))
@@ -52,7 +52,7 @@ def measure(name: str, bench: PairedPrompts, pairs: int, old_poll: bool) -> dict
            "result_write_ms": 1000 * statistics.median(writes),
            "plain_samples": plain, "loop_samples": looped}
     if old_poll:  # the poll before this change: every 50 ms, done() only
-        old = SlicerNNInteractiveLogic(bench.session, poll_wait=0.0)
+        old = SlicerNNInteractiveLogic(bench.pipeline, poll_wait=0.0)
         row["old_poll_s"] = bench.looped(1, old, interval_s=0.05, timeout_s=1800).seconds
         row["old_ratio"] = row["old_poll_s"] / plain[0]  # the same prompt as the first pair
     return row

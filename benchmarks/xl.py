@@ -17,7 +17,7 @@ from stats import median
 
 from nninteractive_slicer.backends.image_upload import EncodedImage
 from nninteractive_slicer.core.wire import choose_codec, encode_image_chunk
-from SlicerNNInteractiveLib.prompt_session import SYNC
+from SlicerNNInteractiveLib.pipeline import SYNC
 
 SIZE = "XL"
 
@@ -34,12 +34,12 @@ def measure(all_targets: list[Target], repeats: int) -> tuple[list[dict], dict]:
             client0, server0 = _reset_peak(os.getpid()), _reset_peak(pid)
             up0, _ = target.bytes()
             started = time.perf_counter()
-            prepared = segment.session.prepare(SYNC)  # reads the volume: the copy the worker thread works on
+            prepared = segment.pipeline.prepare(SYNC)  # reads the volume: the copy the worker thread works on
             prepare_ms = (time.perf_counter() - started) * 1000
             try:
-                segment.session.run(prepared)
+                segment.pipeline.run(prepared)
             finally:
-                segment.session.abandon(prepared)
+                segment.pipeline.abandon(prepared)
             sync_ms = (time.perf_counter() - started) * 1000
             upload_bytes = target.bytes()[0] - up0
             target.model_ms()  # forget model times of earlier phases (the official launcher keeps them until read)

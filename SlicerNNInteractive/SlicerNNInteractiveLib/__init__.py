@@ -10,13 +10,13 @@ ensure_backends_importable()
 
 from .errors import PromptError  # noqa: E402
 from .geometry import VolumeGeometry  # noqa: E402
-from .prompt_session import (  # noqa: E402
-    REDO,  # noqa: E402
+from .pipeline import (  # noqa: E402
+    REDO,
     UNDO,
     Action,
     Outcome,
-    PreparedPrompt,
-    PromptSession,
+    PromptPipeline,
+    Request,
 )
 from .prompts import (  # noqa: E402
     box_prompt,
@@ -27,18 +27,20 @@ from .prompts import (  # noqa: E402
     roi_frame_world,
     scribble_prompt,
 )
-from .segment_writer import SegmentWriter, WriteOutcome  # noqa: E402
+from .segment_writer import SegmentWriter, UndoHooks, WriteError, WriteOutcome  # noqa: E402
 
 __all__ = [
     "REDO",
     "UNDO",
     "Action",
     "Outcome",
-    "PreparedPrompt",
     "PromptError",
-    "PromptSession",
+    "PromptPipeline",
+    "Request",
     "SegmentWriter",
+    "UndoHooks",
     "VolumeGeometry",
+    "WriteError",
     "WriteOutcome",
     "box_prompt",
     "control_points_world",

@@ -22,16 +22,25 @@ def attribute_name(segment_id: str) -> str:
     return ATTRIBUTE_PREFIX + segment_id
 
 
-def write_history(segmentation_node, segment_id: str, history: History) -> None:
-    segmentation_node.SetAttribute(attribute_name(segment_id), history_io.dumps(history))
+def store_history_text(segmentation_node, segment_id: str, text: str) -> None:
+    """Keep a history file's text in the scene (encoded elsewhere: on the worker thread, off the GUI's)."""
+    segmentation_node.SetAttribute(attribute_name(segment_id), text)
+
+
+def saved_history_text(segmentation_node, segment_id: str) -> str | None:
+    """The segment's saved history as text (None if it has none), to be parsed off the main thread."""
+    return segmentation_node.GetAttribute(attribute_name(segment_id)) or None
+
+
+def parse_history(text: str, segment_name: str) -> History:
+    """A saved history's text as a History; HistoryFormatError naming the segment if it cannot be read."""
+    return history_io.loads(text, f"the history of segment '{segment_name}'")
 
 
 def read_history(segmentation_node, segment_id: str) -> History | None:
     """The segment's saved history, None if it has none; HistoryFormatError if it cannot be read."""
-    text = segmentation_node.GetAttribute(attribute_name(segment_id))
-    if not text:
-        return None
-    return history_io.loads(text, f"the history of segment '{_segment_name(segmentation_node, segment_id)}'")
+    text = saved_history_text(segmentation_node, segment_id)
+    return None if text is None else parse_history(text, _segment_name(segmentation_node, segment_id))
 
 
 def segments_with_history(segmentation_node) -> list[str]:

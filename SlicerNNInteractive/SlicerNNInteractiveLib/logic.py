@@ -36,7 +36,10 @@ from .backends import (
 )
 from .errors import ObliqueViewError, PromptError
 from .geometry import VolumeGeometry
-from .prompt_session import SYNC, Action, PreparedPrompt, PromptSession
+from .history_store import HistoryAutosave
+from .pipeline import REDO, SYNC, UNDO, Action, PromptPipeline, Request, UndoHooks
+from .recording import ReplayRequest, SegmentHistories, recording_pipeline
+from .segment_writer import WriteError
 from .upload import upload_status
 
 log = logging.getLogger(__name__)
@@ -67,7 +70,7 @@ class Event:
 class QueuedPrompt:
     """A prompt waiting for the backend: how to build it from the scene, and what to clear afterwards."""
 
-    build: Callable[[VolumeGeometry], Prompt] | Action
+    build: Callable[[VolumeGeometry], Prompt] | Action | ReplayRequest
     done: Callable[[], None] = lambda: None
 
 
@@ -89,10 +92,11 @@ class Built:
 
 @dataclass
 class _Running:
-    prepared: PreparedPrompt
+    request: Request
     future: Future
     item: QueuedPrompt
     started: float
+    pipeline: PromptPipeline  # the one that prepared the request (use_scene may build another meanwhile)
 
 
 @dataclass
@@ -138,6 +142,8 @@ def open_backend(choice: BackendChoice) -> Built:
 
 def error_text(exc: BaseException) -> str:
     """Backend and scene errors carry messages written for the user; anything else is logged with its traceback."""
+    if isinstance(exc, WriteError):  # it says itself what became of the segments
+        return str(exc)
     if isinstance(exc, (BackendError, PromptError)):
         return f"{exc} The segment was not changed."
     log.error("nnInteractive: the prompt failed", exc_info=exc)
@@ -154,16 +160,20 @@ def _close_when_built(future: Future) -> None:
 
 
 class SlicerNNInteractiveLogic:
-    """Runs prompts for one :class:`PromptSession`, one at a time, on a worker thread, building backends as needed.
+    """Runs prompts through its :class:`PromptPipeline`, one at a time, on a worker thread, building backends as
+    needed.
 
-    The widget calls :meth:`enqueue` (markups callbacks), :meth:`poll` (its timer, while :attr:`busy`)
-    and shows the events poll() returns. ``build`` makes a backend from a choice (worker thread),
-    ``wait`` blocks until one future is done or a timeout passes (it must release the GIL), ``clock`` times.
+    A host (the desktop widget, a web app) calls :meth:`use_scene` (its scene, Segment Editor node and undo
+    hooks), :meth:`enqueue` (markups callbacks), :meth:`poll` (its timer, while :attr:`busy`), the segment
+    actions (:meth:`new_segment`, :meth:`reset_segment`, :meth:`undo`, :meth:`redo`, :meth:`replay`), and shows
+    the events poll() returns; it reads :attr:`capabilities`, never the backend. ``build`` makes a backend
+    from a choice (worker thread), ``wait`` blocks until one future is done or a timeout passes (it must
+    release the GIL), ``clock`` times. ``pipeline`` is for scripts and tests that build their own.
     """
 
     def __init__(
         self,
-        session: PromptSession,
+        pipeline: PromptPipeline | None = None,
         choice: BackendChoice | None = None,
         *,
         build: Callable[[BackendChoice], Built] = open_backend,
@@ -172,7 +182,10 @@ class SlicerNNInteractiveLogic:
         poll_wait: float = POLL_WAIT_S,
         missing: Callable[[str], list[str]] = missing_requirements,
     ) -> None:
-        self.session = session
+        self.pipeline = pipeline
+        self._backend: Backend | None = pipeline.backend if pipeline is not None else None
+        self.capabilities: Capabilities | None = None  # the backend's, as a value (None: no backend yet)
+        self._autosave = HistoryAutosave()
         self.choice = choice or BackendChoice()
         self.used: BackendConfig | None = None  # what the current backend was built from
         self.queue: list[QueuedPrompt] = []
@@ -188,7 +201,54 @@ class SlicerNNInteractiveLogic:
     # -- state ---------------------------------------------------------------------------------
     @property
     def backend(self) -> Backend | None:
-        return self.session.backend
+        return self._backend
+
+    # -- the scene and its segments ----------------------------------------------------------------
+    def use_scene(self, scene, editor_node, app_logic=None, undo: UndoHooks | None = None) -> None:
+        """Prompt into ``scene`` through ``editor_node`` (again after the scene was closed); the backend stays.
+
+        ``undo`` are the host's Segment Editor undo hooks (see :class:`UndoHooks`); without them the pipeline keeps
+        its own history, which only the module's Undo/Redo reach.
+        """
+        self.pipeline = recording_pipeline(scene, self._backend, editor_node, app_logic, undo, self._autosave)
+
+    @property
+    def autosave(self) -> HistoryAutosave:
+        return self._autosave
+
+    @autosave.setter
+    def autosave(self, autosave: HistoryAutosave) -> None:
+        """Where and how often every history in the scene is written to files (takes effect with the next step)."""
+        self._autosave = autosave
+        catch_up = self.pipeline.catch_up if self.pipeline is not None else None
+        if isinstance(catch_up, SegmentHistories):
+            catch_up.autosave = autosave
+
+    def new_segment(self) -> str:
+        """Add an empty segment and select it; the next prompt starts a new object. Raises PromptError."""
+        return self._pipeline().new_segment()
+
+    def reset_segment(self) -> None:
+        """Empty the selected segment; the next prompt starts the object again."""
+        self._pipeline().reset_segment()
+
+    def undo(self) -> None:
+        """Queue an undo of the last prompt (model and segments together)."""
+        self.enqueue(QueuedPrompt(UNDO))
+
+    def redo(self) -> None:
+        self.enqueue(QueuedPrompt(REDO))
+
+    def replay(self, history) -> str:
+        """Replay a saved history (nninteractive_slicer.history.History) into a new segment; returns its id."""
+        segment_id = self.new_segment()
+        self.enqueue(QueuedPrompt(ReplayRequest(history)))
+        return segment_id
+
+    def _pipeline(self) -> PromptPipeline:
+        if self.pipeline is None:
+            raise PromptError("No scene is open for nnInteractive.")
+        return self.pipeline
 
     @property
     def busy(self) -> bool:
@@ -206,12 +266,15 @@ class SlicerNNInteractiveLogic:
 
     def use_backend(self, backend: Backend | None, config: BackendConfig | None = None) -> None:
         """Switch to ``backend`` (None: build the configured one with the next prompt); the old one is closed."""
-        old = self.session.backend
+        old = self._backend
         if old is not None and old is not backend:
             in_daemon_thread(old.close, name="nnInteractive-close")
-        self.session.backend = backend
+        self._backend = backend
+        if self.pipeline is not None:
+            self.pipeline.backend = backend
         self.used = config
-        self._emit("backend", "", backend.capabilities() if backend is not None else None)
+        self.capabilities = backend.capabilities() if backend is not None else None
+        self._emit("backend", "", self.capabilities)
 
     def test_connection(self) -> None:
         """Build the configured backend again, whatever is in use or being built; poll() reports what it says."""
@@ -280,17 +343,18 @@ class SlicerNNInteractiveLogic:
                 return
             item = self.queue.pop(0)
             try:
-                prepared = self.session.prepare(item.build)
+                pipeline = self._pipeline()
+                request = pipeline.prepare(item.build)
             except Exception as exc:  # nothing was sent or written
                 self._emit("status", error_text(exc))
                 if isinstance(exc, ObliqueViewError):
                     self._emit("align", str(exc))
                 item.done()
                 continue
-            sending = "uploading the image, " if prepared.image is not None else ""
-            self._emit("status", f"nnInteractive is working ({sending}segment {prepared.segment_id}) ...")
-            future = in_daemon_thread(self.session.run, prepared, name="nnInteractive-prompt")
-            self._running = _Running(prepared, future, item, self._clock())
+            sending = "uploading the image, " if request.image is not None else ""
+            self._emit("status", f"nnInteractive is working ({sending}segment {request.segment_id}) ...")
+            future = in_daemon_thread(pipeline.run, request, name="nnInteractive-prompt")
+            self._running = _Running(request, future, item, self._clock(), pipeline)
 
     def _finish_prompt(self) -> None:
         running = self._running
@@ -299,7 +363,7 @@ class SlicerNNInteractiveLogic:
         self._running = None
         error = running.future.exception()
         if error is not None:
-            self.session.abandon(running.prepared)  # the segment stays exactly as it was
+            running.pipeline.abandon(running.request)  # the segment stays exactly as it was
             if can_fall_back(self.choice, self.used, error):
                 self._offer_fallback(error, [running.item])
                 return
@@ -307,7 +371,7 @@ class SlicerNNInteractiveLogic:
             running.item.done()
             return
         try:
-            outcome = self.session.apply(running.prepared, running.future.result())
+            outcome = running.pipeline.apply(running.request, running.future.result())
         except Exception as exc:  # writing failed: say so, and let the next prompt run
             self._emit("status", error_text(exc))
         else:
@@ -369,7 +433,7 @@ class SlicerNNInteractiveLogic:
     def _report_rebuild(self) -> None:
         """While a saved history is replayed (once per reopened segment), say how far it got."""
         running = self._running
-        progress = getattr(running.prepared.history, "progress", (0, 0)) if running else (0, 0)
+        progress = running.request.progress.read().replayed if running else (0, 0)
         if progress[1] and progress != self._rebuild_shown:
             self._rebuild_shown = progress
             self._emit("status", "Rebuilding the model from the segment's history: {}/{} steps ...".format(*progress))
