@@ -4,6 +4,7 @@ The client never notices: an image the server let go is uploaded again."""
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import logging
@@ -256,6 +257,8 @@ def test_the_key_comes_from_a_file_or_the_environment_and_is_never_shown(tmp_pat
     key_file.write_text(KEY_A.hex() + "\n")
     assert load_cache_key(key_file, {}) == KEY_A
     assert load_cache_key(None, {image_crypto.KEY_ENV: KEY_B.hex()}) == KEY_B
+    assert load_cache_key(None, {image_crypto.KEY_ENV: base64.b64encode(KEY_B).decode()}) == KEY_B
+    assert load_cache_key(None, {image_crypto.KEY_ENV: base64.urlsafe_b64encode(KEY_B).decode()}) == KEY_B
     assert load_cache_key(None, {}) is None
     args = ["--model-dir", "m", "--cache-dir", str(tmp_path / "c"), "--cache-key-file", str(key_file)]
     config = cli.config_from_args(cli.build_parser().parse_args(args))
