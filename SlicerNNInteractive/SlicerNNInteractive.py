@@ -95,13 +95,14 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.signGroup.addButton(button)
         self.loadSettings()
         self.setupScene()
+        slicer.app.aboutToQuit.connect(lambda: self.logic.close())  # before Python finalises (Logic.close)
         self.connectUi()
         self.setupShortcuts()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         interaction = self.placeMode.interaction
         self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
         self.editorWidget.connect("sourceVolumeNodeChanged(vtkMRMLVolumeNode*)",  # the upload starts at once
-                                  lambda volume: self.logic.image_chosen(volume) and self.timer.start())
+                                  lambda volume: self.logic.image_chosen(volume) and self.timer.start(TIMER_MS))
 
     def connectUi(self) -> None:
         for tool, button in TOOLS.items():
@@ -178,7 +179,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.editorWidget.removeViewObservations()
 
     def cleanup(self) -> None:
-        """Quit or reload: nothing here waits for a download, a model load or a request (see Logic.close)."""
+        """Quit or reload: no more work; the device's current call ends first, within a bound (Logic.close)."""
         self.exit()
         self.removeObservers()
         self.timer.stop()
@@ -237,7 +238,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def testConnection(self) -> None:
         self.logic.configure(self.choice())
         self.logic.test_connection()
-        self.timer.start()
+        self.timer.start(TIMER_MS)
 
     def installRequirements(self, kind: str) -> None:
         """Ask once, then install what the backend kind lacks (PyTorch is not asked about again)."""
@@ -268,18 +269,19 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             return
         self.logic.accept_fallback()
         self.ui.backendCombo.setCurrentIndex(self.ui.backendCombo.findData(self.logic.choice.kind))
-        self.timer.start()
+        self.timer.start(TIMER_MS)
 
     # -- the Logic's events -------------------------------------------------------------------------
     def enqueue(self, item: QueuedPrompt) -> None:
         self.logic.enqueue(item)
-        self.timer.start()
+        self.timer.start(TIMER_MS)
 
     def poll(self) -> None:
+        """Fast while work runs, slow while a backend is open (heartbeats, snapshots), stopped otherwise."""
         for event in self.logic.poll():
             self.show(event)
-        if not self.logic.busy:
-            self.timer.stop()
+        interval = self.logic.timer_ms
+        self.timer.stop() if interval is None else self.timer.setInterval(interval)
 
     def show(self, event: Event) -> None:
         """Dialogs open from their own timer callback: never inside a markups callback or a poll."""

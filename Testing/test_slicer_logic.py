@@ -177,14 +177,17 @@ def test_a_missing_requirement_asks_for_an_install_and_drops_the_queue(local_cho
     assert scene.cleared == ["point"] and scene.built == []
 
 
-def test_closing_never_waits_for_a_model_load(local_choice):
+def test_closing_waits_for_a_model_load_only_up_to_its_bound(local_choice):
+    """Quit stays quick: close() waits for the load (torch must not be running at finalisation), but bounded."""
     scene = Scene(local_choice)
     scene.logic.enqueue(scene.point(CENTRE))
     scene.logic.poll()
     began = time.monotonic()
-    scene.logic.close()
-    assert time.monotonic() - began < 0.5
+    scene.logic.close(wait_s=0.2)
+    assert time.monotonic() - began < 1.0
     assert not scene.logic.busy
+    scene.logic.enqueue(scene.point(CENTRE))  # no more work after close
+    assert not scene.logic.busy and scene.logic.poll() == []
     deadline = time.monotonic() + 60
     while not scene.built:
         assert time.monotonic() < deadline

@@ -6,8 +6,15 @@ thread executes Python that releases the GIL. A poll that merely checks ``done()
 move one GIL-free step per timer tick (a prompt then takes tens of times longer); poll() instead
 waits on the work in flight for most of its tick, and that wait releases the GIL.
 
-Every thread started here is a daemon, so quitting Slicer or reloading the module never waits for a
-download, a model load or a request; backends are closed on such threads too.
+Why the timer keeps ticking slowly while a backend is open: with the timer stopped, no other Python
+thread runs at all while Slicer idles, so a server's heartbeats stop (the session is reaped after the
+liveness timeout) and the local backend's undo snapshot waits for the next prompt. Every IDLE_TIMER_MS,
+poll() lets them run for IDLE_WAIT_S.
+
+Why close() waits, but only so long: at quit Python finalises under the daemon threads still running,
+and ends them with ``pthread_exit``, which aborts the process when it unwinds through torch's C++ frames.
+So close() stops taking work and waits, at most QUIT_WAIT_S, for the device's current call and the
+backend's close. Quitting never waits for a download or a request beyond that.
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ T = TypeVar("T")
 TIMER_MS = 10
 POLL_WAIT_S = 0.03
 LOADING_CHECK_S = 0.5
+# While a backend is open and nothing runs: a tick every second that lets other threads run for 20 ms
+# (heartbeats every liveness/3 s or more need a few ms each; the GUI is never blocked longer than that).
+IDLE_TIMER_MS = 1000
+IDLE_WAIT_S = 0.02
+QUIT_WAIT_S = 10.0  # a prompt or a model load on a GPU ends well within this
+# The local backend's threads that touch torch (core.device_worker, core.snapshots), by name.
+TORCH_THREADS = ("nninteractive-device", "nninteractive-undo-snapshots")
 
 EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices", "align"]
 
@@ -164,6 +178,7 @@ class SlicerNNInteractiveLogic:
         clock: Callable[[], float] = time.monotonic,
         poll_wait: float = POLL_WAIT_S,
         missing: Callable[[str], list[str]] = missing_requirements,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.session = session
         self.choice = choice or BackendChoice()
@@ -177,6 +192,8 @@ class SlicerNNInteractiveLogic:
         self._rebuild_shown: tuple[int, int] = (0, 0)
         self._upload_shown: str | None = None
         self._offered: set[str] = set()  # backend kinds whose recommended packages were offered
+        self._sleep = sleep
+        self.closed = False  # quit or reload: no more work is taken
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -186,6 +203,15 @@ class SlicerNNInteractiveLogic:
     @property
     def busy(self) -> bool:
         return bool(self.queue or self._running or self._building)
+
+    @property
+    def timer_ms(self) -> int | None:
+        """How often the host's timer should call :meth:`poll` now; None: it may stop."""
+        if self.closed:
+            return None
+        if self.busy:
+            return TIMER_MS
+        return IDLE_TIMER_MS if self.backend is not None else None
 
     # -- configuration ---------------------------------------------------------------------------
     def configure(self, choice: BackendChoice) -> bool:
@@ -225,6 +251,9 @@ class SlicerNNInteractiveLogic:
     # -- prompts ---------------------------------------------------------------------------------
     def enqueue(self, item: QueuedPrompt) -> None:
         """Queue a prompt; it is read from the scene and started by the next :meth:`poll`, never in the caller."""
+        if self.closed:
+            item.done()
+            return
         self.queue.append(item)
 
     def image_chosen(self, volume: object | None) -> bool:
@@ -241,6 +270,8 @@ class SlicerNNInteractiveLogic:
 
     def poll(self) -> list[Event]:
         """Finish what is done, start what is next, and wait (GIL released) for at most ``poll_wait`` seconds."""
+        if self.closed:
+            return []
         deadline = self._clock() + self._poll_wait
         self._finish_build()
         self._finish_prompt()
@@ -251,19 +282,38 @@ class SlicerNNInteractiveLogic:
             # What finishes during the wait is taken up by the next tick, a few ms later: the GUI
             # then gets its turn between this wait and writing the result.
             self._wait(pending, remaining)
+        elif not pending and not self.queue and self.backend is not None:
+            self._sleep(IDLE_WAIT_S)  # idle: heartbeats and undo snapshots run now (the GIL is released)
         self._report_loading()
         self._report_rebuild()
         self._report_upload()
         events, self._events = self._events, []
         return events
 
-    def close(self) -> None:
-        """Quit or reload: forget the queue and close everything on daemon threads; nothing here waits."""
+    def close(self, wait_s: float = QUIT_WAIT_S) -> None:
+        """Quit or reload: take no more work, let the call in flight end and close the backend, waiting at most
+        ``wait_s`` (the GIL released) so that Python never finalises under a thread inside torch."""
+        self.closed = True
         self.drop_queue()
         self.decline_fallback()
-        self._abandon_build()
-        self._running = None
-        self.use_backend(None)
+        deadline = self._clock() + wait_s
+        building, running = self._building, self._running
+        self._building = self._running = None
+        in_flight = [job.future for job in (building, running) if job is not None]
+        if in_flight:
+            wait_futures(in_flight, max(0.0, deadline - self._clock()))
+        backends = [self.session.backend]
+        if building is not None and building.future.done():
+            backends.append(building.future.result().backend)
+        elif building is not None:
+            building.future.add_done_callback(_close_when_built)
+        self.session.backend, self.used = None, None
+        closing = [in_daemon_thread(b.close, name="nnInteractive-close") for b in backends if b is not None]
+        if closing:
+            wait_futures(closing, max(0.0, deadline - self._clock()))
+        for thread in threading.enumerate():  # a closed backend's torch threads are on their way out: let them end
+            if thread.name.startswith(TORCH_THREADS) and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - self._clock()))
 
     # -- steps of poll() -------------------------------------------------------------------------
     def _start_next(self) -> None:
