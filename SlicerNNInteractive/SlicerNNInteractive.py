@@ -267,8 +267,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if not self.ask(question):
             self.logic.decline_fallback()
             return
-        self.logic.accept_fallback()
-        self.ui.backendCombo.setCurrentIndex(self.ui.backendCombo.findData(self.logic.choice.kind))
+        self.logic.accept_fallback()  # for this run: the saved choice stays
         self.timer.start(TIMER_MS)
 
     # -- the Logic's events -------------------------------------------------------------------------

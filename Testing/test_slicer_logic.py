@@ -221,6 +221,11 @@ def test_a_local_backend_without_a_gpu_offers_the_server_and_continues_there(loc
     assert scene.logic.choice.kind == "remote"
     assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
     assert scene.cleared == ["kept"] and scene.mask().any()
+    # The fallback is for this run: the widget's configuration (still Local) neither drops the server backend
+    # nor is replaced by it; a real change of configuration ends the fallback.
+    backend = scene.logic.backend
+    assert not scene.logic.configure(choice) and scene.logic.backend is backend
+    assert scene.logic.configure(replace(choice, kind="automatic")) and scene.logic.backend is None
     scene.logic.close()
 
 

@@ -194,6 +194,7 @@ class SlicerNNInteractiveLogic:
         self._offered: set[str] = set()  # backend kinds whose recommended packages were offered
         self._sleep = sleep
         self.closed = False  # quit or reload: no more work is taken
+        self._fell_back_from: BackendChoice | None = None  # the user's choice while the server stands in for it
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -216,9 +217,9 @@ class SlicerNNInteractiveLogic:
     # -- configuration ---------------------------------------------------------------------------
     def configure(self, choice: BackendChoice) -> bool:
         """Take a new configuration; only a real change drops the backend (and its loaded model or session)."""
-        if choice == self.choice:
+        if choice in (self.choice, self._fell_back_from):
             return False
-        self.choice = choice
+        self.choice, self._fell_back_from = choice, None
         self._abandon_build()
         self.use_backend(None)
         return True
@@ -240,8 +241,11 @@ class SlicerNNInteractiveLogic:
         self._start_build()
 
     def accept_fallback(self) -> None:
-        """Continue on the configured server with the prompts the local backend could not run."""
-        self.configure(fallen_back(self.choice))
+        """Continue on the configured server with the prompts the local backend could not run, for this run only:
+        the user's choice (Automatic or Local) stays what the widget saves, and configuring it again changes nothing."""
+        chosen = self.choice
+        self.configure(fallen_back(chosen))
+        self._fell_back_from = chosen
         self.queue[:0], self.fallback_queue = self.fallback_queue, []
 
     def decline_fallback(self) -> None:
