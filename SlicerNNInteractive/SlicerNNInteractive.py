@@ -48,7 +48,7 @@ class SlicerNNInteractive(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Promptable 3D segmentation with nnInteractive: place points, boxes, scribbles or lassos in slice "
             "views and the selected segment follows. Runs on this computer's GPU or on a server. Keys: P point, "
-            "X box, S scribble, L lasso, N positive/negative, E next segment, U undo, Ctrl+Shift+R reset."
+            "X box, D scribble, L lasso, N positive/negative, E next segment, U undo, Ctrl+Shift+R reset."
         )
         self.parent.acknowledgementText = _(
             "nnInteractive: Isensee, Rokuss, Kraemer et al. (2025), arXiv:2503.08373. Based on the "
