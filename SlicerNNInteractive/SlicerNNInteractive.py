@@ -26,7 +26,7 @@ from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER
 from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements, recommended_requirements
 from SlicerNNInteractiveLib.boxes import BoxPlacement
 from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
-from SlicerNNInteractiveLib.install import install
+from SlicerNNInteractiveLib.install import RECOMMENDED_INSTALLED, install
 from SlicerNNInteractiveLib.logic import TIMER_MS, Event, QueuedPrompt, SlicerNNInteractiveLogic
 from SlicerNNInteractiveLib.place_mode import PlaceMode
 from SlicerNNInteractiveLib.recording import RecordingPromptSession, ReplayRequest
@@ -242,7 +242,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def installRequirements(self, kind: str) -> None:
         """Ask once, then install what the backend kind lacks (PyTorch is not asked about again)."""
-        missing = missing_requirements(kind) + recommended_requirements(kind)
+        missing = missing_requirements(kind)
         if not missing:
             self.status(_("Everything this backend needs is installed."))
             return
@@ -259,6 +259,14 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.status(install(missing, slicer.util.pip_install, step=step))
         finally:
             progress.close()
+
+    def offerRecommended(self, kind: str, text: str) -> None:
+        """Asked once per user, whatever the answer; installing it never interrupts the prompt in progress."""
+        if settings.offered(qt.QSettings(), kind):
+            return
+        settings.remember_offered(qt.QSettings(), kind)
+        if self.ask(_("{text} Install it now?").format(text=text)):
+            self.status(install(recommended_requirements(kind), slicer.util.pip_install, done=RECOMMENDED_INSTALLED))
 
     def ask(self, question: str) -> bool:  # the self-test answers in its place
         return slicer.util.confirmYesNoDisplay(question)
@@ -292,6 +300,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             "loading": lambda: self.showLoading(event.text),
             "align": lambda: self.ui.pbAlignViews.setVisible(True),
             "install": lambda: qt.QTimer.singleShot(0, lambda: self.installRequirements(event.data)),
+            "recommend": lambda: qt.QTimer.singleShot(0, lambda: self.offerRecommended(event.data, event.text)),
             "fallback": lambda: qt.QTimer.singleShot(0, lambda: self.offerFallback(event.text)),
         }
         handlers[event.kind]()

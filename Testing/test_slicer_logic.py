@@ -243,3 +243,34 @@ def test_poll_waits_on_the_work_in_flight_and_never_past_its_budget(local_choice
     assert len(waits) > 3, "poll() should have waited on the model load and the prompt"
     assert all(count == 1 and 0 < timeout <= 0.02 for count, timeout in waits)
     scene.logic.close()
+
+
+class AutomaticRunsHere(Scene):
+    """Automatic as on a machine with a usable GPU: it resolves to the local backend (the build is the seam)."""
+
+    def build(self, choice: BackendChoice) -> Built:
+        return super().build(replace(choice, kind="local"))
+
+
+def zstandard_missing(kind: str) -> list[str]:
+    return ["zstandard>=0.22"] if kind == "remote" else []
+
+
+def test_the_zstandard_offer_is_made_once_and_only_for_a_server_in_use(local_choice, remote_choice):
+    here = AutomaticRunsHere(replace(local_choice, kind="automatic", server=remote_choice.server),
+                             recommended=zstandard_missing)
+    here.logic.enqueue(here.point(CENTRE))
+    here.drive()
+    assert type(here.logic.backend).__name__ == "LocalBackend"
+    assert not [e for e in here.events if e.kind in ("recommend", "install")], here.events
+    here.logic.close()
+
+    scene = Scene(remote_choice, recommended=zstandard_missing)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    (offer,) = [e for e in scene.events if e.kind == "recommend"]
+    assert offer.data == "remote" and "faster with zstandard" in offer.text and "needs" not in offer.text
+    scene.logic.test_connection()
+    scene.drive()
+    assert len([e for e in scene.events if e.kind == "recommend"]) == 1
+    scene.logic.close()

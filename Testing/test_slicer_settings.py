@@ -76,3 +76,10 @@ def test_a_self_test_puts_the_users_settings_back_as_they_were():
     settings.save_autosave(store, "/tmp/x", 3)
     settings.restore(store, saved)
     assert store.values == before
+
+
+def test_a_recommended_package_is_offered_once_per_user_not_per_session():
+    store = Store()
+    assert not settings.offered(store, "remote")
+    settings.remember_offered(store, "remote")
+    assert settings.offered(store, "remote") and not settings.offered(store, "official")

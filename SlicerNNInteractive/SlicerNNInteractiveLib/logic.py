@@ -56,14 +56,16 @@ QUIT_WAIT_S = 10.0  # a prompt or a model load on a GPU ends well within this
 # The local backend's threads that touch torch (core.device_worker, core.snapshots), by name.
 TORCH_THREADS = ("nninteractive-device", "nninteractive-undo-snapshots")
 
-EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices", "align"]
+EventKind = Literal["status", "connection", "backend", "install", "recommend", "fallback", "loading", "devices",
+                    "align"]
 
 
 @dataclass(frozen=True)
 class Event:
     """Something for the widget to show. ``data``: Capabilities (or None) for "backend", a kind for
-    "install", the device names for "devices"; "loading" with empty text means the model finished
-    loading; "align" means a drawing was refused because the views are oblique to the volume."""
+    "install" (what it needs) and "recommend" (what would make it faster), the device names for "devices";
+    "loading" with empty text means the model finished loading; "align" means a drawing was refused because
+    the views are oblique to the volume."""
 
     kind: EventKind
     text: str = ""
@@ -179,6 +181,7 @@ class SlicerNNInteractiveLogic:
         poll_wait: float = POLL_WAIT_S,
         missing: Callable[[str], list[str]] = missing_requirements,
         sleep: Callable[[float], object] = time.sleep,
+        recommended: Callable[[str], list[str]] = recommended_requirements,
     ) -> None:
         self.session = session
         self.choice = choice or BackendChoice()
@@ -192,7 +195,7 @@ class SlicerNNInteractiveLogic:
         self._rebuild_shown: tuple[int, int] = (0, 0)
         self._upload_shown: str | None = None
         self._offered: set[str] = set()  # backend kinds whose recommended packages were offered
-        self._sleep = sleep
+        self._sleep, self._recommended = sleep, recommended
         self.closed = False  # quit or reload: no more work is taken
         self._fell_back_from: BackendChoice | None = None  # the user's choice while the server stands in for it
 
@@ -369,10 +372,6 @@ class SlicerNNInteractiveLogic:
             self.drop_queue()
             self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
             return
-        recommended = [] if kind in self._offered else recommended_requirements(kind)
-        if recommended:  # offered once, never required
-            self._offered.add(kind)
-            self._emit("install", f"This backend runs faster with {', '.join(recommended)}.", kind)
         future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
         self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
         self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
@@ -398,9 +397,19 @@ class SlicerNNInteractiveLogic:
         self.use_backend(built.backend, built.config)
         caps: Capabilities = built.backend.capabilities()
         self._emit("connection", built.description)
+        self._offer_recommended(built.config.kind if built.config is not None else "")
         if built.devices:
             self._emit("devices", "", built.devices)
         self._emit("status", f"Ready: {caps.backend}, model {caps.model_id} on {caps.device}. {built.description}")
+
+    def _offer_recommended(self, kind: str) -> None:
+        """What makes the backend in use faster, offered once per Logic (the widget also once per user), never
+        required: only for the kind that was built, so never while Automatic runs locally."""
+        recommended = [] if kind in self._offered else self._recommended(kind)
+        if recommended:
+            self._offered.add(kind)
+            self._emit("recommend", f"The server connection is faster with {', '.join(recommended)} "
+                       "(it compresses images several times faster).", kind)
 
     def _report_loading(self) -> None:
         """While a model loads, say how much of it is on disk (once nnInteractive was imported, off this thread)."""

@@ -78,3 +78,12 @@ def restore(store: Any, saved: dict[str, Any]) -> None:
             store.remove(key)
     for key, value in saved.items():
         store.setValue(key, value)
+
+
+def offered(store: Any, kind: str) -> bool:
+    """Whether the packages that make ``kind`` faster were offered already (asked once per user, not per session)."""
+    return bool(store.value(f"{PREFIX}/offered/{kind}"))
+
+
+def remember_offered(store: Any, kind: str) -> None:
+    store.setValue(f"{PREFIX}/offered/{kind}", "1")
