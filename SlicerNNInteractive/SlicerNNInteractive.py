@@ -408,7 +408,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onStrokeFinished(self, points, normal) -> None:
         """A finished freehand stroke becomes a scribble or (closed) lasso prompt on that slice."""
-        thickness = lambda: self.logic.backend.capabilities().scribble_thickness  # noqa: E731
+        thickness = lambda: self.logic.capabilities.scribble_thickness  # noqa: E731 (asked when built: no network)
         build = stroke_builder(self.active_tool, points, normal, self.positive, thickness)
         self.enqueue(QueuedPrompt(build, self.markups[self.active_tool].RemoveAllControlPoints))
 

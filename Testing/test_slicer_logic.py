@@ -274,3 +274,36 @@ def test_the_zstandard_offer_is_made_once_and_only_for_a_server_in_use(local_cho
     scene.drive()
     assert len([e for e in scene.events if e.kind == "recommend"]) == 1
     scene.logic.close()
+
+
+def test_no_capabilities_request_runs_on_the_main_thread(local_choice, monkeypatch):
+    """A server backend may answer capabilities() with an HTTP request (after a lost session: up to its
+    timeout), so the builder's thread asks, and the main thread, scribbles included, uses that answer."""
+    import threading
+
+    from slicer_scene import CountingBackend
+
+    import SlicerNNInteractiveLib.logic as logic_module
+    from SlicerNNInteractiveLib.strokes import stroke_builder
+
+    askers: list[str] = []
+
+    class Asked(CountingBackend):
+        def capabilities(self):
+            askers.append(threading.current_thread().name)
+            return super().capabilities()
+
+    real = logic_module.make_backend
+    monkeypatch.setattr(logic_module, "make_backend", lambda config: Asked(real(config)))
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    centre = np.array(CENTRE[::-1], dtype=float)
+    stroke = np.array([centre + [dx, 0.0, 0.0] for dx in range(-6, 7)])
+    build = stroke_builder("scribble", stroke, np.array([0.0, 0.0, 1.0]), True,
+                           lambda: scene.logic.capabilities.scribble_thickness)
+    scene.logic.enqueue(QueuedPrompt(build))
+    scene.drive()
+    assert askers and threading.main_thread().name not in askers, askers
+    assert not [t for t in scene.texts() if "not changed" in t], scene.texts()
+    scene.logic.close()

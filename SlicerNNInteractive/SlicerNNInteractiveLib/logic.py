@@ -94,6 +94,7 @@ class Built:
     error: BaseException | None = None
     devices: tuple[str, ...] = ()
     reason: str = ""  # why this backend was chosen
+    capabilities: Capabilities | None = None  # asked on the builder's thread: a server may have to be asked
 
 
 @dataclass
@@ -139,10 +140,12 @@ def build_backend(choice: BackendChoice) -> Built:
     try:
         description = backend.check_connection()
         devices = tuple(cuda_devices()) if config.kind == "local" else ()
+        capabilities = backend.capabilities()
     except Exception as exc:
         backend.close()
         return Built(config, error=exc, reason=reason)
-    return Built(config, backend, f"{description}. {reason}.", devices=devices, reason=reason)
+    return Built(config, backend, f"{description}. {reason}.", devices=devices, reason=reason,
+                 capabilities=capabilities)
 
 
 def error_text(exc: BaseException) -> str:
@@ -186,6 +189,7 @@ class SlicerNNInteractiveLogic:
         self.session = session
         self.choice = choice or BackendChoice()
         self.used: BackendConfig | None = None  # what the current backend was built from
+        self.capabilities: Capabilities | None = None  # of the backend in use
         self.queue: list[QueuedPrompt] = []
         self.fallback_queue: list[QueuedPrompt] = []  # prompts kept while the user decides on the server
         self._build, self._wait, self._clock, self._poll_wait, self._missing = build, wait, clock, poll_wait, missing
@@ -227,14 +231,20 @@ class SlicerNNInteractiveLogic:
         self.use_backend(None)
         return True
 
-    def use_backend(self, backend: Backend | None, config: BackendConfig | None = None) -> None:
-        """Switch to ``backend`` (None: build the configured one with the next prompt); the old one is closed."""
+    def use_backend(self, backend: Backend | None, config: BackendConfig | None = None,
+                    capabilities: Capabilities | None = None) -> None:
+        """Switch to ``backend`` (None: build the configured one with the next prompt); the old one is closed.
+        ``capabilities`` as the builder's thread asked them: the main thread never asks a server (only a backend
+        handed in directly, by a test or a host, is asked here)."""
         old = self.session.backend
         if old is not None and old is not backend:
             in_daemon_thread(old.close, name="nnInteractive-close")
         self.session.backend = backend
         self.used = config
-        self._emit("backend", "", backend.capabilities() if backend is not None else None)
+        if capabilities is None and backend is not None:
+            capabilities = backend.capabilities()
+        self.capabilities = capabilities
+        self._emit("backend", "", capabilities)
 
     def test_connection(self) -> None:
         """Build the configured backend again, whatever is in use or being built; poll() reports what it says."""
@@ -394,8 +404,9 @@ class SlicerNNInteractiveLogic:
             self.drop_queue()
             return
         assert built.backend is not None
-        self.use_backend(built.backend, built.config)
-        caps: Capabilities = built.backend.capabilities()
+        self.use_backend(built.backend, built.config, built.capabilities)
+        caps = self.capabilities
+        assert caps is not None
         self._emit("connection", built.description)
         self._offer_recommended(built.config.kind if built.config is not None else "")
         if built.devices:
