@@ -307,3 +307,46 @@ def test_no_capabilities_request_runs_on_the_main_thread(local_choice, monkeypat
     assert askers and threading.main_thread().name not in askers, askers
     assert not [t for t in scene.texts() if "not changed" in t], scene.texts()
     scene.logic.close()
+
+
+def test_a_volume_switch_drops_the_uploads_for_volumes_left_and_stops_the_running_one():
+    import threading
+
+    from slicer_scene import InstantBackend
+
+    class SlowUploads(InstantBackend):
+        """Each image upload waits until the test lets it go; records which image arrived."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = threading.Event()
+            self.images: list[float] = []
+
+        def _set_image(self, image, spacing) -> None:
+            self.go.wait(60)
+            self.images.append(float(image.flat[0]))
+
+    s = make_scene()
+    volumes = [s.volume(np.full(SHAPE, value, np.float32), name=f"V{value}") for value in (1.0, 2.0, 3.0)]
+    editor = s.editor_node(volumes[0], s.segmentation(volumes[0]))
+    backend = SlowUploads()
+    logic = SlicerNNInteractiveLogic(PromptSession(s.scene, backend, editor, s.app_logic), poll_wait=0.01)
+    logic.use_backend(backend)
+    assert logic.image_chosen(volumes[0])
+    logic.poll()  # volume 1's upload starts, and waits
+    for volume in volumes[1:]:  # the user goes on to volume 2, then 3
+        editor.SetAndObserveSourceVolumeNode(volume)
+        logic.image_chosen(volume)
+    assert len(logic.queue) == 1 and logic._running is None  # noqa: SLF001
+    backend.go.set()
+    deadline = time.monotonic() + 60
+    events = []
+    while logic.busy:
+        assert time.monotonic() < deadline
+        events.extend(logic.poll())
+    deadline = time.monotonic() + 10
+    while len(backend.images) < 2 and time.monotonic() < deadline:  # volume 1's abandoned call ends too
+        time.sleep(0.05)
+    assert sorted(backend.images) == [1.0, 3.0], backend.images  # volume 2 was never sent
+    assert [e.text for e in events if e.text.startswith("The image is ready for prompts.")], events
+    logic.close(wait_s=1)

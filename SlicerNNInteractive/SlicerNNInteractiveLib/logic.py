@@ -278,6 +278,16 @@ class SlicerNNInteractiveLogic:
         prompt's place (the upload is then not what the first result waits for). True when queued."""
         if volume is None or self.backend is None:
             return False
+        # The user left the volumes those uploads were for: drop the queued ones and stop waiting for the one
+        # running (its result is never applied; the next upload sends the volume now chosen).
+        self._drop([item for item in self.queue if item.build == SYNC])
+        self.queue = [item for item in self.queue if item.build != SYNC]
+        running = self._running
+        left = running is not None and running.prepared.volume_node_id != volume.GetID()  # type: ignore[attr-defined]
+        if running is not None and left and running.prepared.prompt == SYNC:
+            self._running = None
+            self.session.abandon(running.prepared)
+            running.item.done()
         self.enqueue(QueuedPrompt(SYNC))
         return True
 
