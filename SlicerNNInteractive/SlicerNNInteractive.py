@@ -25,7 +25,7 @@ from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER
 from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements, recommended_requirements
 from SlicerNNInteractiveLib.boxes import BoxPlacement
 from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
-from SlicerNNInteractiveLib.install import install
+from SlicerNNInteractiveLib.install import RECOMMENDED_INSTALLED, install
 from SlicerNNInteractiveLib.logic import TIMER_MS, Event, QueuedPrompt, SlicerNNInteractiveLogic
 from SlicerNNInteractiveLib.place_mode import PlaceMode
 from SlicerNNInteractiveLib.shortcuts import SHORTCUTS
@@ -46,7 +46,7 @@ class SlicerNNInteractive(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Promptable 3D segmentation with nnInteractive: place points, boxes, scribbles or lassos in slice "
             "views and the selected segment follows. Runs on this computer's GPU or on a server. Keys: P point, "
-            "X box, S scribble, L lasso, N positive/negative, E next segment, U undo, Ctrl+Shift+R reset."
+            "X box, D scribble, L lasso, N positive/negative, E next segment, U undo, Ctrl+Shift+R reset."
         )
         self.parent.acknowledgementText = _(
             "nnInteractive: Isensee, Rokuss, Kraemer et al. (2025), arXiv:2503.08373. Based on the "
@@ -93,13 +93,14 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.signGroup.addButton(button)
         self.loadSettings()
         self.setupScene()
+        slicer.app.aboutToQuit.connect(lambda: self.logic.close())  # before Python finalises (Logic.close)
         self.connectUi()
         self.setupShortcuts()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         interaction = self.placeMode.interaction
         self.addObserver(interaction, interaction.InteractionModeChangedEvent, self.onInteractionModeChanged)
         self.editorWidget.connect("sourceVolumeNodeChanged(vtkMRMLVolumeNode*)",  # the upload starts at once
-                                  lambda volume: self.logic.image_chosen(volume) and self.timer.start())
+                                  lambda volume: self.logic.image_chosen(volume) and self.timer.start(TIMER_MS))
 
     def connectUi(self) -> None:
         for tool, button in TOOLS.items():
@@ -175,7 +176,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.editorWidget.removeViewObservations()
 
     def cleanup(self) -> None:
-        """Quit or reload: nothing here waits for a download, a model load or a request (see Logic.close)."""
+        """Quit or reload: no more work; the device's current call ends first, within a bound (Logic.close)."""
         self.exit()
         self.removeObservers()
         self.timer.stop()
@@ -234,11 +235,11 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def testConnection(self) -> None:
         self.logic.configure(self.choice())
         self.logic.test_connection()
-        self.timer.start()
+        self.timer.start(TIMER_MS)
 
     def installRequirements(self, kind: str) -> None:
         """Ask once, then install what the backend kind lacks (PyTorch is not asked about again)."""
-        missing = missing_requirements(kind) + recommended_requirements(kind)
+        missing = missing_requirements(kind)
         if not missing:
             self.status(_("Everything this backend needs is installed."))
             return
@@ -256,6 +257,14 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         finally:
             progress.close()
 
+    def offerRecommended(self, kind: str, text: str) -> None:
+        """Asked once per user, whatever the answer; installing it never interrupts the prompt in progress."""
+        if settings.offered(qt.QSettings(), kind):
+            return
+        settings.remember_offered(qt.QSettings(), kind)
+        if self.ask(_("{text} Install it now?").format(text=text)):
+            self.status(install(recommended_requirements(kind), slicer.util.pip_install, done=RECOMMENDED_INSTALLED))
+
     def ask(self, question: str) -> bool:  # the self-test answers in its place
         return slicer.util.confirmYesNoDisplay(question)
 
@@ -263,20 +272,20 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         if not self.ask(question):
             self.logic.decline_fallback()
             return
-        self.logic.accept_fallback()
-        self.ui.backendCombo.setCurrentIndex(self.ui.backendCombo.findData(self.logic.choice.kind))
-        self.timer.start()
+        self.logic.accept_fallback()  # for this run: the saved choice stays
+        self.timer.start(TIMER_MS)
 
     # -- the Logic's events -------------------------------------------------------------------------
     def enqueue(self, item: QueuedPrompt) -> None:
         self.logic.enqueue(item)
-        self.timer.start()
+        self.timer.start(TIMER_MS)
 
     def poll(self) -> None:
+        """Fast while work runs, slow while a backend is open (heartbeats, snapshots), stopped otherwise."""
         for event in self.logic.poll():
             self.show(event)
-        if not self.logic.busy:
-            self.timer.stop()
+        interval = self.logic.timer_ms
+        self.timer.stop() if interval is None else self.timer.setInterval(interval)
 
     def show(self, event: Event) -> None:
         """Dialogs open from their own timer callback: never inside a markups callback or a poll."""
@@ -288,6 +297,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             "loading": lambda: self.showLoading(event.text),
             "align": lambda: self.ui.pbAlignViews.setVisible(True),
             "install": lambda: qt.QTimer.singleShot(0, lambda: self.installRequirements(event.data)),
+            "recommend": lambda: qt.QTimer.singleShot(0, lambda: self.offerRecommended(event.data, event.text)),
             "fallback": lambda: qt.QTimer.singleShot(0, lambda: self.offerFallback(event.text)),
         }
         handlers[event.kind]()
@@ -395,7 +405,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def onStrokeFinished(self, points, normal) -> None:
         """A finished freehand stroke becomes a scribble or (closed) lasso prompt on that slice."""
-        thickness = lambda: self.logic.capabilities.scribble_thickness  # noqa: E731
+        thickness = lambda: self.logic.capabilities.scribble_thickness  # noqa: E731 (asked when built: no network)
         build = stroke_builder(self.active_tool, points, normal, self.positive, thickness)
         self.enqueue(QueuedPrompt(build, self.markups[self.active_tool].RemoveAllControlPoints))
 

@@ -177,14 +177,17 @@ def test_a_missing_requirement_asks_for_an_install_and_drops_the_queue(local_cho
     assert scene.cleared == ["point"] and scene.built == []
 
 
-def test_closing_never_waits_for_a_model_load(local_choice):
+def test_closing_waits_for_a_model_load_only_up_to_its_bound(local_choice):
+    """Quit stays quick: close() waits for the load (torch must not be running at finalisation), but bounded."""
     scene = Scene(local_choice)
     scene.logic.enqueue(scene.point(CENTRE))
     scene.logic.poll()
     began = time.monotonic()
-    scene.logic.close()
-    assert time.monotonic() - began < 0.5
+    scene.logic.close(wait_s=0.2)
+    assert time.monotonic() - began < 1.0
     assert not scene.logic.busy
+    scene.logic.enqueue(scene.point(CENTRE))  # no more work after close
+    assert not scene.logic.busy and scene.logic.poll() == []
     deadline = time.monotonic() + 60
     while not scene.built:
         assert time.monotonic() < deadline
@@ -218,6 +221,11 @@ def test_a_local_backend_without_a_gpu_offers_the_server_and_continues_there(loc
     assert scene.logic.choice.kind == "remote"
     assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
     assert scene.cleared == ["kept"] and scene.mask().any()
+    # The fallback is for this run: the widget's configuration (still Local) neither drops the server backend
+    # nor is replaced by it; a real change of configuration ends the fallback.
+    backend = scene.logic.backend
+    assert not scene.logic.configure(choice) and scene.logic.backend is backend
+    assert scene.logic.configure(replace(choice, kind="automatic")) and scene.logic.backend is None
     scene.logic.close()
 
 
@@ -235,3 +243,110 @@ def test_poll_waits_on_the_work_in_flight_and_never_past_its_budget(local_choice
     assert len(waits) > 3, "poll() should have waited on the model load and the prompt"
     assert all(count == 1 and 0 < timeout <= 0.02 for count, timeout in waits)
     scene.logic.close()
+
+
+class AutomaticRunsHere(Scene):
+    """Automatic as on a machine with a usable GPU: it resolves to the local backend (the build is the seam)."""
+
+    def build(self, choice: BackendChoice) -> Built:
+        return super().build(replace(choice, kind="local"))
+
+
+def zstandard_missing(kind: str) -> list[str]:
+    return ["zstandard>=0.22"] if kind == "remote" else []
+
+
+def test_the_zstandard_offer_is_made_once_and_only_for_a_server_in_use(local_choice, remote_choice):
+    here = AutomaticRunsHere(replace(local_choice, kind="automatic", server=remote_choice.server),
+                             recommended=zstandard_missing)
+    here.logic.enqueue(here.point(CENTRE))
+    here.drive()
+    assert type(here.logic.backend).__name__ == "LocalBackend"
+    assert not [e for e in here.events if e.kind in ("recommend", "install")], here.events
+    here.logic.close()
+
+    scene = Scene(remote_choice, recommended=zstandard_missing)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    (offer,) = [e for e in scene.events if e.kind == "recommend"]
+    assert offer.data == "remote" and "faster with zstandard" in offer.text and "needs" not in offer.text
+    scene.logic.test_connection()
+    scene.drive()
+    assert len([e for e in scene.events if e.kind == "recommend"]) == 1
+    scene.logic.close()
+
+
+def test_no_capabilities_request_runs_on_the_main_thread(local_choice, monkeypatch):
+    """A server backend may answer capabilities() with an HTTP request (after a lost session: up to its
+    timeout), so the builder's thread asks, and the main thread, scribbles included, uses that answer."""
+    import threading
+
+    from slicer_scene import CountingBackend
+
+    import SlicerNNInteractiveLib.logic as logic_module
+    from SlicerNNInteractiveLib.strokes import stroke_builder
+
+    askers: list[str] = []
+
+    class Asked(CountingBackend):
+        def capabilities(self):
+            askers.append(threading.current_thread().name)
+            return super().capabilities()
+
+    real = logic_module.make_backend
+    monkeypatch.setattr(logic_module, "make_backend", lambda config: Asked(real(config)))
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE))
+    scene.drive()
+    centre = np.array(CENTRE[::-1], dtype=float)
+    stroke = np.array([centre + [dx, 0.0, 0.0] for dx in range(-6, 7)])
+    build = stroke_builder("scribble", stroke, np.array([0.0, 0.0, 1.0]), True,
+                           lambda: scene.logic.capabilities.scribble_thickness)
+    scene.logic.enqueue(QueuedPrompt(build))
+    scene.drive()
+    assert askers and threading.main_thread().name not in askers, askers
+    assert not [t for t in scene.texts() if "not changed" in t], scene.texts()
+    scene.logic.close()
+
+
+def test_a_volume_switch_drops_the_uploads_for_volumes_left_and_stops_the_running_one():
+    import threading
+
+    from slicer_scene import InstantBackend
+
+    class SlowUploads(InstantBackend):
+        """Each image upload waits until the test lets it go; records which image arrived."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = threading.Event()
+            self.images: list[float] = []
+
+        def _set_image(self, image, spacing) -> None:
+            self.go.wait(60)
+            self.images.append(float(image.flat[0]))
+
+    s = make_scene()
+    volumes = [s.volume(np.full(SHAPE, value, np.float32), name=f"V{value}") for value in (1.0, 2.0, 3.0)]
+    editor = s.editor_node(volumes[0], s.segmentation(volumes[0]))
+    backend = SlowUploads()
+    logic = SlicerNNInteractiveLogic(PromptSession(s.scene, backend, editor, s.app_logic), poll_wait=0.01)
+    logic.use_backend(backend)
+    assert logic.image_chosen(volumes[0])
+    logic.poll()  # volume 1's upload starts, and waits
+    for volume in volumes[1:]:  # the user goes on to volume 2, then 3
+        editor.SetAndObserveSourceVolumeNode(volume)
+        logic.image_chosen(volume)
+    assert len(logic.queue) == 1 and logic._running is None  # noqa: SLF001
+    backend.go.set()
+    deadline = time.monotonic() + 60
+    events = []
+    while logic.busy:
+        assert time.monotonic() < deadline
+        events.extend(logic.poll())
+    deadline = time.monotonic() + 10
+    while len(backend.images) < 2 and time.monotonic() < deadline:  # volume 1's abandoned call ends too
+        time.sleep(0.05)
+    assert sorted(backend.images) == [1.0, 3.0], backend.images  # volume 2 was never sent
+    assert [e.text for e in events if e.text.startswith("The image is ready for prompts.")], events
+    logic.close(wait_s=1)

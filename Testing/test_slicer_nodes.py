@@ -21,3 +21,13 @@ def test_point_labels_are_shown_and_no_markup_is_saved_with_the_scene():
     assert markups["point"].GetDisplayNode().GetPointLabelsVisibility()
     assert not any(markup.GetSaveWithScene() for markup in markups.values())
     assert all(markups[tool].GetLocked() for tool in ("scribble", "lasso"))
+
+
+def test_reload_takes_over_the_markups_instead_of_adding_them_again():
+    s = make_scene()
+    first = nodes.prompt_markups(s.scene)
+    first["point"].AddControlPointWorld(1.0, 2.0, 3.0)
+    again = nodes.prompt_markups(s.scene)  # the reloaded module's setup
+    assert s.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode") == 3
+    assert all(again[tool] is first[tool] for tool in first)
+    assert again["point"].GetNumberOfControlPoints() == 0

@@ -21,6 +21,12 @@ class Store:
     def setValue(self, key: str, value: str) -> None:  # noqa: N802 (QSettings' name)
         self.values[key] = value
 
+    def allKeys(self) -> list[str]:  # noqa: N802 (QSettings' name)
+        return list(self.values)
+
+    def remove(self, key: str) -> None:
+        self.values.pop(key, None)
+
 
 def test_a_first_start_is_automatic_with_this_projects_server_on_this_computer():
     choice = settings.load(Store())
@@ -49,3 +55,31 @@ def test_an_unknown_stored_kind_falls_back_to_automatic():
     store.setValue(f"{settings.PREFIX}/server", "nonsense")
     choice = settings.load(store)
     assert choice.kind == "automatic" and choice.server.kind == "remote"
+
+
+def test_a_cleared_server_address_stays_cleared_so_automatic_offers_the_install():
+    store = Store()
+    settings.save(store, BackendChoice("automatic", BackendConfig("local"), BackendConfig("remote", "", "")))
+    choice = settings.load(store)
+    assert choice.server.url == "" and not choice.has_server
+
+
+def test_a_self_test_puts_the_users_settings_back_as_they_were():
+    store = Store()
+    store.setValue("Other/key", "kept")
+    settings.save(store, BackendChoice("official", BackendConfig("local", device="cuda:1"),
+                                       BackendConfig("official", "https://gpu:8000", "secret")))
+    saved = settings.snapshot(store)
+    before = dict(store.values)
+    settings.save(store, BackendChoice("local", BackendConfig("local", device="cpu", model="/tmp/tiny"),
+                                       BackendConfig("remote", "http://127.0.0.1:9", "")))
+    settings.save_autosave(store, "/tmp/x", 3)
+    settings.restore(store, saved)
+    assert store.values == before
+
+
+def test_a_recommended_package_is_offered_once_per_user_not_per_session():
+    store = Store()
+    assert not settings.offered(store, "remote")
+    settings.remember_offered(store, "remote")
+    assert settings.offered(store, "remote") and not settings.offered(store, "official")

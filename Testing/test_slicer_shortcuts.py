@@ -20,6 +20,7 @@ def test_the_shortcuts_take_no_slice_view_key_and_reset_needs_modifiers():
 def test_the_previous_scheme_is_reported():
     assert problems(PREVIOUS) == [
         "bbox: B is a slice-view key",
+        "scribble: S is a Markups key",
         "sign: T is a slice-view key",
         "reset: R is a slice-view key",
         "reset: a destructive action on one unmodified key",

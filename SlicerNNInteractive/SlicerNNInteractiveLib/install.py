@@ -14,6 +14,7 @@ from .backends import TORCH_REQUIREMENT
 
 log = logging.getLogger(__name__)
 INSTALLED = "Installed. Place the prompt again."
+RECOMMENDED_INSTALLED = "Installed: the next connection to the server uses it."
 
 
 def install_torch_through_pytorch_utils() -> bool:
@@ -32,8 +33,10 @@ def install(
     pip_install: Callable[[str], object],
     install_torch: Callable[[], bool] = install_torch_through_pytorch_utils,
     step: Callable[[str, int], None] = lambda requirement, index: None,
+    done: str = INSTALLED,
 ) -> str:
-    """Install ``missing`` in order (torch first); returns the message for the status line."""
+    """Install ``missing`` in order (torch first); returns the message for the status line (``done`` when all
+    went well)."""
     ordered = sorted(missing, key=lambda requirement: requirement != "torch")
     for index, requirement in enumerate(ordered):
         step(requirement, index)
@@ -47,4 +50,4 @@ def install(
         except Exception as exc:  # pip or the network failed: say so, keep the module usable
             log.exception("nnInteractive: installing %s failed", requirement)
             return f"Installing {requirement} failed: {exc}. Check the network and the Python console."
-    return INSTALLED
+    return done

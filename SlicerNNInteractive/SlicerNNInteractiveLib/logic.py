@@ -6,8 +6,15 @@ thread executes Python that releases the GIL. A poll that merely checks ``done()
 move one GIL-free step per timer tick (a prompt then takes tens of times longer); poll() instead
 waits on the work in flight for most of its tick, and that wait releases the GIL.
 
-Every thread started here is a daemon, so quitting Slicer or reloading the module never waits for a
-download, a model load or a request; backends are closed on such threads too.
+Why the timer keeps ticking slowly while a backend is open: with the timer stopped, no other Python
+thread runs at all while Slicer idles, so a server's heartbeats stop (the session is reaped after the
+liveness timeout) and the local backend's undo snapshot waits for the next prompt. Every IDLE_TIMER_MS,
+poll() lets them run for IDLE_WAIT_S.
+
+Why close() waits, but only so long: at quit Python finalises under the daemon threads still running,
+and ends them with ``pthread_exit``, which aborts the process when it unwinds through torch's C++ frames.
+So close() stops taking work and waits, at most QUIT_WAIT_S, for the device's current call and the
+backend's close. Quitting never waits for a download or a request beyond that.
 """
 
 from __future__ import annotations
@@ -51,15 +58,24 @@ T = TypeVar("T")
 TIMER_MS = 10
 POLL_WAIT_S = 0.03
 LOADING_CHECK_S = 0.5
+# While a backend is open and nothing runs: a tick every second that lets other threads run for 20 ms
+# (heartbeats every liveness/3 s or more need a few ms each; the GUI is never blocked longer than that).
+IDLE_TIMER_MS = 1000
+IDLE_WAIT_S = 0.02
+QUIT_WAIT_S = 10.0  # a prompt or a model load on a GPU ends well within this
+# The local backend's threads that touch torch (core.device_worker, core.snapshots), by name.
+TORCH_THREADS = ("nninteractive-device", "nninteractive-undo-snapshots")
 
-EventKind = Literal["status", "connection", "backend", "install", "fallback", "loading", "devices", "align"]
+EventKind = Literal["status", "connection", "backend", "install", "recommend", "fallback", "loading", "devices",
+                    "align"]
 
 
 @dataclass(frozen=True)
 class Event:
     """Something for the widget to show. ``data``: Capabilities (or None) for "backend", a kind for
-    "install", the device names for "devices"; "loading" with empty text means the model finished
-    loading; "align" means a drawing was refused because the views are oblique to the volume."""
+    "install" (what it needs) and "recommend" (what would make it faster), the device names for "devices";
+    "loading" with empty text means the model finished loading; "align" means a drawing was refused because
+    the views are oblique to the volume."""
 
     kind: EventKind
     text: str = ""
@@ -88,6 +104,7 @@ class Built:
     error: BaseException | None = None
     devices: tuple[str, ...] = ()
     reason: str = ""  # why this backend was chosen
+    capabilities: Capabilities | None = None  # asked on the builder's thread: a server may have to be asked
 
 
 @dataclass
@@ -134,10 +151,12 @@ def open_backend(choice: BackendChoice) -> Built:
     try:
         description = backend.check_connection()
         devices = tuple(cuda_devices()) if config.kind == "local" else ()
+        capabilities = backend.capabilities()
     except Exception as exc:
         backend.close()
         return Built(config, error=exc, reason=reason)
-    return Built(config, backend, f"{description}. {reason}.", devices=devices, reason=reason)
+    return Built(config, backend, f"{description}. {reason}.", devices=devices, reason=reason,
+                 capabilities=capabilities)
 
 
 def error_text(exc: BaseException) -> str:
@@ -181,6 +200,8 @@ class SlicerNNInteractiveLogic:
         clock: Callable[[], float] = time.monotonic,
         poll_wait: float = POLL_WAIT_S,
         missing: Callable[[str], list[str]] = missing_requirements,
+        sleep: Callable[[float], object] = time.sleep,
+        recommended: Callable[[str], list[str]] = recommended_requirements,
     ) -> None:
         self.pipeline = pipeline
         self._backend: Backend | None = pipeline.backend if pipeline is not None else None
@@ -197,6 +218,9 @@ class SlicerNNInteractiveLogic:
         self._rebuild_shown: tuple[int, int] = (0, 0)
         self._upload_shown: str | None = None
         self._offered: set[str] = set()  # backend kinds whose recommended packages were offered
+        self._sleep, self._recommended = sleep, recommended
+        self.closed = False  # quit or reload: no more work is taken
+        self._fell_back_from: BackendChoice | None = None  # the user's choice while the server stands in for it
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -254,18 +278,30 @@ class SlicerNNInteractiveLogic:
     def busy(self) -> bool:
         return bool(self.queue or self._running or self._building)
 
+    @property
+    def timer_ms(self) -> int | None:
+        """How often the host's timer should call :meth:`poll` now; None: it may stop."""
+        if self.closed:
+            return None
+        if self.busy:
+            return TIMER_MS
+        return IDLE_TIMER_MS if self.backend is not None else None
+
     # -- configuration ---------------------------------------------------------------------------
     def configure(self, choice: BackendChoice) -> bool:
         """Take a new configuration; only a real change drops the backend (and its loaded model or session)."""
-        if choice == self.choice:
+        if choice in (self.choice, self._fell_back_from):
             return False
-        self.choice = choice
+        self.choice, self._fell_back_from = choice, None
         self._abandon_build()
         self.use_backend(None)
         return True
 
-    def use_backend(self, backend: Backend | None, config: BackendConfig | None = None) -> None:
-        """Switch to ``backend`` (None: build the configured one with the next prompt); the old one is closed."""
+    def use_backend(self, backend: Backend | None, config: BackendConfig | None = None,
+                    capabilities: Capabilities | None = None) -> None:
+        """Switch to ``backend`` (None: build the configured one with the next prompt); the old one is closed.
+        ``capabilities`` as the builder's thread asked them: the main thread never asks a server (only a backend
+        handed in directly, by a test or a host, is asked here)."""
         old = self._backend
         if old is not None and old is not backend:
             in_daemon_thread(old.close, name="nnInteractive-close")
@@ -273,8 +309,10 @@ class SlicerNNInteractiveLogic:
         if self.pipeline is not None:
             self.pipeline.backend = backend
         self.used = config
-        self.capabilities = backend.capabilities() if backend is not None else None
-        self._emit("backend", "", self.capabilities)
+        if capabilities is None and backend is not None:
+            capabilities = backend.capabilities()
+        self.capabilities = capabilities
+        self._emit("backend", "", capabilities)
 
     def test_connection(self) -> None:
         """Build the configured backend again, whatever is in use or being built; poll() reports what it says."""
@@ -284,8 +322,11 @@ class SlicerNNInteractiveLogic:
         self._start_build()
 
     def accept_fallback(self) -> None:
-        """Continue on the configured server with the prompts the local backend could not run."""
-        self.configure(fallen_back(self.choice))
+        """Continue on the configured server with the prompts the local backend could not run, for this run only:
+        the user's choice (Automatic or Local) stays what the widget saves, and configuring it again changes nothing."""
+        chosen = self.choice
+        self.configure(fallen_back(chosen))
+        self._fell_back_from = chosen
         self.queue[:0], self.fallback_queue = self.fallback_queue, []
 
     def decline_fallback(self) -> None:
@@ -295,6 +336,9 @@ class SlicerNNInteractiveLogic:
     # -- prompts ---------------------------------------------------------------------------------
     def enqueue(self, item: QueuedPrompt) -> None:
         """Queue a prompt; it is read from the scene and started by the next :meth:`poll`, never in the caller."""
+        if self.closed:
+            item.done()
+            return
         self.queue.append(item)
 
     def image_chosen(self, volume: object | None) -> bool:
@@ -302,6 +346,16 @@ class SlicerNNInteractiveLogic:
         prompt's place (the upload is then not what the first result waits for). True when queued."""
         if volume is None or self.backend is None:
             return False
+        # The user left the volumes those uploads were for: drop the queued ones and stop waiting for the one
+        # running (its result is never applied; the next upload sends the volume now chosen).
+        self._drop([item for item in self.queue if item.build == SYNC])
+        self.queue = [item for item in self.queue if item.build != SYNC]
+        running = self._running
+        left = running is not None and running.request.volume_node_id != volume.GetID()  # type: ignore[attr-defined]
+        if running is not None and left and running.request.prompt == SYNC:
+            self._running = None
+            running.pipeline.abandon(running.request)
+            running.item.done()
         self.enqueue(QueuedPrompt(SYNC))
         return True
 
@@ -311,6 +365,8 @@ class SlicerNNInteractiveLogic:
 
     def poll(self) -> list[Event]:
         """Finish what is done, start what is next, and wait (GIL released) for at most ``poll_wait`` seconds."""
+        if self.closed:
+            return []
         deadline = self._clock() + self._poll_wait
         self._finish_build()
         self._finish_prompt()
@@ -321,19 +377,40 @@ class SlicerNNInteractiveLogic:
             # What finishes during the wait is taken up by the next tick, a few ms later: the GUI
             # then gets its turn between this wait and writing the result.
             self._wait(pending, remaining)
+        elif not pending and not self.queue and self.backend is not None:
+            self._sleep(IDLE_WAIT_S)  # idle: heartbeats and undo snapshots run now (the GIL is released)
         self._report_loading()
         self._report_rebuild()
         self._report_upload()
         events, self._events = self._events, []
         return events
 
-    def close(self) -> None:
-        """Quit or reload: forget the queue and close everything on daemon threads; nothing here waits."""
+    def close(self, wait_s: float = QUIT_WAIT_S) -> None:
+        """Quit or reload: take no more work, let the call in flight end and close the backend, waiting at most
+        ``wait_s`` (the GIL released) so that Python never finalises under a thread inside torch."""
+        self.closed = True
         self.drop_queue()
         self.decline_fallback()
-        self._abandon_build()
-        self._running = None
-        self.use_backend(None)
+        deadline = self._clock() + wait_s
+        building, running = self._building, self._running
+        self._building = self._running = None
+        in_flight = [job.future for job in (building, running) if job is not None]
+        if in_flight:
+            wait_futures(in_flight, max(0.0, deadline - self._clock()))
+        backends = [self._backend]
+        if building is not None and building.future.done():
+            backends.append(building.future.result().backend)
+        elif building is not None:
+            building.future.add_done_callback(_close_when_built)
+        self._backend, self.used = None, None
+        if self.pipeline is not None:
+            self.pipeline.backend = None
+        closing = [in_daemon_thread(b.close, name="nnInteractive-close") for b in backends if b is not None]
+        if closing:
+            wait_futures(closing, max(0.0, deadline - self._clock()))
+        for thread in threading.enumerate():  # a closed backend's torch threads are on their way out: let them end
+            if thread.name.startswith(TORCH_THREADS) and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - self._clock()))
 
     # -- steps of poll() -------------------------------------------------------------------------
     def _start_next(self) -> None:
@@ -386,10 +463,6 @@ class SlicerNNInteractiveLogic:
             self.drop_queue()
             self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
             return
-        recommended = [] if kind in self._offered else recommended_requirements(kind)
-        if recommended:  # offered once, never required
-            self._offered.add(kind)
-            self._emit("install", f"This backend runs faster with {', '.join(recommended)}.", kind)
         future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
         self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
         self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
@@ -412,12 +485,23 @@ class SlicerNNInteractiveLogic:
             self.drop_queue()
             return
         assert built.backend is not None
-        self.use_backend(built.backend, built.config)
-        caps: Capabilities = built.backend.capabilities()
+        self.use_backend(built.backend, built.config, built.capabilities)
+        caps = self.capabilities
+        assert caps is not None
         self._emit("connection", built.description)
+        self._offer_recommended(built.config.kind if built.config is not None else "")
         if built.devices:
             self._emit("devices", "", built.devices)
         self._emit("status", f"Ready: {caps.backend}, model {caps.model_id} on {caps.device}. {built.description}")
+
+    def _offer_recommended(self, kind: str) -> None:
+        """What makes the backend in use faster, offered once per Logic (the widget also once per user), never
+        required: only for the kind that was built, so never while Automatic runs locally."""
+        recommended = [] if kind in self._offered else self._recommended(kind)
+        if recommended:
+            self._offered.add(kind)
+            self._emit("recommend", f"The server connection is faster with {', '.join(recommended)} "
+                       "(it compresses images several times faster).", kind)
 
     def _report_loading(self) -> None:
         """While a model loads, say how much of it is on disk (once nnInteractive was imported, off this thread)."""

@@ -22,11 +22,19 @@ def editor_node(scene):
     return node
 
 
+TOOL_ATTRIBUTE = "SlicerNNInteractive.tool"
+
+
 def prompt_markups(scene) -> dict:
-    """One markups node per drawing tool, not saved with the scene; points show their + or - label."""
+    """One markups node per drawing tool, not saved with the scene; points show their + or - label. The nodes
+    a previous instance of the module made (Reload) are taken over, emptied, so none is left twice."""
     markups = {}
     for tool, class_name in MARKUPS.items():
-        markup = scene.AddNewNodeByClass(class_name, f"nnInteractive {tool}")
+        markup = _tool_node(scene, class_name, tool)
+        if markup is None:
+            markup = scene.AddNewNodeByClass(class_name, f"nnInteractive {tool}")
+            markup.SetAttribute(TOOL_ATTRIBUTE, tool)
+        markup.RemoveAllControlPoints()
         markup.SetSaveWithScene(False)
         markup.CreateDefaultDisplayNodes()
         if tool != "point":
@@ -36,3 +44,11 @@ def prompt_markups(scene) -> dict:
         markups[tool] = markup
     markups["point"].GetDisplayNode().SetPointLabelsVisibility(True)
     return markups
+
+
+def _tool_node(scene, class_name: str, tool: str):
+    for index in range(scene.GetNumberOfNodesByClass(class_name)):
+        node = scene.GetNthNodeByClass(index, class_name)
+        if node.GetAttribute(TOOL_ATTRIBUTE) == tool:
+            return node
+    return None

@@ -27,7 +27,8 @@ def server_kind(store: Any, kind: str) -> str:
 def server_fields(store: Any, kind: str) -> tuple[str, str]:
     """(URL, API key) stored for the server a choice of ``kind`` uses."""
     server = server_kind(store, kind)
-    return store.value(f"{PREFIX}/{server}/url") or DEFAULT_URL, store.value(f"{PREFIX}/{server}/apiKey") or ""
+    url = store.value(f"{PREFIX}/{server}/url")  # "" is kept: a cleared address means no server
+    return DEFAULT_URL if url is None else url, store.value(f"{PREFIX}/{server}/apiKey") or ""
 
 
 def remember_server(store: Any, kind: str) -> None:
@@ -63,3 +64,26 @@ def autosave(store: Any) -> tuple[str, int]:
 def save_autosave(store: Any, folder: str, every: int) -> None:
     store.setValue(f"{PREFIX}/history/autosaveFolder", folder)
     store.setValue(f"{PREFIX}/history/autosaveEvery", every)
+
+
+def snapshot(store: Any) -> dict[str, Any]:
+    """Every value the module keeps, so a self-test can put the user's settings back afterwards."""
+    return {key: store.value(key) for key in store.allKeys() if key.startswith(f"{PREFIX}/")}
+
+
+def restore(store: Any, saved: dict[str, Any]) -> None:
+    """The module's settings exactly as :func:`snapshot` found them (keys added since are removed)."""
+    for key in store.allKeys():
+        if key.startswith(f"{PREFIX}/") and key not in saved:
+            store.remove(key)
+    for key, value in saved.items():
+        store.setValue(key, value)
+
+
+def offered(store: Any, kind: str) -> bool:
+    """Whether the packages that make ``kind`` faster were offered already (asked once per user, not per session)."""
+    return bool(store.value(f"{PREFIX}/offered/{kind}"))
+
+
+def remember_offered(store: Any, kind: str) -> None:
+    store.setValue(f"{PREFIX}/offered/{kind}", "1")

@@ -15,6 +15,7 @@ import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
+from SlicerNNInteractiveLib import settings
 from SlicerNNInteractiveLib.automatic import cuda_devices
 from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements
 from SlicerNNInteractiveLib.views import slice_to_ras
@@ -23,20 +24,47 @@ UNREACHABLE = "http://127.0.0.1:9"  # nothing listens there
 
 
 class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
+    """Reload and Test calls runTest(); the factory ctest (slicer.testing.runUnitTest) loads the class with
+    unittest's loader, which calls every test_* method with no argument: both work, and neither keeps the
+    user's saved settings changed."""
+
+    _model_dir: Path | None = None
+
     def setUp(self) -> None:
+        if missing_requirements("local"):
+            self.skipTest("the local backend (torch + nnInteractive) is not installed")
+        import qt  # only inside Slicer: the factory ctest's loader imports this file anywhere
+
         slicer.mrmlScene.Clear()
+        saved = settings.snapshot(qt.QSettings())
+        self.addCleanup(lambda: self.restore_settings(saved))
+
+    def restore_settings(self, saved: dict) -> None:
+        import qt
+
+        settings.restore(qt.QSettings(), saved)
+        widget = slicer.modules.slicernninteractive.widgetRepresentation().self()
+        widget.loadSettings()
 
     def runTest(self) -> None:
         if missing_requirements("local"):
             self.delayDisplay("Skipped: the local backend (torch + nnInteractive) is not installed.")
             return
-        from nninteractive_slicer.core.synthetic_model import write_model
+        for name in sorted(n for n in dir(self) if n.startswith("test_")):
+            self.setUp()
+            try:
+                getattr(self, name)()
+            finally:
+                self.doCleanups()
 
-        model_dir = write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)
-        self.setUp()
-        self.test_automatic_choice_and_fallback(model_dir)
-        self.setUp()
-        self.test_prompts_boxes_and_an_oblique_volume(model_dir)
+    @classmethod
+    def model_dir(cls) -> Path:
+        """The tiny synthetic model, written once per Slicer session."""
+        if cls._model_dir is None:
+            from nninteractive_slicer.core.synthetic_model import write_model
+
+            cls._model_dir = write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)
+        return cls._model_dir
 
     # -- helpers ------------------------------------------------------------------------------------
     def widget(self):
@@ -78,7 +106,8 @@ class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
         widget.onConfigEdited()
 
     # -- tests ------------------------------------------------------------------------------------
-    def test_automatic_choice_and_fallback(self, model_dir: Path) -> None:
+    def test_automatic_choice_and_fallback(self) -> None:
+        model_dir = self.model_dir()
         widget = self.widget()
         volume = self.volume(oblique=False)
         widget.setVolume(volume)
@@ -117,9 +146,10 @@ class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
         del widget.ask
         widget.setTool(None)
 
-    def test_prompts_boxes_and_an_oblique_volume(self, model_dir: Path) -> None:
+    def test_prompts_boxes_and_an_oblique_volume(self) -> None:
         from nninteractive_slicer.backends.local import LocalBackend
 
+        model_dir = self.model_dir()
         widget = self.widget()
         self.choose(widget, "local", model=str(model_dir))
         backend = LocalBackend(model_dir=model_dir, device="cpu")
