@@ -201,6 +201,7 @@ def test_a_deletion_the_disk_refuses_half_way_is_a_503_and_the_retention_finishe
 def test_a_cache_written_under_another_key_or_mode_means_an_upload_never_a_500(tiny_model_dir, tmp_path, caplog,
                                                                               first, then):
     image = mr_like_image((16, 16, 16), seed=406)
+    digest = image_digest(image, (1, 1, 1))
     cache_dir = tmp_path / "cache"
     with ThreadedServer(server_config(tiny_model_dir, cache_dir=cache_dir, cache_key=first)) as server, \
             SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
@@ -210,6 +211,8 @@ def test_a_cache_written_under_another_key_or_mode_means_an_upload_never_a_500(t
     voxels = image.tobytes()
     sealed = voxels[4096:4160] not in stored.read_bytes()
     assert sealed == (first is not None)
+    named = {p.name.removesuffix(".img") for p in cache_dir.rglob("*") if p.is_file()}
+    assert (digest in named) == (first is None)  # with a key, not even the names tell which scans are here
     caplog.set_level(logging.WARNING, "nninteractive_slicer.server")
     with ThreadedServer(server_config(tiny_model_dir, cache_dir=cache_dir, cache_key=then)) as server, \
             SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
@@ -218,7 +221,8 @@ def test_a_cache_written_under_another_key_or_mode_means_an_upload_never_a_500(t
         result = alice.prompt(Point(blob_centre(image.shape)))
     assert result.box == expected.box
     np.testing.assert_array_equal(result.patch, expected.patch)
-    assert "unreadable disk-cache entry" in caplog.text
+    assert "1 unreadable markers (another key, or none) and 1 images" in caplog.text  # removed at start
+    assert len(list((cache_dir / "images").glob("*.img"))) == 1  # only the new upload
     for key in (KEY_A, KEY_B):
         assert key.hex() not in caplog.text
 

@@ -67,16 +67,25 @@ class Sealer:
 
     def __init__(self, key: bytes | None) -> None:
         self._aead = None
+        self._names: bytes | None = None
         self.key_id = bytes(8)
         if key is not None:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
             self._aead = AESGCM(key)
             self.key_id = hmac.new(key, b"nninteractive-slicer cache key id", hashlib.sha256).digest()[:8]
+            self._names = hmac.new(key, b"nninteractive-slicer file names", hashlib.sha256).digest()
 
     @property
     def sealed(self) -> bool:
         return self._aead is not None
+
+    def name(self, digest: str) -> str:
+        """The file name of an image: its digest, or with a key a keyed hash of it, so that someone who can
+        list the folder cannot tell whether it holds a scan they have."""
+        if self._names is None:
+            return digest
+        return hmac.new(self._names, digest.encode(), hashlib.sha256).hexdigest()
 
     def write(self, f: BinaryIO, name: str, parts: Iterable[bytes | memoryview]) -> None:
         """Write ``parts`` (their bytes one after another) to ``f`` as the file called ``name``."""

@@ -1,8 +1,9 @@
 """Where the server keeps images and who holds them: in this process only, or in ``--cache-dir`` too.
 
-``--cache-dir`` holds ``images/DIGEST.img`` (the voxels and their spacing, sealed: :mod:`.image_crypto`)
-and ``owners/TAG/DIGEST``, one marker per user who holds the image (TAG: a hash of the user's name; the
-marker holds the name, sealed; its mtime is that user's last use). The markers are the truth about
+``--cache-dir`` holds ``images/NAME.img`` (the voxels and their spacing, sealed: :mod:`.image_crypto`)
+and ``owners/TAG/NAME``, one marker per user who holds the image (TAG: a hash of the user's name; the
+marker holds the name and the digest, sealed; its mtime is that user's last use). NAME is the image's
+digest, or with a key a keyed hash of it (:meth:`.image_crypto.Sealer.name`). The markers are the truth about
 ownership for every server that shares the folder (Ray replicas): a replica asks the folder, never its
 own memory, whether a user holds an image. Writes go marker first, then image; removals marker first, then
 image: so an image file without a marker is always the rest of an interrupted removal (never served,
@@ -85,66 +86,69 @@ class DiskCache:
 
     # -- holdings: the same methods as MemoryHoldings -------------------------------------------------------
     def holds(self, tag: str, digest: str) -> bool:
-        return os.path.isfile(self.owners / tag / digest)
+        return os.path.isfile(self._marker(tag, digest))
 
     def holders(self, digest: str) -> set[str]:
-        return {tag for tag in _names(self.owners) if os.path.isfile(self.owners / tag / digest)}
+        name = self.sealer.name(digest)
+        return {tag for tag in _names(self.owners) if os.path.isfile(self.owners / tag / name)}
 
     def hold(self, user: str, digest: str) -> None:
         folder = self.owners / user_tag(user)
         folder.mkdir(exist_ok=True)
-        self._write(folder / digest, [json.dumps({"user": user}).encode()])
+        self._write(folder / self.sealer.name(digest), [json.dumps({"user": user, "digest": digest}).encode()])
 
     def touch(self, tag: str, digest: str) -> None:
         try:
-            os.utime(self.owners / tag / digest)
+            os.utime(self._marker(tag, digest))
         except FileNotFoundError:
             pass
 
     def release(self, tag: str, digest: str) -> bool:
         try:
-            (self.owners / tag / digest).unlink()
+            self._marker(tag, digest).unlink()
         except FileNotFoundError:
             return False
         return True
 
     def markers(self) -> list[tuple[str, str, float]]:
+        """(tag, digest, last use) of every marker this server can read."""
         found = []
         for tag in _names(self.owners):
-            for digest in _names(self.owners / tag):
-                if not digest.endswith(".tmp"):
-                    try:
-                        found.append((tag, digest, (self.owners / tag / digest).stat().st_mtime))
-                    except FileNotFoundError:
-                        continue
+            for name in _names(self.owners / tag):
+                if name.endswith(".tmp"):
+                    continue
+                path = self.owners / tag / name
+                try:
+                    used = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                digest = name if not self.sealer.sealed else (self._read_marker(path) or {}).get("digest")
+                if isinstance(digest, str):
+                    found.append((tag, digest, used))
         return found
 
     def user(self, tag: str, digest: str) -> str | None:
-        path = self.owners / tag / digest
-        try:
-            with open(path, "rb") as f:
-                return str(json.loads(self.sealer.read(f, digest, os.fstat(f.fileno()).st_size))["user"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        user = (self._read_marker(self._marker(tag, digest)) or {}).get("user")
+        return user if isinstance(user, str) else None
 
     # -- images ------------------------------------------------------------------------------------------
     def has(self, digest: str) -> bool:
-        return os.path.isfile(self.images / f"{digest}.img")
+        return os.path.isfile(self._image(digest))
 
     def save(self, digest: str, array: np.ndarray, spacing: Spacing) -> None:
         meta = json.dumps({"shape": list(array.shape), "dtype": array.dtype.name, "spacing": list(spacing)}).encode()
         voxels = memoryview(np.ascontiguousarray(array)).cast("B")
-        self._write(self.images / f"{digest}.img", [len(meta).to_bytes(4, "big"), meta, voxels])
+        self._write(self._image(digest), [len(meta).to_bytes(4, "big"), meta, voxels])
 
     def load(self, digest: str) -> tuple[np.ndarray, Spacing] | None:
         """The image's voxels and spacing, or None if there is no such file; raises if it is unreadable."""
-        path = self.images / f"{digest}.img"
+        path = self._image(digest)
         try:
             f = open(path, "rb")
         except FileNotFoundError:
             return None
         with f:
-            data = self.sealer.read(f, digest, os.fstat(f.fileno()).st_size)
+            data = self.sealer.read(f, self.sealer.name(digest), os.fstat(f.fileno()).st_size)
         os.utime(path)
         size = int.from_bytes(data[:4], "big")
         meta = json.loads(bytes(data[4:4 + size]))
@@ -156,29 +160,47 @@ class DiskCache:
         return np.frombuffer(data, dtype, offset=4 + size).reshape(shape), (sk, sj, si)
 
     def drop(self, digest: str) -> None:
-        (self.images / f"{digest}.img").unlink(missing_ok=True)
+        self._image(digest).unlink(missing_ok=True)
 
     def sizes(self) -> dict[str, tuple[int, float]]:
-        """Bytes and last use of every image file."""
+        """Bytes and last write or read of every image file somebody holds, by digest."""
+        digests = {self.sealer.name(digest): digest for _, digest, _ in self.markers()}
         found = {}
-        for name in _names(self.images):
-            if name.endswith(".img"):
+        for name in self._image_names():
+            if name in digests:
                 try:
-                    stat = (self.images / name).stat()
+                    stat = (self.images / f"{name}.img").stat()
                 except FileNotFoundError:
                     continue
-                found[name[:-4]] = (stat.st_size, stat.st_mtime)
+                found[digests[name]] = (stat.st_size, stat.st_mtime)
         return found
 
     def remove_unheld(self) -> int:
         """Remove image files that no marker claims (the rest of an interrupted removal); returns how many."""
-        held = {digest for _, digest, _ in self.markers()}
+        held = {name for tag in _names(self.owners) for name in _names(self.owners / tag)}
         removed = 0
-        for digest in self.sizes():
-            if digest not in held:
-                self.drop(digest)
-                removed += 1
+        for name in self._image_names() - held:
+            (self.images / f"{name}.img").unlink(missing_ok=True)
+            removed += 1
         return removed
+
+    def _marker(self, tag: str, digest: str) -> Path:
+        return self.owners / tag / self.sealer.name(digest)
+
+    def _image(self, digest: str) -> Path:
+        return self.images / f"{self.sealer.name(digest)}.img"
+
+    def _image_names(self) -> set[str]:
+        return {name[:-4] for name in _names(self.images) if name.endswith(".img")}
+
+    def _read_marker(self, path: Path) -> dict | None:
+        """A marker's contents, or None if this server cannot read it (another key, or none; damaged)."""
+        try:
+            with open(path, "rb") as f:
+                found = json.loads(self.sealer.read(f, path.name, os.fstat(f.fileno()).st_size))
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     # -- writing -----------------------------------------------------------------------------------------
     def _write(self, path: Path, parts: Iterable[bytes | memoryview]) -> None:
@@ -193,11 +215,12 @@ class DiskCache:
 
     def _remove_leftovers(self) -> None:
         """Saves that a crash or a full disk interrupted leave ``*.tmp`` files and markers without images;
-        an interrupted removal leaves images without markers; an older version of the server left files
-        of its own format at the top. None of them can be served: remove them."""
-        removed = size = 0
+        an interrupted removal leaves images without markers; a server with another key (or none) left
+        markers this one cannot read; an older version of the server left files of its own format at the
+        top. None of them can be served: remove them."""
+        removed = size = unreadable = 0
         now = time.time()
-        images = set(self.sizes())
+        images = self._image_names()
         paths = [p for p in self.folder.iterdir() if p.suffix in (".npy", ".json", ".tmp")] + \
                 [p for p in self.images.iterdir() if p.suffix == ".tmp"] + \
                 [p for tag in self.owners.iterdir() if tag.is_dir() for p in tag.iterdir()]
@@ -207,7 +230,9 @@ class DiskCache:
                 if path.suffix == ".tmp":
                     stale = not _writer_alive(path)
                 elif path.parent.parent == self.owners:
-                    stale = path.name not in images and now - stat.st_mtime > ORPHAN_AGE_S
+                    foreign = self._read_marker(path) is None
+                    unreadable += foreign
+                    stale = foreign or (path.name not in images and now - stat.st_mtime > ORPHAN_AGE_S)
                 else:
                     stale = True  # the old format
                 if stale:
@@ -217,9 +242,10 @@ class DiskCache:
                 continue
         unheld = self.remove_unheld()
         if removed or unheld:
-            log.warning("disk cache: removed %d leftover files (%d bytes) of interrupted saves and %d images of "
-                        "interrupted removals", removed, size, unheld,
-                        extra={"event": "disk_cache_leftovers", "files": removed, "bytes": size, "images": unheld})
+            log.warning("disk cache: removed %d leftover files (%d bytes) of interrupted saves, %d unreadable "
+                        "markers (another key, or none) and %d images of interrupted removals", removed - unreadable,
+                        size, unreadable, unheld, extra={"event": "disk_cache_leftovers", "files": removed,
+                                                         "bytes": size, "unreadable": unreadable, "images": unheld})
 
 
 def _names(folder: Path) -> list[str]:
