@@ -1,0 +1,101 @@
+"""Serve's proxy, which takes the connections in Ray mode, has the plain server's limits (issue 24 §2): a
+request head is bounded before any replica sees it, and a client that stops sending is let go.
+
+Against the shared two-replica deployment of fixtures_cluster.py (request timeout PROXY_TIMEOUT_S).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from fixtures_cluster import PROXY_TIMEOUT_S, descendants
+from fixtures_remote import ALICE_KEY
+
+MIB = 2**20
+
+
+def command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # it has just exited
+
+
+def proxy_pid() -> int:
+    (pid,) = [p for p in descendants(os.getpid()) if command(p).startswith(b"ray::ProxyActor")]
+    return pid
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=60)
+
+
+def status_of(sock: socket.socket) -> int | None:
+    """The status of the reply, or None when the proxy closed without one."""
+    reply = b""
+    try:
+        while b"\r\n" not in reply and (data := sock.recv(4096)):
+            reply += data
+    except ConnectionResetError:
+        pass
+    return int(reply.split(b" ", 2)[1]) if b"\r\n" in reply else None
+
+
+def send(sock: socket.socket, *parts: bytes) -> None:
+    try:
+        for part in parts:
+            sock.sendall(part)
+    except OSError:
+        pass  # refused and closed: the reply says why
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_an_oversized_head_without_a_key_costs_the_proxy_nothing(ray_cluster):
+    """Before: the proxy buffered a 64 MiB header (+190 MB) and forwarded it; the plain server answers 431."""
+    pid = proxy_pid()
+    before = peak_rss(pid)
+    with connect(ray_cluster.url) as sock:
+        send(sock, b"GET /v1/info HTTP/1.1\r\nHost: x\r\nX-Big: ", *[b"a" * MIB] * 64, b"\r\n\r\n")
+        big = status_of(sock)
+    with connect(ray_cluster.url) as sock:  # many header lines
+        send(sock, b"GET /v1/info HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 200_000 + b"\r\n")
+        many = status_of(sock)
+    growth = peak_rss(pid) - before
+    print(f"\nproxy peak RSS {before / MIB:.0f} MiB, +{growth / MIB:.1f} MiB after a 64 MiB head and 200,000 lines")
+    assert (big, many) == (431, 431)
+    assert growth < 32 * MIB, f"the proxy's peak RSS grew by {growth / MIB:.0f} MiB"
+    with connect(ray_cluster.url) as sock:  # the proxy still serves
+        send(sock, f"GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE_KEY}\r\n\r\n".encode())
+        assert status_of(sock) == 200
+
+
+def test_a_client_that_stops_sending_is_let_go(ray_cluster):
+    """Before: a head trickled to the proxy stayed open after 40 s."""
+    with connect(ray_cluster.url) as head, connect(ray_cluster.url) as silent, connect(ray_cluster.url) as body:
+        send(head, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        send(body, f"PUT /v1/images/{'a' * 64}/chunks/0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE_KEY}"
+                   "\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 100)  # a body that stops half-way
+        margin = PROXY_TIMEOUT_S + 15
+        assert closed_within(head, margin) and closed_within(silent, margin) and closed_within(body, margin)
+
