@@ -91,6 +91,9 @@ class ImageCache:
         if image is None:
             loaded = self._load(digest)
             image = self._insert(loaded) if loaded is not None else None
+        if image is not None and owner is not None and owner not in image.owners and owner in self._disk_owners(digest):
+            with self._lock:  # another server sharing the disk cache took this owner's upload
+                image.owners.add(owner)
         if image is None or (owner is not None and owner not in image.owners):
             return None
         return image
@@ -126,9 +129,9 @@ class ImageCache:
         npy, meta = disk / f"{image.digest}.npy", disk / f"{image.digest}.json"
         exists = npy.is_file()
         try:
-            if not exists or owners_changed:
-                _write_atomically(meta, json.dumps({"spacing": list(image.spacing),
-                                                    "owners": sorted(image.owners)}).encode())
+            if not exists or owners_changed:  # with the owners other servers sharing the folder recorded
+                owners = image.owners | self._disk_owners(image.digest)
+                _write_atomically(meta, json.dumps({"spacing": list(image.spacing), "owners": sorted(owners)}).encode())
             if exists:
                 os.utime(npy)
                 return
@@ -159,6 +162,16 @@ class ImageCache:
             meta.unlink(missing_ok=True)
             return None
         return CachedImage(digest, array, spacing, owners)
+
+    def _disk_owners(self, digest: str) -> set[str]:
+        """The owners recorded next to ``digest`` on disk: with a folder shared by several servers (Ray
+        replicas), an owner one of them added reaches the others, whose memory holds the image already."""
+        if self._disk is None:
+            return set()
+        try:
+            return {str(o) for o in json.loads((self._disk / f"{digest}.json").read_text()).get("owners", [])}
+        except (OSError, ValueError, AttributeError):
+            return set()
 
     def _disk_folder(self) -> Path:
         assert self._disk is not None, "only with a disk cache"
