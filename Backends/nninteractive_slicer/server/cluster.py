@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 import os
+import secrets
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray._private import ray_constants
 from ray.serve.config import HTTPOptions, RequestRouterConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,6 +49,9 @@ APP_NAME = "nninteractive"
 DEPLOYMENT_NAME = "Server"
 ROUTER_ENV = "RAY_SERVE_SESSION_ID_HEADER_KEY"
 ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is loopback
+LOOPBACK = "127.0.0.1"
+AUTH_MODE_ENV, AUTH_TOKEN_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
 # Calls one replica accepts at once; our app queues predictions on its device thread itself, and a
 # router queue in front of it would only hide heartbeats and uploads behind prompts.
 MAX_ONGOING_REQUESTS = 256
@@ -161,14 +166,25 @@ class LocalCluster:
         self.url = f"{'https' if tls_cert else 'http'}://{host}:{port}"
 
     def __enter__(self) -> LocalCluster:
-        # Inherited by every Ray process started below.
-        os.environ.update({ROUTER_ENV: AFFINITY_HEADER, **self.proxy_environment})
+        # Inherited by every Ray process started below. All of them run here, so Ray's own ports (GCS, raylet,
+        # workers, agents, metrics) need no other interface than loopback; only the proxy listens on ``host``.
+        # Ray takes 127.0.0.1 as its node address only where it treats the machine as a single-node cluster.
+        os.environ.update({ROUTER_ENV: AFFINITY_HEADER, SINGLE_NODE_ENV: "0", **self.proxy_environment})
+        # Ray's token authentication (ray.init turns it on unless RAY_AUTH_MODE says otherwise), with a token of
+        # this start that is never written to disk: Serve's replicas open one port each on all interfaces
+        # (hard-coded in Serve), and it refuses every call without the token.
+        if os.environ.get(AUTH_MODE_ENV, "token") != "token":
+            log.warning("%s=%s: Ray's ports take calls from anyone who can reach them", AUTH_MODE_ENV,
+                        os.environ[AUTH_MODE_ENV])
+        os.environ.setdefault(AUTH_TOKEN_ENV, secrets.token_hex(32))
+        ray_constants.ENABLE_RAY_CLUSTER = False  # what SINGLE_NODE_ENV says, in this process (Ray is imported)
         # A Ray of our own ("local"), never a cluster already running here, so stopping it stops nothing else.
         gpus = 0.0 if self.config.device == "cpu" else 1.0
         sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
         self._before = ray_descendants()  # Ray processes of someone else (another cluster of this process)
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(self.replicas * self.replica_cpus)),
-                 include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+                 include_dashboard=False, logging_level=logging.WARNING, configure_logging=False,
+                 _node_ip_address=LOOPBACK)
         if sigterm is not None:  # ray.init replaced it (and Ray's core worker aborts on SIGTERM): the caller's again
             signal.signal(signal.SIGTERM, sigterm)
         try:
