@@ -72,7 +72,8 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_an_oversized_head_without_a_key_costs_the_proxy_nothing(ray_cluster):
-    """Before: the proxy buffered a 64 MiB header (+190 MB) and forwarded it; the plain server answers 431."""
+    """Before: the proxy buffered a 64 MiB header (+190 MB) and forwarded it; the plain server answers 431.
+    A body is read by the replica as it goes, so one refused without a key never reaches the proxy's memory."""
     pid = proxy_pid()
     before = peak_rss(pid)
     with connect(ray_cluster.url) as sock:
@@ -81,9 +82,14 @@ def test_an_oversized_head_without_a_key_costs_the_proxy_nothing(ray_cluster):
     with connect(ray_cluster.url) as sock:  # many header lines
         send(sock, b"GET /v1/info HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 200_000 + b"\r\n")
         many = status_of(sock)
+    with connect(ray_cluster.url) as sock:  # a big body without a key: refused by the replica, held by nobody
+        send(sock, f"PUT /v1/images/{'a' * 64}/chunks/0 HTTP/1.1\r\nHost: x\r\nContent-Length: {64 * MIB}\r\n"
+                   "\r\n".encode(), *[b"a" * MIB] * 64)
+        body = status_of(sock)
     growth = peak_rss(pid) - before
-    print(f"\nproxy peak RSS {before / MIB:.0f} MiB, +{growth / MIB:.1f} MiB after a 64 MiB head and 200,000 lines")
-    assert (big, many) == (431, 431)
+    print(f"\nproxy peak RSS {before / MIB:.0f} MiB, +{growth / MIB:.1f} MiB after a 64 MiB head, 200,000 header "
+          f"lines and a 64 MiB body")
+    assert (big, many, body) == (431, 431, 401)
     assert growth < 32 * MIB, f"the proxy's peak RSS grew by {growth / MIB:.0f} MiB"
     with connect(ray_cluster.url) as sock:  # the proxy still serves
         send(sock, f"GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE_KEY}\r\n\r\n".encode())
