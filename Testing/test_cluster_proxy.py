@@ -6,12 +6,16 @@ Against the shared two-replica deployment of fixtures_cluster.py (request timeou
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 from pathlib import Path
 
 from fixtures_cluster import PROXY_TIMEOUT_S, descendants
 from fixtures_remote import ALICE_KEY
+
+from nninteractive_slicer.server.cluster_proxy import ReplicaLost
 
 MIB = 2**20
 
@@ -105,3 +109,31 @@ def test_a_client_that_stops_sending_is_let_go(ray_cluster):
         margin = PROXY_TIMEOUT_S + 15
         assert closed_within(head, margin) and closed_within(silent, margin) and closed_within(body, margin)
 
+
+
+def answer_through_replica_lost(path: str, status: int, named: bool) -> tuple[int, dict]:
+    """What a client gets through :class:`ReplicaLost` when the proxy behind it answers ``status``."""
+    sent: list[dict] = []
+
+    async def proxy(scope, receive, send):
+        headers = [(b"x-replica", b"r1")] if named else [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    async def collect(message):
+        sent.append(message)
+
+    asyncio.run(ReplicaLost(proxy)({"type": "http", "path": path}, None, collect))
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], json.loads(body) if start["status"] != status else {"body": body}
+
+
+def test_a_replica_lost_with_a_request_is_answered_in_the_contract():
+    """Before: the proxy's bare 500 reached the client as a server failure, so a node lost while a prompt ran
+    failed that prompt instead of restoring the session elsewhere (test_cluster_nodes.py)."""
+    status, body = answer_through_replica_lost("/v1/sessions/abc/prompts", 500, named=False)
+    assert (status, body["error"]) == (404, "session_unknown")
+    status, body = answer_through_replica_lost("/v1/images/abc/chunks/0", 500, named=False)
+    assert (status, body["error"]) == (503, "busy")
+    assert answer_through_replica_lost("/v1/sessions/abc", 500, named=True)[0] == 500  # our server's own 500
+    assert answer_through_replica_lost("/v1/sessions/abc", 503, named=False)[0] == 503  # the proxy's busy
