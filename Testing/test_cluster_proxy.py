@@ -116,6 +116,8 @@ def answer_through_replica_lost(path: str, status: int, named: bool) -> tuple[in
     sent: list[dict] = []
 
     async def proxy(scope, receive, send):
+        if status == 0:
+            raise RuntimeError("the replica died")  # Serve's proxy leaves it to uvicorn: a bare 500
         headers = [(b"x-replica", b"r1")] if named else [(b"content-type", b"text/plain")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"Internal Server Error"})
@@ -135,5 +137,7 @@ def test_a_replica_lost_with_a_request_is_answered_in_the_contract():
     assert (status, body["error"]) == (404, "session_unknown")
     status, body = answer_through_replica_lost("/v1/images/abc/chunks/0", 500, named=False)
     assert (status, body["error"]) == (503, "busy")
+    status, body = answer_through_replica_lost("/v1/sessions/abc/undo", 0, named=False)
+    assert (status, body["error"]) == (404, "session_unknown")
     assert answer_through_replica_lost("/v1/sessions/abc", 500, named=True)[0] == 500  # our server's own 500
     assert answer_through_replica_lost("/v1/sessions/abc", 503, named=False)[0] == 503  # the proxy's busy

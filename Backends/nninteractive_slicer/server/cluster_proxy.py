@@ -16,6 +16,7 @@ every node before Ray starts; a replica refuses to start without them (see docs/
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -25,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.protocol import REPLICA_HEADER, ErrorCode
 from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
+
+log = logging.getLogger("nninteractive_slicer.server")
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = f"{__name__}:install_limits"
@@ -77,19 +80,33 @@ class ReplicaLost:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        replaced = False
+        started = replaced = False
+        on_session = SESSION_PATH.match(scope["path"]) is not None
 
         async def guard(message: Message) -> None:
-            nonlocal replaced
-            if message["type"] == "http.response.start" and message["status"] == 500 and \
-                    all(name.lower() != _REPLICA for name, _ in message.get("headers", [])):
-                replaced = True
-                for answer in _lost(SESSION_PATH.match(scope["path"]) is not None):
-                    await send(answer)
-            elif not replaced:  # else the proxy's own body, already answered for
+            nonlocal started, replaced
+            if message["type"] == "http.response.start":
+                started = True
+                if message["status"] == 500 and all(name.lower() != _REPLICA for name, _ in message.get("headers", [])):
+                    replaced = True
+                    for answer in _lost(on_session):
+                        await send(answer)
+                    return
+            if not replaced:  # else the proxy's own body, already answered for
                 await send(message)
 
-        await self.app(scope, receive, guard)
+        try:
+            await self.app(scope, receive, guard)
+        except Exception:
+            if started:
+                raise
+            log.warning("the replica of %s %s failed or stopped; answered %s", scope.get("method"), scope["path"],
+                        "session_unknown" if on_session else "busy", exc_info=True)
+        else:
+            if started:
+                return
+        for answer in _lost(on_session):  # the proxy gave up without an answer (uvicorn's would be a bare 500)
+            await send(answer)
 
 
 def _lost(on_session: bool) -> list[Message]:
