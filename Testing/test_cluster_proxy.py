@@ -141,3 +141,30 @@ def test_a_replica_lost_with_a_request_is_answered_in_the_contract():
     assert (status, body["error"]) == (404, "session_unknown")
     assert answer_through_replica_lost("/v1/sessions/abc", 500, named=True)[0] == 500  # our server's own 500
     assert answer_through_replica_lost("/v1/sessions/abc", 503, named=False)[0] == 503  # the proxy's busy
+
+
+def test_the_proxy_callback_installs_the_plain_servers_protocol_with_the_connection_cap(monkeypatch):
+    """What Ray's proxy runs at start (here in this process, and undone after)."""
+    import uvicorn
+    import uvicorn.protocols.http.auto as auto
+
+    from nninteractive_slicer.server.cluster_proxy import CONNECTIONS_ENV, TIMEOUT_ENV, install_limits
+    from nninteractive_slicer.server.serving import LimitedHttpProtocol
+
+    monkeypatch.setattr(auto, "AutoHTTPProtocol", auto.AutoHTTPProtocol)
+    monkeypatch.setenv(TIMEOUT_ENV, "7.5")
+    monkeypatch.setenv(CONNECTIONS_ENV, "3")
+    (middleware,) = install_limits()
+    assert middleware.cls is ReplicaLost
+    assert issubclass(auto.AutoHTTPProtocol, LimitedHttpProtocol)
+    assert auto.AutoHTTPProtocol.request_timeout_s == 7.5
+    config = uvicorn.Config(lambda: None, http="auto")  # as Serve's proxy configures uvicorn: no cap of its own
+    config.load()
+    assert config.http_protocol_class is auto.AutoHTTPProtocol and config.limit_concurrency is None
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = auto.AutoHTTPProtocol(config=config, server_state=uvicorn.server.ServerState(), app_state={},
+                                         _loop=loop)
+    finally:
+        loop.close()
+    assert protocol.limit_concurrency == 3
