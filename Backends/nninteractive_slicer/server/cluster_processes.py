@@ -42,8 +42,10 @@ def _is_ray(pid: int) -> bool:
 
 
 def ray_descendants(pid: int | None = None) -> set[Process]:
-    """Ray's processes among the descendants of ``pid`` (this process by default)."""
+    """Ray's processes among the descendants of ``pid`` (this process by default); none known without /proc."""
     pid = os.getpid() if pid is None else pid
+    if not Path("/proc/self/stat").is_file():
+        return set()
     children: dict[int, list[Process]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
