@@ -222,17 +222,18 @@ def serve_locally(config: ServerConfig, args: argparse.Namespace) -> None:
         config = ServerConfig(**{**config.__dict__, "device": device})
 
     def stop(signum: int, _: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop: a second SIGTERM must not cut the cleanup short
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)  # LocalCluster keeps it through ray.init
-    with LocalCluster(config, replicas, host=args.host, port=args.port, replica_cpus=args.replica_cpus,
-                      tls_cert=str(args.tls_cert) if args.tls_cert else None,
-                      tls_key=str(args.tls_key) if args.tls_key else None,
-                      request_timeout_s=args.request_timeout, max_connections=args.max_connections,
-                      log_level=args.log_level, log_format=args.log_format) as cluster:
-        log.info("serving %d replicas on %s", replicas, cluster.url)
-        try:
+    try:  # a stop while Ray or the replicas still start is a stop too: LocalCluster cleans up either way
+        with LocalCluster(config, replicas, host=args.host, port=args.port, replica_cpus=args.replica_cpus,
+                          tls_cert=str(args.tls_cert) if args.tls_cert else None,
+                          tls_key=str(args.tls_key) if args.tls_key else None,
+                          request_timeout_s=args.request_timeout, max_connections=args.max_connections,
+                          log_level=args.log_level, log_format=args.log_format) as cluster:
+            log.info("serving %d replicas on %s", replicas, cluster.url)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            log.info("stopping the replicas and Ray")
+    except KeyboardInterrupt:
+        log.info("stopped the replicas and Ray")
