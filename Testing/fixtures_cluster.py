@@ -19,6 +19,7 @@ from server_processes import free_port
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 
 RAY_REPLICAS = 2
+PROXY_TIMEOUT_S = 5.0  # the proxy's request timeout (--request-timeout): short, so tests of it are quick
 
 
 def _processes() -> list[tuple[int, int, str]]:
@@ -59,8 +60,8 @@ def ray_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     config = server_config(tiny_model_dir, torch_threads=1, max_sessions=100_000,
                            cache_dir=tmp_path_factory.mktemp("shared-cache"))
     before = descendants(os.getpid())  # other servers of this test session, which outlive this fixture
-    with LocalCluster(config, RAY_REPLICAS, port=free_port(), replica_cpus=0.5, log_level="warning",
-                      log_format="text") as cluster:
+    with LocalCluster(config, RAY_REPLICAS, port=free_port(), replica_cpus=0.5, request_timeout_s=PROXY_TIMEOUT_S,
+                      log_level="warning", log_format="text") as cluster:
         ray_started = descendants(os.getpid()) - before
         yield cluster
     assert not (left := alive(ray_started)), f"Ray left processes behind: {left}"

@@ -14,6 +14,8 @@ from nninteractive_slicer.interface import Point
 
 
 def test_replicas_option_serves_on_ray_and_stops_it_on_sigterm(tiny_model_dir, image64):
+    """Issue 24 §2: SIGTERM made the server abort (SIGABRT, a crash-style stack from Ray's signal handler), and
+    two Ray agents outlived it by minutes."""
     server = our_server(tiny_model_dir, "alice", ALICE_KEY, "--replicas", "1", "--replica-cpus", "0.5", threads=1)
     server.startup_timeout = 300  # Ray, Serve, then the replica's model, on shared cores
     server.start()
@@ -26,4 +28,7 @@ def test_replicas_option_serves_on_ray_and_stops_it_on_sigterm(tiny_model_dir, i
         assert started, "the server started no Ray processes"
     finally:
         server.stop(timeout=120)  # SIGTERM: the server stops Serve and Ray before it exits
-    assert not (left := alive(started)), f"{left}\n{server.log_text()[-3000:]}"
+    log = server.log_text()
+    assert server._process is not None and server._process.returncode == 0, log[-3000:]
+    assert "SIGTERM received" not in log, log[-3000:]
+    assert not (left := alive(started, wait_s=5)), f"{left}\n{log[-3000:]}"  # the server ended them before it exited

@@ -21,7 +21,9 @@ import asyncio
 import logging
 import math
 import os
+import secrets
 import signal
+import threading
 import time
 from types import FrameType, TracebackType
 from typing import Any
@@ -29,14 +31,17 @@ from typing import Any
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray._private import ray_constants
 from ray.serve.config import HTTPOptions, RequestRouterConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.protocol import AFFINITY_HEADER, REPLICA_HEADER
-from . import logs
+from . import cluster_proxy, logs
 from .app import create_app
 from .cluster_metrics import deployment_render, publish_forever
+from .cluster_processes import end, ray_descendants
 from .config import ServerConfig
+from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -44,6 +49,9 @@ APP_NAME = "nninteractive"
 DEPLOYMENT_NAME = "Server"
 ROUTER_ENV = "RAY_SERVE_SESSION_ID_HEADER_KEY"
 ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is loopback
+LOOPBACK = "127.0.0.1"
+AUTH_MODE_ENV, AUTH_TOKEN_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
 # Calls one replica accepts at once; our app queues predictions on its device thread itself, and a
 # router queue in front of it would only hide heartbeats and uploads behind prompts.
 MAX_ONGOING_REQUESTS = 256
@@ -77,6 +85,9 @@ class ServerReplica:
         if header.lower() != AFFINITY_HEADER.lower():
             raise RuntimeError(f"Session affinity is not configured: set {ROUTER_ENV}={AFFINITY_HEADER} on every Ray "
                                f"node before Ray starts (it is {header!r}); see docs/deployment.md.")
+        if not cluster_proxy.configured():
+            raise RuntimeError(f"Serve's proxy has no connection limits: set {cluster_proxy.CALLBACK_ENV}="
+                               f"{cluster_proxy.CALLBACK} on every Ray node before Ray starts; see docs/deployment.md.")
         logs.configure(log_level, log_format)
         self._config = config
 
@@ -142,6 +153,7 @@ class LocalCluster:
 
     def __init__(self, config: ServerConfig, replicas: int, *, host: str = "127.0.0.1", port: int = 1527,
                  replica_cpus: float = 1.0, tls_cert: str | None = None, tls_key: str | None = None,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
                  log_level: str = "info", log_format: str = "json") -> None:
         if config.device == "cpu" and config.torch_threads is None:  # replicas share the cores, not each take all
             config = ServerConfig(**{**config.__dict__, "torch_threads": max(1, (os.cpu_count() or 1) // replicas)})
@@ -149,14 +161,32 @@ class LocalCluster:
         self.http = HTTPOptions(host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
                                 keep_alive_timeout_s=65)
         self.log_level, self.log_format = log_level, log_format
+        self.proxy_environment = cluster_proxy.environment(request_timeout_s, max_connections)
+        self._before: set[tuple[int, int]] = set()
         self.url = f"{'https' if tls_cert else 'http'}://{host}:{port}"
 
     def __enter__(self) -> LocalCluster:
-        os.environ[ROUTER_ENV] = AFFINITY_HEADER  # inherited by every Ray process started below
+        # Inherited by every Ray process started below. All of them run here, so Ray's own ports (GCS, raylet,
+        # workers, agents, metrics) need no other interface than loopback; only the proxy listens on ``host``.
+        # Ray takes 127.0.0.1 as its node address only where it treats the machine as a single-node cluster.
+        os.environ.update({ROUTER_ENV: AFFINITY_HEADER, SINGLE_NODE_ENV: "0", **self.proxy_environment})
+        # Ray's token authentication (ray.init turns it on unless RAY_AUTH_MODE says otherwise), with a token of
+        # this start that is never written to disk: Serve's replicas open one port each on all interfaces
+        # (hard-coded in Serve), and it refuses every call without the token.
+        if os.environ.get(AUTH_MODE_ENV, "token") != "token":
+            log.warning("%s=%s: Ray's ports take calls from anyone who can reach them", AUTH_MODE_ENV,
+                        os.environ[AUTH_MODE_ENV])
+        os.environ.setdefault(AUTH_TOKEN_ENV, secrets.token_hex(32))
+        ray_constants.ENABLE_RAY_CLUSTER = False  # what SINGLE_NODE_ENV says, in this process (Ray is imported)
         # A Ray of our own ("local"), never a cluster already running here, so stopping it stops nothing else.
         gpus = 0.0 if self.config.device == "cpu" else 1.0
+        sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        self._before = ray_descendants()  # Ray processes of someone else (another cluster of this process)
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(self.replicas * self.replica_cpus)),
-                 include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+                 include_dashboard=False, logging_level=logging.WARNING, configure_logging=False,
+                 _node_ip_address=LOOPBACK)
+        if sigterm is not None:  # ray.init replaced it (and Ray's core worker aborts on SIGTERM): the caller's again
+            signal.signal(signal.SIGTERM, sigterm)
         try:
             serve.start(http_options=self.http)
             serve.run(application(self.config, self.replicas, self.replica_cpus, gpus, self.log_level,
@@ -169,12 +199,15 @@ class LocalCluster:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    @staticmethod
-    def stop() -> None:
+    def stop(self) -> None:
+        """Stop Serve and Ray, and end the Ray processes that would outlive them (see :mod:`.cluster_processes`)."""
+        started = ray_descendants() - self._before
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+            if ended := end(started):
+                log.info("ended %d Ray processes that outlived Ray", len(ended))
 
 
 def replica_actor_name(replica: str) -> str:
@@ -189,16 +222,18 @@ def serve_locally(config: ServerConfig, args: argparse.Namespace) -> None:
         config = ServerConfig(**{**config.__dict__, "device": device})
 
     def stop(signum: int, _: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop: a second SIGTERM must not cut the cleanup short
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, stop)
-    with LocalCluster(config, replicas, host=args.host, port=args.port, replica_cpus=args.replica_cpus,
-                      tls_cert=str(args.tls_cert) if args.tls_cert else None,
-                      tls_key=str(args.tls_key) if args.tls_key else None,
-                      log_level=args.log_level, log_format=args.log_format) as cluster:
-        log.info("serving %d replicas on %s", replicas, cluster.url)
-        try:
+    signal.signal(signal.SIGTERM, stop)  # LocalCluster keeps it through ray.init
+    try:  # a stop while Ray or the replicas still start is a stop too: LocalCluster cleans up either way
+        with LocalCluster(config, replicas, host=args.host, port=args.port, replica_cpus=args.replica_cpus,
+                          tls_cert=str(args.tls_cert) if args.tls_cert else None,
+                          tls_key=str(args.tls_key) if args.tls_key else None,
+                          request_timeout_s=args.request_timeout, max_connections=args.max_connections,
+                          log_level=args.log_level, log_format=args.log_format) as cluster:
+            log.info("serving %d replicas on %s", replicas, cluster.url)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            log.info("stopping the replicas and Ray")
+    except KeyboardInterrupt:
+        log.info("stopped the replicas and Ray")
