@@ -44,6 +44,8 @@ class ServerConfig:
     share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
     undo_steps: int = DEFAULT_MAX_STEPS  # per session
     undo_budget_bytes: int = DEFAULT_BUDGET_BYTES  # per session: compressed snapshots, oldest dropped first
+    max_queued_per_session: int = 8  # device calls one session may have waiting or running; more get 503 busy
+    prompt_budget_s: float | None = 30.0  # device time one prompt may use; past it, refused and rolled back
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -2,7 +2,9 @@
 
 Request handlers decode and validate in FastAPI's thread pool and await only the engine call here, on
 the one device thread: predictions of all sessions run one at a time while uploads and decoding of
-other requests go on.
+other requests go on. The device thread takes users in turn, then each user's sessions in turn
+(:mod:`..core.device_worker`); a session may queue at most ``max_queued_per_session`` calls, and one
+prompt may use at most ``prompt_budget_s`` of device time (:class:`..core.engine.ModelEngine`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from ..core.device_worker import DeviceWorker
+from ..core.device_worker import SHARED, DeviceWorker, Lane
 from ..core.engine import Engine, ModelEngine
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
@@ -63,8 +65,8 @@ class ServerCore:
         return None if self.config.share_images else user
 
     # -- the device thread ---------------------------------------------------------------------------
-    async def on_device(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.worker.submit(fn, *args))
+    async def on_device(self, fn: Callable[..., T], *args: Any, lane: Lane = SHARED, limit: int | None = None) -> T:
+        return await asyncio.wrap_future(self.worker.submit(fn, *args, lane=lane, limit=limit))
 
     async def in_session(self, session: ServerSession, expected_revision: int | None,
                          fn: Callable[[Engine], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
@@ -85,13 +87,13 @@ class ServerCore:
                 session.revision += 1
             return result, session.state()
 
-        return await self.on_device(run)
+        return await self.on_device(run, lane=(session.owner, session.id), limit=self.config.max_queued_per_session)
 
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
             engine = await self.on_device(ModelEngine, self.model, self.config.undo_budget_bytes,
-                                          self.config.undo_steps)
+                                          self.config.undo_steps, self.config.prompt_budget_s, lane=(owner, ""))
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
         log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],
@@ -106,7 +108,7 @@ class ServerCore:
                 session.closed = True
                 session.engine.close()
 
-        self.worker.submit(close)
+        self.worker.submit(close, lane=(session.owner, session.id))
         log.info("session closed", extra={"event": "session_closed", "user": session.owner,
                                            "session": session.id[:8], "reason": reason})
 
