@@ -159,6 +159,12 @@ class Engine:
         self._start_object()
         self._image_set()
 
+    def drop_image(self) -> None:
+        """Forget the image and mask after setting a new image failed half way: no call runs on a half-set image
+        (the interface asks for an image first) until the next image is set."""
+        self._mask = self._reported = None
+        self._start_object()
+
     def set_initial_mask(self, mask: np.ndarray) -> None:
         self._on_new_buffer(lambda: self._inner.add_initial_seg_interaction(mask, run_prediction=False))
 
@@ -349,6 +355,12 @@ class ModelEngine(Engine):
 
     def _image_set(self) -> None:
         self._history.start(self._step(None))
+
+    def drop_image(self) -> None:
+        with self._settling:
+            self._unsaved = None
+            self._history.clear()
+        super().drop_image()
 
     def _stepped(self, written: Box | None) -> None:
         self._unsaved = (written,)

@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps each session can undo (default %(default)s)")
     s.add_argument("--undo-mib", type=float, default=DEFAULT_BUDGET_BYTES / MIB,
                    help="memory per session for undo snapshots (compressed); past it the oldest go first")
+    s.add_argument("--prompt-budget", type=float, default=ServerConfig.prompt_budget_s,
+                   help="seconds of device time one prompt may use; past it the prompt is stopped, nothing changes, "
+                        "and the client gets a clear error (0: no budget; default %(default)s)")
+    s.add_argument("--max-queued-per-session", type=int, default=ServerConfig.max_queued_per_session,
+                   help="device calls one session may have waiting; more are refused as busy (default %(default)s)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
     c = p.add_argument_group("scale-out on Ray Serve (pip install 'nninteractive-slicer[cluster]')")
@@ -108,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,
         undo_steps=args.undo_steps, undo_budget_bytes=int(args.undo_mib * MIB),
         session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
+        prompt_budget_s=args.prompt_budget or None, max_queued_per_session=max(1, args.max_queued_per_session),
     )
 
 

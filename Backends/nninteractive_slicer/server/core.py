@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -69,15 +70,26 @@ class ServerCore:
         return await asyncio.wrap_future(self.worker.submit(fn, *args, lane=lane, limit=limit))
 
     async def in_session(self, session: ServerSession, expected_revision: int | None,
-                         fn: Callable[[Engine], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
-        """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after.
+                         fn: Callable[[Engine], T], mutates: bool = True, binding: bool = False
+                         ) -> tuple[T, dict[str, Any]]:
+        """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after."""
+        return await asyncio.wrap_future(self.session_call(session, expected_revision, fn, mutates, binding))
+
+    def session_call(self, session: ServerSession, expected_revision: int | None, fn: Callable[[Engine], T],
+                     mutates: bool = True, binding: bool = False) -> Future[tuple[T, dict[str, Any]]]:
+        """Queue ``fn(engine)`` in the session's lane of the device thread (see :meth:`in_session`).
 
         A mutating call that succeeds bumps the revision. The checks run on the device thread too, so
-        they see the session exactly as ``fn`` will."""
+        they see the session exactly as ``fn`` will. While a new image is being bound (between the two halves
+        of set_image) only the bind's own call (``binding``) runs; any other is refused, never run on a
+        half-set image."""
 
         def run() -> tuple[T, dict[str, Any]]:
             if session.closed:
                 raise session_unknown(session.id)
+            if session.binding and not binding:
+                raise ApiError(409, ErrorCode.NO_IMAGE, "A new image is being set on this session: send this call "
+                                                        "again once it is set.")
             if expected_revision is not None and expected_revision != session.revision:
                 raise ApiError(409, ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "
@@ -87,7 +99,8 @@ class ServerCore:
                 session.revision += 1
             return result, session.state()
 
-        return await self.on_device(run, lane=(session.owner, session.id), limit=self.config.max_queued_per_session)
+        limit = None if binding else self.config.max_queued_per_session  # a bind's second half always runs
+        return self.worker.submit(run, lane=(session.owner, session.id), limit=limit)
 
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:

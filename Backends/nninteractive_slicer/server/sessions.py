@@ -35,6 +35,7 @@ class ServerSession:
     revision: int = 0
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released
+    binding: bool = False  # a new image is being set (between set_image's two halves); set on the device thread
     inflight: int = 0  # requests being served; never reaped while > 0
     memory_bytes: int = 0  # what its image costs it (see :mod:`.memory`), reserved before the image is set
     last_active: float = field(default_factory=time.monotonic)

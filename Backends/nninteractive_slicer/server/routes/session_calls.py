@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,20 +43,36 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
         if image is None:
             raise ApiError(404, ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
         core.sessions.reserve_memory(session, image.array.shape)
-        # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
-        # that other sessions' prompts go on meanwhile. The start bumps the revision: a concurrent call of
-        # this session between the halves is refused, never run on a half-set image.
-        preparing, started = await core.in_session(
-            session, revision, lambda engine: engine.start_image(image.array, image.spacing))
-        if preparing is not None:
-            with contextlib.suppress(Exception):  # finish_image raises it, typed
-                await asyncio.wrap_future(preparing)
+
+        def start(engine: Engine) -> Future[Any] | None:
+            if session.binding:
+                raise ApiError(409, ErrorCode.NO_IMAGE, "Another image is being set on this session: wait for it.")
+            preparing = engine.start_image(image.array, image.spacing)
+            session.binding = True
+            return preparing
 
         def finish(engine: Engine) -> None:
-            engine.finish_image(image.array.shape)
+            try:
+                engine.finish_image(image.array.shape)
+            except BaseException:
+                engine.drop_image()  # no image (409 no_image) until a bind succeeds; never a half-set one
+                session.image_digest = None
+                raise
+            finally:
+                session.binding = False
             session.image_digest = image.digest
 
-        _, state = await core.in_session(session, started["revision"], finish)
+        # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
+        # that other sessions' prompts go on meanwhile. Between the halves the session refuses other calls
+        # (see ServerCore.session_call), and the second half is queued whatever happens to this request.
+        preparing, started = await core.in_session(session, revision, start)
+        try:
+            if preparing is not None:
+                with contextlib.suppress(Exception):  # finish_image raises it, typed
+                    await asyncio.wrap_future(preparing)
+        finally:
+            finishing = core.session_call(session, started["revision"], finish, binding=True)
+        _, state = await asyncio.wrap_future(finishing)
         log.info("image set", extra={"event": "image_set", "user": user, "session": session_id[:8],
                                      "digest": body.digest[:12], "shape": list(image.array.shape)})
         return SessionState(**state)
