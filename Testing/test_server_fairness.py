@@ -123,3 +123,20 @@ def test_a_prompt_past_its_device_budget_is_stopped_and_changes_nothing(tiny_mod
         alice.undo()  # back before the starting mask, exactly
         assert np.array_equal(alice.get_mask(), before)
         alice.prompt(Point((40, 40, 40)))  # the session goes on
+
+
+def test_a_refused_session_is_logged_as_one_line(tiny_model_dir, caplog):
+    """Issue 24.3: every refused session ("busy", 503) was logged as an error with a 1.9 KB traceback."""
+    with ThreadedServer(server_config(tiny_model_dir, max_sessions=2)) as server:
+        kept = requests.post(server.url + Routes.CREATE_SESSION.path, headers=ALICE, timeout=30)
+        assert kept.status_code == 201
+        caplog.clear()
+        with caplog.at_level("INFO", logger="nninteractive_slicer.server"):
+            refused = [requests.post(server.url + Routes.CREATE_SESSION.path, headers=ALICE, timeout=30)
+                       for _ in range(3)]
+        assert [r.status_code for r in refused] == [503] * 3
+        lines = [r for r in caplog.records if r.name == "nninteractive_slicer.server" and r.levelno >= 30]
+        assert len(lines) == 3, [r.getMessage() for r in lines]
+        for record in lines:
+            assert record.exc_info is None and record.levelname == "WARNING"
+            assert "\n" not in record.getMessage() and "one user" in record.getMessage()
