@@ -25,12 +25,14 @@ from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
 from .images import ImageCache, Uploads
-from .memory import default_budget
+from .memory import BodyGate, default_budget
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
 
 log = logging.getLogger("nninteractive_slicer.server")
 T = TypeVar("T")
+
+BODIES_PER_USER = 4  # chunk bodies of one user held in memory at once
 
 
 class ServerCore:
@@ -52,6 +54,8 @@ class ServerCore:
         self.cache = ImageCache(config.cache_bytes, config.cache_dir, config.cache_dir_bytes)
         self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
                               config.share_images, self.sessions.check_fits)
+        # chunk bodies in flight: a client sends 3 at once; a few of one user's at a time, the rest wait unread
+        self.bodies = BodyGate(min(config.upload_bytes_per_user, BODIES_PER_USER * config.limits.chunk_bytes))
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
