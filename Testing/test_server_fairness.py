@@ -140,3 +140,30 @@ def test_a_refused_session_is_logged_as_one_line(tiny_model_dir, caplog):
         for record in lines:
             assert record.exc_info is None and record.levelname == "WARNING"
             assert "\n" not in record.getMessage() and "one user" in record.getMessage()
+
+
+def test_json_bodies_are_parsed_off_the_event_loop(remote_server, monkeypatch):
+    """Issue 23.5: small JSON bodies (up to 64 KiB) were parsed on the event loop, holding up every other request."""
+    import json
+
+    parsed_on: list[str] = []
+    loads = json.loads
+
+    def recording(text: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"parse_marker" in (text if isinstance(text, bytes) else text.encode()):
+            parsed_on.append(threading.current_thread().name)
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", recording)
+    session = requests.post(remote_server.url + Routes.CREATE_SESSION.path, headers=ALICE, timeout=30).json()
+    try:
+        for route, body in ((Routes.PROMPT, {"kind": "point", "coord": [1, 2, 3], "positive": True}),
+                            (Routes.SET_IMAGE, {"digest": "f" * 64})):
+            reply = requests.post(remote_server.url + route.url(session_id=session["session_id"]), headers=ALICE,
+                                  json={**body, "parse_marker": "x" * 30_000}, timeout=30)
+            assert reply.status_code == 422  # parsed, then refused by the schema
+    finally:
+        requests.delete(remote_server.url + Routes.CLOSE_SESSION.url(session_id=session["session_id"]),
+                        headers=ALICE, timeout=30)
+    loop_thread = remote_server._thread.name
+    assert len(parsed_on) == 2 and loop_thread not in parsed_on, (parsed_on, loop_thread)

@@ -24,7 +24,7 @@ from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_
 from ...interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
 from ...interface import validate_mask as validate_full_mask
 from ..core import ServerCore
-from ..deps import AcceptCodecs, Core, Revision, SessionId, Steps, User
+from ..deps import AcceptCodecs, Core, OffLoopJsonRoute, Revision, SessionId, Steps, User
 from ..errors import ApiError
 from ..schemas import CropHeader, JsonPrompt, MaskHeader, SessionState, SetImageBody
 from ..sessions import ServerSession
@@ -32,7 +32,7 @@ from ..size_checks import check_prompt_size
 from . import FRAME_BODY, FRAME_REPLY, endpoint
 
 log = logging.getLogger("nninteractive_slicer.server")
-router = APIRouter(tags=["session calls"])
+router = APIRouter(tags=["session calls"], route_class=OffLoopJsonRoute)
 
 
 @endpoint(router, Routes.SET_IMAGE, response_model=SessionState)
