@@ -92,8 +92,8 @@ class ServerCore:
             if session.closed:
                 raise session_unknown(session.id)
             if session.binding and not binding:
-                raise ApiError(409, ErrorCode.NO_IMAGE, "A new image is being set on this session: send this call "
-                                                        "again once it is set.")
+                raise ApiError(code=ErrorCode.NO_IMAGE, status=409,
+                               detail="A new image is being set on this session: send this call again once it is set.")
             if expected_revision is not None and expected_revision != session.revision:
                 raise ApiError(409, ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "

@@ -46,7 +46,8 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
 
         def start(engine: Engine) -> Future[Any] | None:
             if session.binding:
-                raise ApiError(409, ErrorCode.NO_IMAGE, "Another image is being set on this session: wait for it.")
+                raise ApiError(code=ErrorCode.NO_IMAGE, status=409,
+                               detail="Another image is being set on this session: wait for it.")
             preparing = engine.start_image(image.array, image.spacing)
             session.binding = True
             return preparing
