@@ -1,73 +1,126 @@
-"""One persistent thread that owns the device.
+"""One persistent thread that owns the device, shared fairly between users.
 
 cuDNN's autotune cache is per thread: upstream measured about 0.11 s against 1.2 s per
 interaction on an RTX 4090 when every call came from a new thread. So every call that touches
 torch (model loading included) runs on this one thread, for the local backend and for all
 sessions of the server alike. It also serialises predictions on the device.
+
+Serving calls in arrival order would let one user's queue of prompts hold everyone else back (24
+queued lassos made another user's point wait 24 of them). So each call goes into a lane, a
+``(user, session)`` pair: the thread takes the next call of the next user in turn, and within a user
+the next call of the next session in turn. Within one lane calls keep their order. A lane may be
+bounded, so that one session cannot queue without end.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ServerBusyError
 
 T = TypeVar("T")
 
-_STOP = object()
+Lane = tuple[Hashable, Hashable]  # (user, session)
+SHARED: Lane = ("", "")  # calls of no user: model loading, the local backend
+
+
+def _join(turns: OrderedDict[Hashable, Any], key: Hashable, last: Hashable, new: Callable[[], Any]) -> Any:
+    """The entry of ``key`` in ``turns``; one that joins goes just before ``last`` (the one served last, so at the
+    end of the turns), not after it: a user who just arrived is served before the user who just had a turn."""
+    if key in turns:
+        return turns[key]
+    entry = turns[key] = new()
+    if last in turns and last != key:
+        turns.move_to_end(last)
+    return entry
 
 
 class DeviceWorker:
-    """Runs submitted calls one at a time, in order, on a single daemon thread."""
+    """Runs submitted calls one at a time on a single daemon thread, round-robin over users, then sessions."""
 
     def __init__(self, name: str = "nninteractive-device") -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # user -> session -> calls; both levels in turn order (the next to serve first)
+        self._lanes: OrderedDict[Hashable, OrderedDict[Hashable, deque[Any]]] = OrderedDict()
+        self._lengths: dict[Lane, int] = {}  # calls queued or running, per lane
         self._pending = 0
-        self._lock = threading.Lock()
+        self._last: Lane = SHARED  # the lane served last
+        self._wake = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], *args: Any, lane: Lane = SHARED, limit: int | None = None) -> Future[T]:
+        """Queue ``fn(*args)`` in ``lane``; ServerBusyError when that lane already holds ``limit`` calls."""
         future: Future[T] = Future()
-        with self._lock:
+        with self._wake:
             if self._stopped:
                 raise BackendUnavailableError("This backend was closed: connect it again.")
+            held = self._lengths.get(lane, 0)
+            if limit is not None and held >= limit:
+                raise ServerBusyError(f"This session already has {held} calls waiting for the device, the most "
+                                      "one session may queue: wait for their results before sending more.", 1.0)
+            user, session = lane
+            sessions = _join(self._lanes, user, self._last[0], OrderedDict)
+            _join(sessions, session, self._last[1] if user == self._last[0] else None, deque).append((future, fn, args))
+            self._lengths[lane] = held + 1
             self._pending += 1
-        self._queue.put((future, fn, args, kwargs))
+            self._wake.notify()
         return future
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the worker and wait for it; runs inline when already on the worker."""
         if threading.current_thread() is self._thread:
-            return fn(*args, **kwargs)
-        return self.submit(fn, *args, **kwargs).result()
+            return fn(*args)
+        return self.submit(fn, *args).result()
 
     @property
     def queue_length(self) -> int:
         """Calls submitted and not yet finished (the running one included)."""
         return self._pending
 
+    def lane_length(self, lane: Lane) -> int:
+        """Calls of ``lane`` queued or running."""
+        return self._lengths.get(lane, 0)
+
     def stop(self) -> None:
         """Finish what was submitted, then end the thread; later calls raise instead of waiting forever."""
-        with self._lock:
+        with self._wake:
             self._stopped = True
-        self._queue.put(_STOP)
+            self._wake.notify()
+
+    def _next(self) -> tuple[Lane, Any] | None:
+        """The next call in turn, or None once stopped with nothing left; waits while there is nothing."""
+        with self._wake:
+            while not self._lanes:
+                if self._stopped:
+                    return None
+                self._wake.wait()
+            user, sessions = next(iter(self._lanes.items()))
+            session, calls = next(iter(sessions.items()))
+            item = calls.popleft()
+            sessions.move_to_end(session)  # this user's next call comes from their next session
+            if not calls:
+                del sessions[session]
+            self._lanes.move_to_end(user)  # the next call comes from the next user
+            if not sessions:
+                del self._lanes[user]
+            self._last = (user, session)
+            return self._last, item
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            future, fn, args, kwargs = item
+        while (taken := self._next()) is not None:
+            lane, (future, fn, args) = taken
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(*args, **kwargs))
+                    future.set_result(fn(*args))
                 except BaseException as exc:  # handed to the caller, never lost
                     future.set_exception(exc)
-            with self._lock:
+            with self._wake:
                 self._pending -= 1
+                self._lengths[lane] -= 1
+                if not self._lengths[lane]:
+                    del self._lengths[lane]

@@ -14,7 +14,8 @@ Inputs arrive already validated by :mod:`..interface`. What this adds to the inn
   after a lost session lands on the same state;
 * nothing changed on failure: calls that rewrite the whole mask (reset, a starting mask) write a new
   buffer that replaces the mask only when they succeed; nnInteractive rolls a failed prompt back itself;
-* with nnInteractive's own session (:class:`ModelEngine`), typed errors: its input errors become
+* with nnInteractive's own session (:class:`ModelEngine`), a device-time budget per prompt
+  (:func:`device_budget`), typed errors: its input errors become
   InvalidPromptError, CUDA out-of-memory frees the cache and becomes OutOfMemoryError; and multi-step
   undo and redo (:mod:`.undo_history`): every step (prompt, starting mask, reset) leaves a compressed
   snapshot of nnInteractive's state, the mask and the prompt count, and undo/redo restore one exactly,
@@ -51,6 +52,35 @@ OOM_MESSAGE = (
     "The GPU ran out of memory for this prompt; nothing was changed. Close other programs using the GPU, "
     "or work on a smaller image (crop it), then try again."
 )
+
+
+class PromptBudgetError(InvalidPromptError):
+    """A prompt used up its device time and was stopped; nnInteractive rolled it back, so nothing changed."""
+
+
+@contextmanager
+def device_budget(network: Any, seconds: float | None) -> Iterator[None]:
+    """Stop a prompt that runs past ``seconds``: checked before each forward pass of ``network``, so a prompt holds
+    the device at most its budget plus one pass. nnInteractive plans one pass per refinement patch, and their
+    number grows with the region where the new prediction and the previous segmentation disagree: a starting mask
+    of all ones followed by one point refines the whole image (190 patches, minutes, at 64^3 with a 64^3 patch)."""
+    if seconds is None:
+        yield
+        return
+    deadline = time.monotonic() + seconds
+
+    def check(_module: Any, _inputs: Any) -> None:
+        if time.monotonic() > deadline:
+            raise PromptBudgetError(
+                f"This prompt needed more than {seconds:g} s of device time, the most this server gives one prompt, "
+                "and was stopped; nothing was changed. It asked the model to refine a very large region (a starting "
+                "mask or segment far larger than the object?): reset, or start from a smaller mask.")
+
+    handle = network.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextmanager
@@ -128,6 +158,12 @@ class Engine:
         self._mask, self._reported = mask, np.zeros(shape, dtype=np.uint8)
         self._start_object()
         self._image_set()
+
+    def drop_image(self) -> None:
+        """Forget the image and mask after setting a new image failed half way: no call runs on a half-set image
+        (the interface asks for an image first) until the next image is set."""
+        self._mask = self._reported = None
+        self._start_object()
 
     def set_initial_mask(self, mask: np.ndarray) -> None:
         self._on_new_buffer(lambda: self._inner.add_initial_seg_interaction(mask, run_prediction=False))
@@ -245,11 +281,12 @@ class ModelEngine(Engine):
     reports_model_time = True
 
     def __init__(self, model: LoadedModel, undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 undo_steps: int = DEFAULT_MAX_STEPS) -> None:
+                 undo_steps: int = DEFAULT_MAX_STEPS, prompt_budget_s: float | None = None) -> None:
         inner = new_inference_session(model.device, model.torch_threads)
         inner.initialize_from_loaded_artifacts(model.artifacts)
         super().__init__(inner)
         self.model = model
+        self.prompt_budget_s = prompt_budget_s  # device time one prompt may use (None: unbounded)
         self._history = UndoHistory(undo_budget_bytes, undo_steps)
         self._unsaved: tuple[Box | None] | None = None  # the last step, when it awaits its snapshot
         self._settling = threading.Lock()  # a snapshot in progress on another thread
@@ -297,7 +334,8 @@ class ModelEngine(Engine):
 
     def prompt(self, prompt: Prompt) -> PromptResult:
         self.settle()
-        return super().prompt(prompt)
+        with device_budget(self._inner.network, self.prompt_budget_s):
+            return super().prompt(prompt)
 
     def set_initial_mask(self, mask: np.ndarray) -> None:
         self.settle()
@@ -317,6 +355,12 @@ class ModelEngine(Engine):
 
     def _image_set(self) -> None:
         self._history.start(self._step(None))
+
+    def drop_image(self) -> None:
+        with self._settling:
+            self._unsaved = None
+            self._history.clear()
+        super().drop_image()
 
     def _stepped(self, written: Box | None) -> None:
         self._unsaved = (written,)

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps each session can undo (default %(default)s)")
     s.add_argument("--undo-mib", type=float, default=DEFAULT_BUDGET_BYTES / MIB,
                    help="memory per session for undo snapshots (compressed); past it the oldest go first")
+    s.add_argument("--prompt-budget", type=float, default=ServerConfig.prompt_budget_s,
+                   help="seconds of device time one prompt may use; past it the prompt is stopped, nothing changes, "
+                        "and the client gets a clear error (0: no budget; default %(default)s)")
+    s.add_argument("--max-queued-per-session", type=int, default=ServerConfig.max_queued_per_session,
+                   help="device calls one session may have waiting; more are refused as busy (default %(default)s)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--log-format", default="json", choices=["json", "text"])
     d = p.add_argument_group("patient data (see docs/deployment.md)")
@@ -130,6 +135,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         session_memory_bytes=int(args.session_memory_gib * GIB) if args.session_memory_gib else None,
         image_retention_s=args.image_retention * 3600, cache_key=cache_key, audit_log=args.audit_log,
         audit_log_bytes=int(args.audit_log_mib * MIB), audit_log_backups=args.audit_log_backups,
+        prompt_budget_s=args.prompt_budget or None, max_queued_per_session=max(1, args.max_queued_per_session),
     )
 
 

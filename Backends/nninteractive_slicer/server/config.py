@@ -32,6 +32,8 @@ class ServerConfig:
     share_images: bool = False  # any user may bind any image (see docs/deployment.md for the trade-off)
     undo_steps: int = DEFAULT_MAX_STEPS  # per session
     undo_budget_bytes: int = DEFAULT_BUDGET_BYTES  # per session: compressed snapshots, oldest dropped first
+    max_queued_per_session: int = 8  # device calls one session may have waiting or running; more get 503 busy
+    prompt_budget_s: float | None = 30.0  # device time one prompt may use; past it, refused and rolled back
     limits: Limits = field(default_factory=Limits)
     # Patient data (docs/deployment.md): how long images stay, sealed at rest, who did what with them.
     image_retention_s: float = 10 * 3600.0  # after a user's last use of an image, from memory and disk

@@ -2,7 +2,9 @@
 
 Request handlers decode and validate in FastAPI's thread pool and await only the engine call here, on
 the one device thread: predictions of all sessions run one at a time while uploads and decoding of
-other requests go on.
+other requests go on. The device thread takes users in turn, then each user's sessions in turn
+(:mod:`..core.device_worker`); a session may queue at most ``max_queued_per_session`` calls, and one
+prompt may use at most ``prompt_budget_s`` of device time (:class:`..core.engine.ModelEngine`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from ..core.device_worker import DeviceWorker
+from ..core.device_worker import SHARED, DeviceWorker, Lane
 from ..core.engine import Engine, ModelEngine
 from ..core.model_loading import load_model
 from ..core.protocol import ErrorCode
@@ -23,13 +26,15 @@ from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
 from .images import ImageCache
-from .memory import default_budget
+from .memory import BodyGate, default_budget
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
 from .uploads import Uploads
 
 log = logging.getLogger("nninteractive_slicer.server")
 T = TypeVar("T")
+
+BODIES_PER_USER = 4  # chunk bodies of one user held in memory at once
 
 
 class ServerCore:
@@ -53,6 +58,8 @@ class ServerCore:
                                 audit=AuditLog(config.audit_log, config.audit_log_bytes, config.audit_log_backups))
         self.uploads = Uploads(self.cache, config.limits, config.cache_bytes, config.upload_bytes_per_user,
                               self.sessions.check_fits)
+        # chunk bodies in flight: a client sends 3 at once; a few of one user's at a time, the rest wait unread
+        self.bodies = BodyGate(min(config.upload_bytes_per_user, BODIES_PER_USER * config.limits.chunk_bytes))
         self.metrics = Metrics({
             "nninteractive_sessions": ("Open sessions.", lambda: len(self.sessions)),
             "nninteractive_sessions_max": ("Session cap.", lambda: config.max_sessions),
@@ -63,19 +70,30 @@ class ServerCore:
         })
 
     # -- the device thread ---------------------------------------------------------------------------
-    async def on_device(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.worker.submit(fn, *args))
+    async def on_device(self, fn: Callable[..., T], *args: Any, lane: Lane = SHARED, limit: int | None = None) -> T:
+        return await asyncio.wrap_future(self.worker.submit(fn, *args, lane=lane, limit=limit))
 
     async def in_session(self, session: ServerSession, expected_revision: int | None,
-                         fn: Callable[[Engine], T], mutates: bool = True) -> tuple[T, dict[str, Any]]:
-        """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after.
+                         fn: Callable[[Engine], T], mutates: bool = True, binding: bool = False
+                         ) -> tuple[T, dict[str, Any]]:
+        """Run ``fn(engine)`` on the device thread; returns its result and the session's state right after."""
+        return await asyncio.wrap_future(self.session_call(session, expected_revision, fn, mutates, binding))
+
+    def session_call(self, session: ServerSession, expected_revision: int | None, fn: Callable[[Engine], T],
+                     mutates: bool = True, binding: bool = False) -> Future[tuple[T, dict[str, Any]]]:
+        """Queue ``fn(engine)`` in the session's lane of the device thread (see :meth:`in_session`).
 
         A mutating call that succeeds bumps the revision. The checks run on the device thread too, so
-        they see the session exactly as ``fn`` will."""
+        they see the session exactly as ``fn`` will. While a new image is being bound (between the two halves
+        of set_image) only the bind's own call (``binding``) runs; any other is refused, never run on a
+        half-set image."""
 
         def run() -> tuple[T, dict[str, Any]]:
             if session.closed:
                 raise session_unknown(session.id)
+            if session.binding and not binding:
+                raise ApiError(ErrorCode.NO_IMAGE, "A new image is being set on this session: send this call again "
+                                                   "once it is set.")
             if expected_revision is not None and expected_revision != session.revision:
                 raise ApiError(ErrorCode.REVISION_MISMATCH,
                                f"The session is at revision {session.revision}, the client expected "
@@ -85,13 +103,14 @@ class ServerCore:
                 session.revision += 1
             return result, session.state()
 
-        return await self.on_device(run)
+        limit = None if binding else self.config.max_queued_per_session  # a bind's second half always runs
+        return self.worker.submit(run, lane=(session.owner, session.id), limit=limit)
 
     # -- sessions ------------------------------------------------------------------------------------
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
             engine = await self.on_device(ModelEngine, self.model, self.config.undo_budget_bytes,
-                                          self.config.undo_steps)
+                                          self.config.undo_steps, self.config.prompt_budget_s, lane=(owner, ""))
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
         log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],
@@ -106,7 +125,7 @@ class ServerCore:
                 session.closed = True
                 session.engine.close()
 
-        self.worker.submit(close)
+        self.worker.submit(close, lane=(session.owner, session.id))
         log.info("session closed", extra={"event": "session_closed", "user": session.owner,
                                            "session": session.id[:8], "reason": reason})
 

@@ -1,12 +1,17 @@
-"""Request dependencies shared by the routers: the server's core, the current user, and typed parameters."""
+"""Request dependencies shared by the routers: the server's core, the current user, typed parameters, and a route
+class that parses JSON bodies off the event loop."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from ..core.protocol import ACCEPT_CODECS_HEADER, REVISION_HEADER
 from .core import ServerCore
@@ -42,3 +47,23 @@ Revision = Annotated[int | None, Depends(expected_revision)]
 Steps = Annotated[int, Query(ge=1, le=10_000, description="how many steps to undo or redo")]
 AcceptCodecs = Annotated[str | None, Header(alias=ACCEPT_CODECS_HEADER, max_length=200,
                                             description="codecs the client decodes, best first")]
+
+
+class _OffLoopJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = await run_in_threadpool(json.loads, await self.body())
+        return self._json
+
+
+class OffLoopJsonRoute(APIRoute):
+    """Parses a route's JSON body in the thread pool: a body of up to 64 KiB (the JSON limit) parsed on the event
+    loop would hold up every other request meanwhile."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_OffLoopJsonRequest(request.scope, request.receive))
+
+        return route

@@ -75,9 +75,12 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(BackendError)
-    async def _backend(_: Request, exc: BackendError) -> JSONResponse:
+    async def _backend(request: Request, exc: BackendError) -> JSONResponse:
         error = from_backend_error(exc)
-        if error.status >= 500:
+        if isinstance(exc, ServerBusyError):  # a refusal, not a failure: one line, no traceback
+            log.warning("refused: %s", exc, extra={"event": "refused", "user": getattr(request.state, "user", "-"),
+                                                   "route": request.url.path, "retry_after": exc.retry_after})
+        elif error.status >= 500:
             log.error("backend error: %s", exc, exc_info=exc)
         return error_response(error)
 

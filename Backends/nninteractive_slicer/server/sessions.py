@@ -35,10 +35,16 @@ class ServerSession:
     revision: int = 0
     image_digest: str | None = None
     closed: bool = False  # set on the device thread when the engine is released
+    binding: bool = False  # a new image is being set (between set_image's two halves); set on the device thread
     inflight: int = 0  # requests being served; never reaped while > 0
     memory_bytes: int = 0  # what its image costs it (see :mod:`.memory`), reserved before the image is set
     last_active: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+
+    @property
+    def held_bytes(self) -> int:
+        """What the session holds against the memory budget: its image's share and its undo snapshots so far."""
+        return self.memory_bytes + (0 if self.closed else self.engine.history.nbytes)
 
     @property
     def shape(self) -> tuple[int, int, int] | None:
@@ -105,15 +111,16 @@ class SessionRegistry:
 
     def reserve_memory(self, session: ServerSession, shape: tuple[int, ...]) -> None:
         """Admit an image of ``shape`` into ``session`` if the memory of all sessions allows it (503 if it
-        will once other sessions close, 507 if never)."""
+        will once other sessions close, 507 if never). Other sessions count with the undo snapshots they hold."""
         need = self.check_fits(shape)
         with self._lock:
-            others = sum(s.memory_bytes for s in self._sessions.values() if s is not session)
+            others = sum(s.held_bytes for s in self._sessions.values() if s is not session)
             if self.memory_budget is not None and others + need > self.memory_budget:
                 raise ServerBusyError(
                     f"Not enough server memory now: this image needs about {gib(need)}, and other sessions hold "
-                    f"{gib(others)} of the {gib(self.memory_budget)} all sessions may use; try again when one "
-                    "closes.", self._retry_after(s for s in self._sessions.values() if s is not session))
+                    f"{gib(others)} (undo snapshots included) of the {gib(self.memory_budget)} all sessions may use; "
+                    "try again when one closes.",
+                    self._retry_after(s for s in self._sessions.values() if s is not session))
             session.memory_bytes = need
 
     def add(self, session: ServerSession) -> None:

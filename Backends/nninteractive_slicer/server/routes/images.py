@@ -45,17 +45,20 @@ async def delete_image(digest: Annotated[Digest, PathParam()], core: Core, user:
 @endpoint(router, Routes.UPLOAD_CHUNK, response_model=UploadStatus, openapi_extra=FRAME_BODY)
 async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[int, PathParam(ge=0)],
                        request: Request, core: Core, user: User) -> UploadStatus:
-    body = await request.body()
-    core.metrics.upload_bytes.inc(len(body))
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else core.config.limits.max_body_bytes
+    async with core.bodies.hold(user, size):  # read only once the user's bodies in flight leave room
+        body = await request.body()
+        core.metrics.upload_bytes.inc(len(body))
 
-    def work() -> UploadStatus:
-        raw, payload = decode_frame(body)
-        head = ChunkHeader.model_validate(raw)
-        progress = core.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
-                                          _triple(head.spacing), head.codec, head.chunk_elements, payload)
-        return UploadStatus(**asdict(progress))
+        def work() -> UploadStatus:
+            raw, payload = decode_frame(body)
+            head = ChunkHeader.model_validate(raw)
+            progress = core.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
+                                              _triple(head.spacing), head.codec, head.chunk_elements, payload)
+            return UploadStatus(**asdict(progress))
 
-    return await run_in_threadpool(work)
+        return await run_in_threadpool(work)
 
 
 def _triple(values: list[T]) -> tuple[T, T, T]:

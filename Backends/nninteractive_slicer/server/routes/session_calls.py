@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_
 from ...interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
 from ...interface import validate_mask as validate_full_mask
 from ..core import ServerCore
-from ..deps import AcceptCodecs, Core, Revision, SessionId, Steps, User
+from ..deps import AcceptCodecs, Core, OffLoopJsonRoute, Revision, SessionId, Steps, User
 from ..errors import ApiError
 from ..schemas import CropHeader, JsonPrompt, MaskHeader, SessionState, SetImageBody
 from ..sessions import ServerSession
@@ -32,7 +33,7 @@ from ..size_checks import check_prompt_size
 from . import FRAME_BODY, FRAME_REPLY, endpoint
 
 log = logging.getLogger("nninteractive_slicer.server")
-router = APIRouter(tags=["session calls"])
+router = APIRouter(tags=["session calls"], route_class=OffLoopJsonRoute)
 
 
 @endpoint(router, Routes.SET_IMAGE, response_model=SessionState)
@@ -43,20 +44,36 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
         if image is None:
             raise ApiError(ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
         core.sessions.reserve_memory(session, image.array.shape)
-        # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
-        # that other sessions' prompts go on meanwhile. The start bumps the revision: a concurrent call of
-        # this session between the halves is refused, never run on a half-set image.
-        preparing, started = await core.in_session(
-            session, revision, lambda engine: engine.start_image(image.array, image.spacing))
-        if preparing is not None:
-            with contextlib.suppress(Exception):  # finish_image raises it, typed
-                await asyncio.wrap_future(preparing)
+
+        def start(engine: Engine) -> Future[Any] | None:
+            if session.binding:
+                raise ApiError(ErrorCode.NO_IMAGE, "Another image is being set on this session: wait for it.")
+            preparing = engine.start_image(image.array, image.spacing)
+            session.binding = True
+            return preparing
 
         def finish(engine: Engine) -> None:
-            engine.finish_image(image.array.shape)
+            try:
+                engine.finish_image(image.array.shape)
+            except BaseException:
+                engine.drop_image()  # no image (409 no_image) until a bind succeeds; never a half-set one
+                session.image_digest = None
+                raise
+            finally:
+                session.binding = False
             session.image_digest = image.digest
 
-        _, state = await core.in_session(session, started["revision"], finish)
+        # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
+        # that other sessions' prompts go on meanwhile. Between the halves the session refuses other calls
+        # (see ServerCore.session_call), and the second half is queued whatever happens to this request.
+        preparing, started = await core.in_session(session, revision, start)
+        try:
+            if preparing is not None:
+                with contextlib.suppress(Exception):  # finish_image raises it, typed
+                    await asyncio.wrap_future(preparing)
+        finally:
+            finishing = core.session_call(session, started["revision"], finish, binding=True)
+        _, state = await asyncio.wrap_future(finishing)
         log.info("image set", extra={"event": "image_set", "user": user, "session": session_id[:8],
                                      "digest": body.digest[:12], "shape": list(image.array.shape)})
         return SessionState(**state)
