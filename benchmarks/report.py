@@ -103,19 +103,21 @@ def markdown(results: dict[str, Any]) -> str:
 def concurrency_lines(results: dict[str, Any]) -> list[str]:
     """The concurrency table (quiet machine, then with the benchmark's CPU load) and the targets per load."""
     lines = ["", "## Concurrent sessions (point prompts on S; median of the repeats, min-max in brackets)", ""]
-    if results.get("cpu_load_processes"):
+    if results.get("cpu_load_processes") and any(r.get("load") == "busy" for r in results["concurrency"]):
         lines += [f"busy: {results['cpu_load_processes']} busy-loop processes run beside both servers "
                   "(started by the benchmark, the same for both).", ""]
-    lines += ["| load | backend | sessions | prompts/s | p50 ms | p95 ms | server CPU ms/prompt | errors |",
+    lines += ["| load | backend | sessions | prompts/s | p50 ms | p95 ms | CPU ms/prompt: server, client | errors |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     summary = concurrency_summary(results["concurrency"])
     for c in summary:
-        cpu = _spread(c["server_cpu_ms_per_prompt"], ".0f") if "server_cpu_ms_per_prompt" in c else "n/a"
+        cpu = (f"{c['server_cpu_ms_per_prompt'][0]:.0f}, {c['client_cpu_ms_per_prompt'][0]:.0f}"
+               if "client_cpu_ms_per_prompt" in c else "n/a")
         lines.append(f"| {c['load']} | {c['backend']} | {c['sessions']} | {_spread(c['prompts_per_s'], '.2f')} "
                      f"| {_spread(c['p50_ms'], '.0f')} | {_spread(c['p95_ms'], '.0f')} | {cpu} | {c['errors']} |")
     if any("server_cpu_ms_per_prompt" in c for c in summary):
-        lines += ["", "Server CPU ms/prompt: the server process's user + system CPU time over the run (image set-up "
-                      "included) per prompt; unlike latency, other work on the machine barely moves it."]
+        lines += ["", "CPU ms/prompt: user + system CPU time per prompt (image set-up included, medians) of the server "
+                      "process and of the benchmark's process (the clients, in threads); unlike latency, other work on "
+                      "the machine barely moves it."]
     cells = {(c["load"], c["backend"], c["sessions"]): c for c in summary}
     lines += [""] + [
         f"- Target ({load}) at {n} sessions (prompts/s >= the official's, p95 <= its p95, medians of the repeats): "
@@ -173,7 +175,8 @@ def concurrency_summary(rows: list[dict]) -> list[dict]:
     for load, backend, sessions in sorted(keys, key=lambda k: (k[0] != "quiet", k[1], k[2])):
         group = [r for r in rows if (r.get("load", "quiet"), r["backend"], r["sessions"]) == (load, backend, sessions)]
         errors = sum(r["errors"] for r in group)
-        fields = [f for f in ("prompts_per_s", "p50_ms", "p95_ms", "server_cpu_ms_per_prompt") if f in group[0]]
+        fields = [f for f in ("prompts_per_s", "p50_ms", "p95_ms", "server_cpu_ms_per_prompt",
+                              "client_cpu_ms_per_prompt") if f in group[0]]
         out.append({"load": load, "backend": backend, "sessions": sessions, "errors": errors, **{
             field: (statistics.median(values), min(values), max(values))
             for field in fields for values in [[r[field] for r in group]]}})

@@ -204,11 +204,14 @@ def concurrency_rows(servers: list[Target], sessions_list: list[int], repeats: i
     for repeat in range(repeats):
         for sessions in sessions_list:
             for target in servers if (repeat + sessions) % 2 == 0 else servers[::-1]:
-                cpu = process_cpu_s(target.server.pid if target.server else None)
+                pid = target.server.pid if target.server else None
+                cpu, client_cpu = process_cpu_s(pid), process_cpu_s(os.getpid())
                 row = concurrency(target, sessions, per_session, "S", repeat)
-                spent = process_cpu_s(target.server.pid if target.server else None) - cpu
-                rows.append({**row, "load": load,  # the server's CPU time, whatever else the machine ran
-                             "server_cpu_ms_per_prompt": round(spent * 1000 / (sessions * per_session), 1)})
+                prompts = sessions * per_session
+                rows.append({**row, "load": load,  # CPU times: what each side used, whatever else the machine ran
+                             "server_cpu_ms_per_prompt": round((process_cpu_s(pid) - cpu) * 1000 / prompts, 1),
+                             "client_cpu_ms_per_prompt": round((process_cpu_s(os.getpid()) - client_cpu) * 1000
+                                                               / prompts, 1)})
         progress(f"concurrency ({load}) repeat {repeat + 1}: {time.perf_counter() - started:.0f} s")
     return rows
 
