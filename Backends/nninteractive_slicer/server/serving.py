@@ -92,6 +92,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     gate: ConnectionGate
     tls: ssl.SSLContext | None = None
     _too_big: bool
+    _head_done: bool
+    _receiving: bool
+    _head_bytes: int
+    _head_size: int
+    _header_lines: int
+    _body_bytes: int
     _timer: asyncio.TimerHandle | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,7 +108,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._handshaking: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
         self._early: list[bytes] = []  # what TLS decrypted before the handshake's task handed over
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self._raw = transport
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple | list) and peer else "?"
@@ -193,7 +199,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope.setdefault("extensions", {})[AUTHENTICATED] = self.authenticated  # type: ignore[typeddict-item]
+        self.scope.setdefault("extensions", {})[AUTHENTICATED] = self.authenticated
         if not self._receiving:  # the next request on a kept-alive connection: its head has its own deadline
             self._start_head()
 
