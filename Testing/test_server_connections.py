@@ -195,3 +195,28 @@ def test_tls_serves_https_with_the_limits(tls_server):
             chunk = sock.recv(65536)
             assert chunk, reply
             reply += chunk
+
+
+def test_the_gate_in_process(tiny_model_dir, tmp_path):
+    """The same limits on an in-process server (where coverage is measured): TLS handshakes counted and bounded,
+    one address's share, keyless sockets making room for a user with a key."""
+    from fixtures_remote import ThreadedServer, server_config
+
+    from nninteractive_slicer.server import serving
+
+    cert, key = self_signed(tmp_path)
+    options = serving.uvicorn_options(request_timeout_s=TIMEOUT_S, max_connections=8, tls_cert=cert, tls_key=key)
+    with ThreadedServer(server_config(tiny_model_dir), **options) as server:
+        url = server.url.replace("http:", "https:")
+        port = int(url.rsplit(":", 1)[1])
+        one = [connect_from("127.0.0.2", port) for _ in range(12)]
+        time.sleep(0.5)
+        assert sum(is_closed(s) for s in one) >= 8  # one address: 4 of 8
+        others = [connect_from(f"127.0.0.{3 + i}", port) for i in range(4)]
+        for _ in range(2):
+            reply = requests.get(f"{url}/v1/info", headers={"Authorization": f"Bearer {ALICE_KEY}"}, verify=str(cert),
+                                 timeout=30)
+            assert reply.status_code == 200
+        assert all_closed_within(one + others, TIMEOUT_S + 10) is not None  # handshakes end at the timeout
+        for sock in one + others:
+            sock.close()
