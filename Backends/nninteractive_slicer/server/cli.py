@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     except BackendUnavailableError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    if args.tls_cert is not None:  # uvicorn's own start-up line says http: the TLS is this server's (serving.py)
+        log.info("serving HTTPS on https://%s:%s", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None,
                 **uvicorn_options(args.request_timeout, args.max_connections, args.max_connections_per_address,
                                   tls_cert=args.tls_cert, tls_key=args.tls_key))
