@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -29,25 +30,27 @@ class ServerProcess:
     """A server command, restartable on the same port. ``start()`` waits for ``/healthz`` or fails with the log."""
 
     def __init__(self, command: list[str], port: int, api_key: str | None = None,
-                 startup_timeout: float = 120.0) -> None:
+                 startup_timeout: float = 120.0, tls_cert: Path | None = None) -> None:
         self.command, self.port, self.api_key, self.startup_timeout = command, port, api_key, startup_timeout
+        self.tls_cert = tls_cert  # the server speaks HTTPS with this (self-signed) certificate
         self._log = tempfile.TemporaryFile()
         self._process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + self.startup_timeout
+        context = ssl.create_default_context(cafile=str(self.tls_cert)) if self.tls_cert else None
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"server exited with {self._process.returncode}:\n{self.log_text()[-4000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as reply:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=context) as reply:
                     if reply.status == 200:
                         return self
             except OSError:

@@ -97,20 +97,36 @@ def markdown(results: dict[str, Any]) -> str:
         for r in results["compact_object_replies"]:
             lines.append(f"| {r['step']} | {r['prompts']} | {r['ours']:,} | {r['official']:,} "
                          f"| {r['seed_protocol']:,} |")
-    lines += ["", "## Concurrent sessions (point prompts on S; median of the repeats, min-max in brackets)", "",
-              "| backend | sessions | prompts/s | p50 ms | p95 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    return "\n".join(lines + concurrency_lines(results)) + "\n"
+
+
+def concurrency_lines(results: dict[str, Any]) -> list[str]:
+    """The concurrency table (quiet machine, then with the benchmark's CPU load) and the targets per load."""
+    lines = ["", "## Concurrent sessions (point prompts on S; median of the repeats, min-max in brackets)", ""]
+    if results.get("cpu_load_processes") and any(r.get("load") == "busy" for r in results["concurrency"]):
+        lines += [f"busy: {results['cpu_load_processes']} busy-loop processes run beside both servers "
+                  "(started by the benchmark, the same for both).", ""]
+    lines += ["| load | backend | sessions | prompts/s | p50 ms | p95 ms | CPU ms/prompt: server, client | errors |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     summary = concurrency_summary(results["concurrency"])
     for c in summary:
-        lines.append(f"| {c['backend']} | {c['sessions']} | {_spread(c['prompts_per_s'], '.2f')} "
-                     f"| {_spread(c['p50_ms'], '.0f')} | {_spread(c['p95_ms'], '.0f')} | {c['errors']} |")
-    cells = {(c["backend"], c["sessions"]): c for c in summary}
+        cpu = (f"{c['server_cpu_ms_per_prompt'][0]:.0f}, {c['client_cpu_ms_per_prompt'][0]:.0f}"
+               if "client_cpu_ms_per_prompt" in c else "n/a")
+        lines.append(f"| {c['load']} | {c['backend']} | {c['sessions']} | {_spread(c['prompts_per_s'], '.2f')} "
+                     f"| {_spread(c['p50_ms'], '.0f')} | {_spread(c['p95_ms'], '.0f')} | {cpu} | {c['errors']} |")
+    if any("server_cpu_ms_per_prompt" in c for c in summary):
+        lines += ["", "CPU ms/prompt: user + system CPU time per prompt (image set-up included, medians) of the server "
+                      "process and of the benchmark's process (the clients, in threads); unlike latency, other work on "
+                      "the machine barely moves it."]
+    cells = {(c["load"], c["backend"], c["sessions"]): c for c in summary}
     lines += [""] + [
-        f"- Target at {n} sessions (prompts/s >= the official's, p95 <= its p95, medians of the repeats): "
+        f"- Target ({load}) at {n} sessions (prompts/s >= the official's, p95 <= its p95, medians of the repeats): "
         f"{_met(ours['prompts_per_s'][0] >= theirs['prompts_per_s'][0] and ours['p95_ms'][0] <= theirs['p95_ms'][0])}"
         f" ({ours['prompts_per_s'][0]:.2f} vs {theirs['prompts_per_s'][0]:.2f} prompts/s, p95 {ours['p95_ms'][0]:.0f}"
         f" vs {theirs['p95_ms'][0]:.0f} ms)."
-        for n in (4, 8) for ours, theirs in [(cells.get(("server", n)), cells.get(("official", n)))] if ours and theirs]
-    return "\n".join(lines) + "\n"
+        for load in ("quiet", "busy") for n in (4, 8)
+        for ours, theirs in [(cells.get((load, "server", n)), cells.get((load, "official", n)))] if ours and theirs]
+    return lines
 
 
 def network_summary(rows: list[dict]) -> list[dict]:
@@ -152,13 +168,18 @@ def _met(ok: bool) -> str:
 
 
 def concurrency_summary(rows: list[dict]) -> list[dict]:
-    """Per backend and session count: (median, min, max) over the repeats of throughput and latencies."""
+    """Per CPU load, backend and session count: (median, min, max) over the repeats of throughput and latencies.
+    Rows without a load (runs before the busy rows existed) were on a quiet machine."""
     out = []
-    for backend, sessions in sorted({(r["backend"], r["sessions"]) for r in rows}):
-        group = [r for r in rows if (r["backend"], r["sessions"]) == (backend, sessions)]
-        out.append({"backend": backend, "sessions": sessions, "errors": sum(r["errors"] for r in group), **{
+    keys = {(r.get("load", "quiet"), r["backend"], r["sessions"]) for r in rows}
+    for load, backend, sessions in sorted(keys, key=lambda k: (k[0] != "quiet", k[1], k[2])):
+        group = [r for r in rows if (r.get("load", "quiet"), r["backend"], r["sessions"]) == (load, backend, sessions)]
+        errors = sum(r["errors"] for r in group)
+        fields = [f for f in ("prompts_per_s", "p50_ms", "p95_ms", "server_cpu_ms_per_prompt",
+                              "client_cpu_ms_per_prompt") if f in group[0]]
+        out.append({"load": load, "backend": backend, "sessions": sessions, "errors": errors, **{
             field: (statistics.median(values), min(values), max(values))
-            for field in ("prompts_per_s", "p50_ms", "p95_ms") for values in [[r[field] for r in group]]}})
+            for field in fields for values in [[r[field] for r in group]]}})
     return out
 
 
@@ -249,7 +270,7 @@ def _network_bars(rows: list[dict], ax) -> None:
 
 def _concurrency_lines(rows: list[dict], ax) -> None:
     """p95 latency against sessions with the spread over repeats; throughput on the right axis."""
-    summary = concurrency_summary(rows)
+    summary = [c for c in concurrency_summary(rows) if c["load"] == "quiet"]
     right = ax.twinx()
     for backend in ("server", "official"):
         cells = [c for c in summary if c["backend"] == backend]

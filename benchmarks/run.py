@@ -34,6 +34,7 @@ import network  # noqa: E402
 import report  # noqa: E402
 import seed_protocol  # noqa: E402
 import xl  # noqa: E402
+from cpu_load import cpu_load  # noqa: E402
 from harness import SegmentTarget, Target, progress, targets  # noqa: E402
 from stats import median, median_ci, percentile, ratio_ci  # noqa: E402
 
@@ -194,6 +195,36 @@ def concurrency(target: Target, sessions: int, prompts_per_session: int, size: s
             "errors": errors}
 
 
+def concurrency_rows(servers: list[Target], sessions_list: list[int], repeats: int, per_session: int,
+                     load: str) -> list[dict]:
+    """Every session count on every server, ``repeats`` times, the servers alternating so that drifts of a
+    shared machine hit both alike. ``load`` names the CPU load running beside them ("quiet" or "busy")."""
+    rows = []
+    started = time.perf_counter()
+    for repeat in range(repeats):
+        for sessions in sessions_list:
+            for target in servers if (repeat + sessions) % 2 == 0 else servers[::-1]:
+                pid = target.server.pid if target.server else None
+                cpu, client_cpu = process_cpu_s(pid), process_cpu_s(os.getpid())
+                row = concurrency(target, sessions, per_session, "S", repeat)
+                prompts = sessions * per_session
+                rows.append({**row, "load": load,  # CPU times: what each side used, whatever else the machine ran
+                             "server_cpu_ms_per_prompt": round((process_cpu_s(pid) - cpu) * 1000 / prompts, 1),
+                             "client_cpu_ms_per_prompt": round((process_cpu_s(os.getpid()) - client_cpu) * 1000
+                                                               / prompts, 1)})
+        progress(f"concurrency ({load}) repeat {repeat + 1}: {time.perf_counter() - started:.0f} s")
+    return rows
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far; 0 without one (or off Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -219,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["S", "M", "L"], choices=["S", "M", "L"])
     parser.add_argument("--repeats", type=int, default=None, help="prompts per type and size (default 10, quick 3)")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--busy", action=argparse.BooleanOptionalAction, default=None,
+                        help="concurrency again with a CPU load beside the servers (default: on, off with --quick)")
+    parser.add_argument("--busy-sessions", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--busy-load", type=int, default=os.cpu_count() or 2,
+                        help="busy-loop processes of the CPU load (default: one per core)")
     parser.add_argument("--network", action=argparse.BooleanOptionalAction, default=None,
                         help="the lab-network profiles (default: on, off with --quick)")
     parser.add_argument("--xl", action=argparse.BooleanOptionalAction, default=None,
@@ -229,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     per_session = 2 if args.quick else 5
     with_network = (not args.quick) if args.network is None else args.network
     with_xl = (not args.quick) if args.xl is None else args.xl
+    with_busy = (not args.quick) if args.busy is None else args.busy
 
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         model_dir = args.model_dir or write_model(Path(tmp) / "tiny", "tiny")
@@ -247,11 +284,13 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"] += summarise(by_backend, size)
                 progress(f"{size}: {sum(map(len, samples.values()))} prompts, {time.perf_counter() - started:.0f} s")
             servers = [t for t in all_targets if t.kind != "local"]
-            for repeat in range(2 if args.quick else CONCURRENCY_REPEATS):  # servers alternate: drifts hit both alike
-                for sessions in args.sessions:
-                    for target in servers if (repeat + sessions) % 2 == 0 else servers[::-1]:
-                        results["concurrency"].append(concurrency(target, sessions, per_session, "S", repeat))
-                progress(f"concurrency repeat {repeat + 1}: {time.perf_counter() - started:.0f} s")
+            repeats_c = 2 if args.quick else CONCURRENCY_REPEATS
+            results["concurrency"] += concurrency_rows(servers, args.sessions, repeats_c, per_session, "quiet")
+            if with_busy:
+                results["cpu_load_processes"] = args.busy_load
+                with cpu_load(args.busy_load):
+                    results["concurrency"] += concurrency_rows(servers, args.busy_sessions, max(3, repeats_c),
+                                                               per_session, "busy")
             if with_network and "L" in args.sizes:
                 results["network"] = network.measure(all_targets, "L", 1 if args.quick else 3)
             if with_xl:

@@ -26,6 +26,7 @@ OPEN_PATHS = frozenset({"/healthz"})  # for load balancers
 BROWSER_PATHS = frozenset({"/docs", "/openapi.json"})  # challenge for Basic auth, so a browser asks for the key
 ANONYMOUS = "anonymous"
 MIN_KEY_LENGTH = 16
+AUTHENTICATED = "nninteractive.authenticated"  # scope extension: tells the connection a valid key came on it
 
 
 def parse_entries(entries: Iterable[str]) -> dict[str, str]:
@@ -129,4 +130,6 @@ class AuthMiddleware:
                             {**(error.headers or {}), **({} if small else {"Connection": "close"})})
             return
         scope.setdefault("state", {})["user"] = user
+        if self.auth.enabled and (mark := scope.get("extensions", {}).get(AUTHENTICATED)) is not None:
+            mark()  # the connection is a user's now: keyless ones make room first (see serving.py)
         await self.app(scope, receive, send)

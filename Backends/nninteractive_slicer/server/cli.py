@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
                    help="seconds a client may take to send a request's head, or pause within its body")
     n.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
-                   help="connections served at once; more get 503")
+                   help="connections held at once, TLS handshakes included; keyless idle ones make room first, "
+                        "more get 503")
+    n.add_argument("--max-connections-per-address", type=int, default=None,
+                   help="connections one client address may hold (default: half of --max-connections; behind a "
+                        "reverse proxy every client has the proxy's address: raise it to --max-connections)")
     n.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain) to serve HTTPS")
     n.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     s = p.add_argument_group("sessions and limits")
@@ -112,6 +116,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                          "--allow-remote-without-key if anyone who can reach this port may use it.")
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together.")
+    if args.max_connections < 2 or (args.max_connections_per_address or 1) < 1:
+        raise SystemExit("error: --max-connections must be at least 2 and --max-connections-per-address at least 1.")
     if args.undo_steps < 0 or args.undo_mib < 0:
         raise SystemExit("error: --undo-steps and --undo-mib cannot be negative (0 turns undo off).")
     try:
@@ -171,8 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     except BackendUnavailableError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, ssl_certfile=args.tls_cert,
-                ssl_keyfile=args.tls_key, **uvicorn_options(args.request_timeout, args.max_connections))
+    if args.tls_cert is not None:  # uvicorn's own start-up line says http: the TLS is this server's (serving.py)
+        log.info("serving HTTPS on https://%s:%s", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None,
+                **uvicorn_options(args.request_timeout, args.max_connections, args.max_connections_per_address,
+                                  tls_cert=args.tls_cert, tls_key=args.tls_key))
 
 
 if __name__ == "__main__":
