@@ -27,7 +27,7 @@ from server_processes import free_port  # noqa: E402
 from synthetic import mr_like_image, prompt_script  # noqa: E402
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
-from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER  # noqa: E402
+from nninteractive_slicer.protocol.contract import AFFINITY_HEADER, REPLICA_HEADER  # noqa: E402
 from nninteractive_slicer.server import cluster, cluster_proxy  # noqa: E402
 
 PROMPTS, LOST_AT = 10, 4  # the worker node is removed once each session has sent LOST_AT prompts

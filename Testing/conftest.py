@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from synthetic import mr_like_image
 
-from nninteractive_slicer.core.synthetic_model import write_model
+from nninteractive_slicer.devtools.synthetic_model import write_model
 from nninteractive_slicer.interface import Backend
 
 pytest_plugins = ["fixtures_local", "fixtures_remote", "fixtures_official", "fixtures_python312", "fixtures_rule",

@@ -39,7 +39,7 @@ class ThreadedServer:
 
     def __init__(self, config: ServerConfig, **uvicorn_options: Any) -> None:
         self.app = create_app(config)
-        self.core = self.app.state.core
+        self.runtime = self.app.state.runtime
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

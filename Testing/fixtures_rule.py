@@ -19,7 +19,7 @@ from server_processes import ServerProcess
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.official import OfficialBackend
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.synthetic_model import write_model
+from nninteractive_slicer.devtools.synthetic_model import write_model
 from nninteractive_slicer.interface import Backend
 
 

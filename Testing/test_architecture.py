@@ -77,3 +77,27 @@ def test_no_backend_kind_is_written_outside_the_registry_and_the_backend_classes
             if isinstance(node, ast.Constant) and node.value in kinds and id(node) not in docstrings | keywords:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
     assert not found, "\n".join(found)
+
+
+def test_nothing_slicer_runs_imports_a_folder_the_module_does_not_ship():
+    from test_slicer_packaging import unshipped_folders
+
+    unshipped = tuple(f"nninteractive_slicer.{folder}" for folder in unshipped_folders())
+    modules = {module_of(p)[0] for p in PACKAGE.rglob("*.py")}
+    shipped = [p for p in PACKAGE.rglob("*.py") if not module_of(p)[0].startswith(unshipped)]
+    lib = [*(LIB / "SlicerNNInteractiveLib").rglob("*.py"), LIB / "SlicerNNInteractive.py"]
+    reached = [f"{path.relative_to(REPO)} imports {name}" for path in shipped + lib
+               for name in (imported(path, modules) if path in shipped else absolute_imports(path, modules))
+               if name.startswith(unshipped)]
+    assert not reached, "\n".join(reached)
+
+
+def absolute_imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules that a file outside the package imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {n for n in [node.module] + [f"{node.module}.{a.name}" for a in node.names] if n in modules}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+    return found

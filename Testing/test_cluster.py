@@ -24,7 +24,7 @@ from synthetic import mr_like_image, prompt_script
 
 from nninteractive_slicer.backends import slicer_server
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER
+from nninteractive_slicer.protocol.contract import AFFINITY_HEADER, REPLICA_HEADER
 from nninteractive_slicer.server.cluster import DEPLOYMENT_NAME, build, replica_actor_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

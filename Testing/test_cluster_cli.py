@@ -9,8 +9,8 @@ from server_processes import our_server
 from synthetic import blob_centre
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.protocol import REPLICA_HEADER
 from nninteractive_slicer.interface import Point
+from nninteractive_slicer.protocol.contract import REPLICA_HEADER
 
 
 def test_replicas_option_serves_on_ray_and_stops_it_on_sigterm(tiny_model_dir, image64):

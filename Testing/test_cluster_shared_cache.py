@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nninteractive_slicer.core.wire import image_digest
+from nninteractive_slicer.protocol.wire import image_digest
 from nninteractive_slicer.server.images import CachedImage, ImageCache
 
 SPACING = (1.0, 1.0, 1.0)

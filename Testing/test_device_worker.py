@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from nninteractive_slicer.core.device_worker import DeviceWorker
+from nninteractive_slicer.engine.device_worker import DeviceWorker
 from nninteractive_slicer.errors import ServerBusyError
 
 

@@ -13,8 +13,8 @@ from synthetic import mr_like_image
 from nninteractive_slicer.backends import image_upload
 from nninteractive_slicer.backends.image_upload import EncodedImage
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend, check_image_fits
-from nninteractive_slicer.core.wire import decode_frame, decode_image_chunk, image_digest
 from nninteractive_slicer.errors import InvalidPromptError
+from nninteractive_slicer.protocol.wire import decode_frame, decode_image_chunk, image_digest
 from nninteractive_slicer.server.config import Limits
 
 SPACING = (1.5, 0.8, 0.8)

@@ -14,7 +14,7 @@ import torch
 from synthetic import blob_centre, prompt_script
 
 from nninteractive_slicer.backends.local import LocalBackend
-from nninteractive_slicer.core.model_loading import choose_device
+from nninteractive_slicer.engine.model_loading import choose_device
 from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError, UndoError
 from nninteractive_slicer.interface import Point, UndoState, changed_box
 
@@ -157,7 +157,7 @@ def test_a_snapshot_that_fails_costs_the_undo_history_never_the_result(backend, 
     def fail(session):
         raise MemoryError("no RAM for the snapshot")
 
-    monkeypatch.setattr("nninteractive_slicer.core.engine.take_snapshot", fail)
+    monkeypatch.setattr("nninteractive_slicer.engine.engine.take_snapshot", fail)
     mirror = backend.get_mask()
     backend.prompt(script[1]).apply_to(mirror)
     assert backend.undo_state() == UndoState(undo=0, redo=0)
@@ -178,7 +178,7 @@ def test_a_snapshot_that_fails_costs_the_undo_history_never_the_result(backend, 
 @pytest.mark.parametrize("kind", ["local", "remote"])
 def test_the_undo_snapshot_is_taken_after_the_reply(request, kind, image64, monkeypatch):
     """Snapshotting a large image takes tens of milliseconds: the reply does not wait for it, the next call does."""
-    from nninteractive_slicer.core import engine
+    from nninteractive_slicer.engine import engine
 
     taken, release = threading.Event(), threading.Event()
     snapshot = engine.take_snapshot

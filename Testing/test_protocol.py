@@ -1,4 +1,4 @@
-"""Client and server speak one contract (:mod:`nninteractive_slicer.core.protocol`): these fail when they drift."""
+"""Client and server speak one contract (:mod:`nninteractive_slicer.protocol.contract`): these fail when they drift."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.routing import compile_path
 
 import nninteractive_slicer.server as server_package
 from nninteractive_slicer.backends import slicer_server
-from nninteractive_slicer.core.protocol import ErrorCode, Route, Routes
+from nninteractive_slicer.protocol.contract import ErrorCode, Route, Routes
 
 
 def served(remote_server) -> set[tuple[str, str]]:
@@ -95,7 +95,7 @@ def test_each_error_code_has_one_status_on_both_sides():
 
 
 def test_a_reply_without_our_code_is_read_by_its_status_never_as_a_lost_session():
-    from nninteractive_slicer.core.protocol import code_of_reply
+    from nninteractive_slicer.protocol.contract import code_of_reply
 
     assert code_of_reply("not ours", 404) is ErrorCode.NOT_FOUND
     assert code_of_reply("not ours", 503) is ErrorCode.BUSY
@@ -106,7 +106,7 @@ def test_a_reply_without_our_code_is_read_by_its_status_never_as_a_lost_session(
 def test_the_bodies_the_client_builds_and_checks_agree_with_the_servers_models_field_by_field():
     from dataclasses import MISSING, fields
 
-    from nninteractive_slicer.core import bodies
+    from nninteractive_slicer.protocol import bodies
     from nninteractive_slicer.server import schemas
 
     pairs = [(bodies.PointPrompt, schemas.PointPrompt), (bodies.BBoxPrompt, schemas.BBoxPrompt),
@@ -127,7 +127,7 @@ def test_the_bodies_the_client_builds_and_checks_agree_with_the_servers_models_f
 def test_a_body_is_checked_by_json_type_strictly():
     import pytest
 
-    from nninteractive_slicer.core.bodies import BodyError, ChangedRegion, SessionState
+    from nninteractive_slicer.protocol.bodies import BodyError, ChangedRegion, SessionState
 
     state = {"session_id": "s", "revision": 3, "image_digest": None, "shape": [2, 3, 4], "prompt_count": 0,
              "can_undo": False, "undo": 0, "redo": 0, "a newer field": 1}

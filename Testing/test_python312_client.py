@@ -7,8 +7,8 @@ from fixtures_python312 import run_python312
 from fixtures_remote import ALICE_KEY
 from synthetic import prompt_script
 
-CLIENT_MODULES = ["interface", "errors", "backends.journal", "core.wire", "backends.slicer_server", "backends.official",
-                  "backends.official_errors"]
+CLIENT_MODULES = ["interface", "errors", "backends.journal", "protocol.wire", "protocol.bodies", "protocol.contract",
+                  "backends.slicer_server", "backends.official", "backends.official_errors"]
 TORCH_FREE_TESTS = ["Testing/test_interface.py"]
 
 CLIENT_RUN = """

@@ -70,7 +70,7 @@ def test_large_images_go_in_chunks_and_keep_their_dtype(tiny_model_dir):
     with ThreadedServer(config) as server, SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as b:
         b.set_image(image)
         assert b.stats.image_uploads == 1
-        (cached,) = server.core.cache._entries.values()
+        (cached,) = server.runtime.cache._entries.values()
         assert cached.array.dtype == np.int16
         np.testing.assert_array_equal(cached.array, image)
         assert b.prompt(Point(blob_centre(image.shape))).changed
@@ -104,4 +104,4 @@ def test_a_full_server_says_busy_and_keeps_its_sessions(tiny_model_dir, image64)
         first.close()
         second.set_image(image64)  # the slot is free again
         second.close()
-        assert len(server.core.sessions) == 0
+        assert len(server.runtime.sessions) == 0

@@ -12,9 +12,9 @@ from server_processes import our_server
 from synthetic import prompt_script, scripted_mask
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.wire import image_digest
 from nninteractive_slicer.errors import UndoError
 from nninteractive_slicer.interface import UndoState
+from nninteractive_slicer.protocol.wire import image_digest
 
 SCRIPT_LENGTH = 8
 CUT = 5  # prompts before the server forgets
@@ -71,11 +71,11 @@ def test_idle_and_dead_sessions_are_reaped_on_their_own_clocks(tiny_model_dir, i
             time.sleep(config.liveness_timeout_s + 1.0)
             # The client without heartbeats is gone; the heartbeating one is not, though idle.
             assert requests.get(f"{server.url}/v1/sessions/{silent}", headers=auth, timeout=10).status_code == 404
-            assert backend._server_session_id in server.core.sessions._sessions
+            assert backend._server_session_id in server.runtime.sessions._sessions
             deadline = time.monotonic() + 10
-            while backend._server_session_id in server.core.sessions._sessions and time.monotonic() < deadline:
+            while backend._server_session_id in server.runtime.sessions._sessions and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert backend._server_session_id not in server.core.sessions._sessions  # reaped as idle
+            assert backend._server_session_id not in server.runtime.sessions._sessions  # reaped as idle
 
         mask = run_with_interruption(backend, image64, wait_for_reaping)
         assert backend.stats.recoveries == 1
@@ -153,8 +153,8 @@ def test_the_server_keeps_what_its_limit_allows_and_a_rebuild_replays_no_more(ti
         # The journal dropped the steps before the object the server can still undo into.
         assert [kind for kind, _ in backend._journal.steps] == ["reset", "prompt", "prompt", "prompt"]
         backend.undo(2)
-        for session in server.core.sessions.remove_all():  # the server forgets
-            server.core.close_session(session, "test")
+        for session in server.runtime.sessions.remove_all():  # the server forgets
+            server.runtime.close_session(session, "test")
         backend.redo()
         assert backend.stats.recoveries == 1
         assert backend.undo_state() == UndoState(undo=1, redo=1)  # not further back than before the loss

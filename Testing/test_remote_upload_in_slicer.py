@@ -42,7 +42,7 @@ def test_zstandard_installed_after_start_is_used_by_the_next_remote_backend(remo
     script = textwrap.dedent(f"""
         import sys
         sys.modules["zstandard"] = None  # not installed yet
-        from nninteractive_slicer.core import wire
+        from nninteractive_slicer.protocol import wire
         assert "zstd" not in wire.AVAILABLE_CODECS, wire.AVAILABLE_CODECS
         del sys.modules["zstandard"]  # pip installed it
         from SlicerNNInteractiveLib.backends import BackendConfig, build_backend

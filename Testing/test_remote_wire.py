@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fixtures_remote import ALICE_KEY
 
-from nninteractive_slicer.core import wire
+from nninteractive_slicer.protocol import wire
 
 
 @pytest.mark.parametrize("codec", wire.AVAILABLE_CODECS)
@@ -60,7 +60,7 @@ def test_a_client_with_only_numpy_and_requests_works_without_torch(remote_server
         sys.modules["lz4"] = None
         sys.path.insert(0, "Testing")
         from synthetic import blob_centre, mr_like_image
-        from nninteractive_slicer.core import wire
+        from nninteractive_slicer.protocol import wire
         from nninteractive_slicer.interface import Point
         from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
         assert wire.AVAILABLE_CODECS == ("zlib", "none"), wire.AVAILABLE_CODECS

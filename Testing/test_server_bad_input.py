@@ -13,8 +13,8 @@ from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.protocol import AFFINITY_HEADER
-from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest, pack_mask
+from nninteractive_slicer.protocol.contract import AFFINITY_HEADER
+from nninteractive_slicer.protocol.wire import encode_frame, encode_image_chunk, image_digest, pack_mask
 
 # On Ray Serve, the key keeps the raw requests on the replica of the sessions they name.
 AFFINITY = "bad-input-corpus"

@@ -7,8 +7,8 @@ from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.wire import image_digest
 from nninteractive_slicer.interface import Point
+from nninteractive_slicer.protocol.wire import image_digest
 from nninteractive_slicer.server.image_crypto import Sealer
 from nninteractive_slicer.server.image_disk import DiskCache
 from nninteractive_slicer.server.images import CachedImage, ImageCache

@@ -15,9 +15,9 @@ import requests
 from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.protocol import Routes
-from nninteractive_slicer.core.wire import decode_frame
 from nninteractive_slicer.interface import Point
+from nninteractive_slicer.protocol.contract import Routes
+from nninteractive_slicer.protocol.wire import decode_frame
 
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 BOB = {"Authorization": f"Bearer {BOB_KEY}"}
@@ -36,8 +36,8 @@ def point(url: str, session_id: str, headers: dict[str, str], coord: list[int]) 
 
 def wait_for_queue(server: ThreadedServer, length: int) -> None:
     deadline = time.monotonic() + 60
-    while server.core.worker.queue_length < length:
-        assert time.monotonic() < deadline, f"only {server.core.worker.queue_length} calls reached the device queue"
+    while server.runtime.worker.queue_length < length:
+        assert time.monotonic() < deadline, f"only {server.runtime.worker.queue_length} calls reached the device queue"
         time.sleep(0.01)
 
 
@@ -77,7 +77,7 @@ def test_one_session_cannot_queue_without_end(tiny_model_dir, image64):
         session_id = alice._server_session_id
         assert session_id
         release = threading.Event()
-        server.core.worker.submit(release.wait)  # the device is busy: Alice's calls queue
+        server.runtime.worker.submit(release.wait)  # the device is busy: Alice's calls queue
         url = server.url + Routes.PROMPT.url(session_id=session_id)
         body = {"kind": "point", "coord": [32, 32, 32], "positive": True}
         with ThreadPoolExecutor(2) as pool:

@@ -10,9 +10,9 @@ from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer
 from synthetic import disk_crop
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk
 from nninteractive_slicer.errors import InvalidPromptError, ServerBusyError
 from nninteractive_slicer.interface import Lasso
+from nninteractive_slicer.protocol.wire import encode_frame, encode_image_chunk
 from nninteractive_slicer.server.config import MIB, Limits
 from nninteractive_slicer.server.memory import SESSION_BYTES_PER_VOXEL
 

@@ -30,7 +30,7 @@ def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image
         for i, prompt in enumerate(prompt_script(image64.shape, seed=7, count=SCRIPT)):
             if i % 2:  # the device is held (another user's long prediction) until the client gives up
                 release = threading.Event()
-                held = server.core.worker.submit(release.wait, 60)
+                held = server.runtime.worker.submit(release.wait, 60)
                 backend._server.timeout = (5.0, 1.0)
                 with pytest.raises(BackendUnavailableError, match="did not answer"):
                     backend.prompt(prompt)
@@ -38,9 +38,9 @@ def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image
                 release.set()
                 held.result()
             backend.prompt(prompt).apply_to(mirror)  # applied once, after a rebuild when the last one timed out
-            assert len(server.core.sessions) == 1, f"prompt {i}: {len(server.core.sessions)} sessions"
+            assert len(server.runtime.sessions) == 1, f"prompt {i}: {len(server.runtime.sessions)} sessions"
         assert backend.stats.recoveries == SCRIPT // 2
         np.testing.assert_array_equal(mirror, backend.get_mask())
         backend.close()
-        assert len(server.core.sessions) == 0
+        assert len(server.runtime.sessions) == 0
     np.testing.assert_array_equal(mirror, uninterrupted)

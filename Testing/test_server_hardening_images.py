@@ -19,8 +19,8 @@ from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
+from nninteractive_slicer.protocol.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.server import image_disk, images, uploads
 from nninteractive_slicer.server.image_crypto import Sealer
 
@@ -79,13 +79,13 @@ def test_a_chunk_racing_the_completion_cannot_change_the_verified_image(remote_s
         go_on.set()
         late = duplicate.result()
     assert late.status_code == 422, late.text  # refused: it does not match the image
-    np.testing.assert_array_equal(remote_server.core.cache.get(digest).array, image)
+    np.testing.assert_array_equal(remote_server.runtime.cache.get(digest).array, image)
     # A client binding the image uses the verified voxels: its prediction matches the local backend's.
     with SlicerServerBackend(url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.set_image(image)
         assert backend.stats.image_uploads == 0
         backend.prompt(Point(blob_centre(image.shape)))
-        np.testing.assert_array_equal(remote_server.core.cache.get(digest).array, image)
+        np.testing.assert_array_equal(remote_server.runtime.cache.get(digest).array, image)
 
 
 def test_images_are_private_to_their_uploader_unless_the_server_shares_them(tiny_model_dir):
@@ -106,7 +106,7 @@ def test_images_are_private_to_their_uploader_unless_the_server_shares_them(tiny
         with SlicerServerBackend(server.url, BOB_KEY, timeout=CLIENT_TIMEOUT_S) as bob:
             bob.set_image(image)
             assert bob.stats.image_uploads == 1  # Bob proved he has the voxels by sending them
-        assert len(server.core.cache) == 1  # held once for both
+        assert len(server.runtime.cache) == 1  # held once for both
     with ThreadedServer(server_config(tiny_model_dir, share_images=True)) as server:
         with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as alice:
             alice.set_image(image)
@@ -229,9 +229,9 @@ def test_whether_another_user_uploaded_an_image_takes_the_same_path_as_an_unknow
     """Issue 23, 1.4: for a digest alice uploaded, bob's GET /v1/images/{digest} and POST .../image answered in
     ~10 ms against ~3 ms for an unknown one. Now both run the very same steps: alice's entry is never consulted.
     (Bob's own image takes another path: the trace sees a difference where there is one.)"""
-    from nninteractive_slicer.server.core import ServerCore
     from nninteractive_slicer.server.routes import images as image_routes
     from nninteractive_slicer.server.routes import session_calls
+    from nninteractive_slicer.server.runtime import ServerRuntime
     from nninteractive_slicer.server.schemas import SetImageBody
 
     async def inline(fn, *args, **kwargs):
@@ -240,7 +240,7 @@ def test_whether_another_user_uploaded_an_image_takes_the_same_path_as_an_unknow
     monkeypatch.setattr(image_routes, "run_in_threadpool", inline)
     monkeypatch.setattr(session_calls, "run_in_threadpool", inline)
     cache_dir = tmp_path / "cache" if where == "disk" else None
-    core = ServerCore(server_config(tiny_model_dir, cache_dir=cache_dir))
+    core = ServerRuntime(server_config(tiny_model_dir, cache_dir=cache_dir))
     try:
         alices, bobs, unknown = (mr_like_image((8, 8, 8), seed=140 + i) for i in range(3))
         digests = {}

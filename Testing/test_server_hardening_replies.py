@@ -12,8 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from synthetic import prompt_script, scripted_mask
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.wire import encode_frame, pack_mask
 from nninteractive_slicer.errors import BackendError
+from nninteractive_slicer.protocol.wire import encode_frame, pack_mask
 
 SCRIPT = 7
 

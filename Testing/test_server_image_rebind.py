@@ -13,8 +13,8 @@ from synthetic import mr_like_image
 from test_server_fairness import wait_for_queue
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.protocol import Routes
-from nninteractive_slicer.core.wire import decode_frame, image_digest
+from nninteractive_slicer.protocol.contract import Routes
+from nninteractive_slicer.protocol.wire import decode_frame, image_digest
 
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 
@@ -32,7 +32,7 @@ def test_binding_an_image_while_prompts_are_queued_never_breaks_the_session(tiny
         assert session_id
         url = server.url
         release = threading.Event()
-        server.core.worker.submit(release.wait)
+        server.runtime.worker.submit(release.wait)
         with ThreadPoolExecutor(4) as pool:
             bind = pool.submit(requests.post, url + Routes.SET_IMAGE.url(session_id=session_id), headers=ALICE,
                                json={"digest": image_digest(other, (1.0, 1.0, 1.0))}, timeout=120)

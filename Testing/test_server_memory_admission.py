@@ -26,7 +26,7 @@ def test_undo_snapshots_count_against_the_memory_budget(tiny_model_dir, image64)
         rng = np.random.default_rng(0)
         for _ in range(6):  # noise compresses badly: each step keeps a large snapshot
             alice.set_initial_mask((rng.random(image64.shape) < 0.5).astype(np.uint8))
-        (session,) = list(server.core.sessions._sessions.values())
+        (session,) = list(server.runtime.sessions._sessions.values())
         deadline = time.monotonic() + 30
         while session.engine.undo_state.undo < 6:  # the last snapshot is taken in the background
             assert time.monotonic() < deadline

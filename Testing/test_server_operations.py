@@ -13,9 +13,9 @@ from fixtures_remote import BOB_KEY, CLIENT_TIMEOUT_S
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.protocol import PROTOCOL_VERSION
-from nninteractive_slicer.core.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.interface import Point
+from nninteractive_slicer.protocol.contract import PROTOCOL_VERSION
+from nninteractive_slicer.protocol.wire import encode_frame, encode_image_chunk, image_digest
 from nninteractive_slicer.server.image_disk import user_tag
 from nninteractive_slicer.server.images import CachedImage, ImageCache
 from nninteractive_slicer.server.logs import JsonFormatter
@@ -88,7 +88,7 @@ def test_uploads_and_light_calls_do_not_wait_for_the_device(remote_server):
     header = {"shape": list(image.shape), "dtype": "float32", "spacing": [1, 1, 1], "codec": "zstd",
               "chunk_elements": image.size}
     body = encode_frame(header, encode_image_chunk(image.reshape(-1), "zstd"))
-    busy = remote_server.core.worker.submit(time.sleep, 3.0)
+    busy = remote_server.runtime.worker.submit(time.sleep, 3.0)
     try:
         started = time.perf_counter()
         upload = requests.put(f"{remote_server.url}/v1/images/{digest}/chunks/0", data=body, timeout=10,

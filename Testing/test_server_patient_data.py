@@ -22,9 +22,10 @@ from server_processes import ServerProcess, free_port
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.wire import image_digest
 from nninteractive_slicer.interface import Point
-from nninteractive_slicer.server import cli, image_crypto
+from nninteractive_slicer.protocol.wire import image_digest
+from nninteractive_slicer.server import image_crypto
+from nninteractive_slicer.server import options as server_options
 from nninteractive_slicer.server.audit import AuditLog
 from nninteractive_slicer.server.image_crypto import Sealer, Unreadable, load_cache_key
 
@@ -76,7 +77,7 @@ def test_an_image_goes_from_memory_and_disk_after_the_retention_but_never_while_
         assert status(server.url, digest) and image_files(cache_dir) == [f"{digest}.img"]
         alice.close()
         assert wait_until(lambda: not image_files(cache_dir) and not markers(cache_dir))
-        assert len(server.core.cache) == 0 and server.core.cache.nbytes == 0
+        assert len(server.runtime.cache) == 0 and server.runtime.cache.nbytes == 0
         assert not status(server.url, digest)
         with SlicerServerBackend(server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as again:
             again.set_image(image)  # uploaded again, transparently
@@ -96,12 +97,12 @@ def test_a_user_deletes_their_image_at_once_and_their_client_uploads_it_again(ti
         alice.set_image(image)
         before = alice.prompt(Point(blob_centre(image.shape)))
         session = alice._server_session_id
-        array = weakref.ref(server.core.cache.get(digest).array)
+        array = weakref.ref(server.runtime.cache.get(digest).array)
         assert delete(server.url, digest, BOB).status_code == 404  # not bob's: nothing happens
         reply = delete(server.url, digest)
         assert reply.status_code == 200 and reply.json() == {"digest": digest, "present": False}
         assert image_files(cache_dir) == [] and markers(cache_dir) == []  # unlinked
-        assert len(server.core.cache) == 0 and server.core.cache.nbytes == 0
+        assert len(server.runtime.cache) == 0 and server.runtime.cache.nbytes == 0
         assert requests.get(f"{server.url}/v1/sessions/{session}", headers=ALICE, timeout=10).status_code == 404
         assert wait_until(lambda: gc.collect() >= 0 and array() is None)  # the memory is released
         assert delete(server.url, digest).json()["error"] == "image_unknown"  # gone: a second delete says so
@@ -191,7 +192,7 @@ def test_a_deletion_the_disk_refuses_half_way_is_a_503_and_the_retention_finishe
         assert reply.status_code == 503 and reply.json()["error"] == "busy"
         assert not status(server.url, digest)  # never served again
         monkeypatch.setattr(image_disk.DiskCache, "drop", drop)
-        server.core.cache.expire()
+        server.runtime.cache.expire()
         assert image_files(cache_dir) == []
 
 
@@ -265,16 +266,16 @@ def test_the_key_comes_from_a_file_or_the_environment_and_is_never_shown(tmp_pat
     assert load_cache_key(None, {image_crypto.KEY_ENV: base64.urlsafe_b64encode(KEY_B).decode()}) == KEY_B
     assert load_cache_key(None, {}) is None
     args = ["--model-dir", "m", "--cache-dir", str(tmp_path / "c"), "--cache-key-file", str(key_file)]
-    config = cli.config_from_args(cli.build_parser().parse_args(args))
+    config = server_options.config_from_args(server_options.build_parser().parse_args(args))
     assert config.cache_key == KEY_A and KEY_A.hex() not in repr(config)
     short = "0123456789abcdef" * 2
     key_file.write_text(short)
     with pytest.raises(SystemExit) as refused:
-        cli.config_from_args(cli.build_parser().parse_args(args))
+        server_options.config_from_args(server_options.build_parser().parse_args(args))
     assert "64 hex digits" in str(refused.value) and short not in str(refused.value)
     key_file.write_text(KEY_A.hex())
     with pytest.raises(SystemExit, match="give --cache-dir"):
-        cli.config_from_args(cli.build_parser().parse_args(args[:2] + args[4:]))
+        server_options.config_from_args(server_options.build_parser().parse_args(args[:2] + args[4:]))
 
 
 # -- the audit log -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import requests
 from fixtures_remote import ALICE_KEY, ThreadedServer, server_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from nninteractive_slicer.core.protocol import AFFINITY_HEADER
+from nninteractive_slicer.protocol.contract import AFFINITY_HEADER
 
 
 def fuzz(url: str, cwd: Path, *headers: str) -> None:
@@ -34,7 +34,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tiny_model_d
     with ThreadedServer(config) as server:
         fuzz(server.url, tmp_path)
         # It really reached the API, and left the server serving.
-        assert server.core.metrics.requests.labels("POST", "/v1/sessions", "201")._value.get() > 0
+        assert server.runtime.metrics.requests.labels("POST", "/v1/sessions", "201")._value.get() > 0
 
 
 def test_schemathesis_finds_no_server_error_on_ray_serve(ray_cluster, tmp_path):

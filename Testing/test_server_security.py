@@ -12,7 +12,7 @@ from fixtures_remote import ALICE_KEY, ThreadedServer, server_config
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.errors import BackendUnavailableError
 from nninteractive_slicer.server.auth import ENV_VAR, load_keys
-from nninteractive_slicer.server.cli import build_parser, config_from_args
+from nninteractive_slicer.server.options import build_parser, config_from_args
 
 
 def test_docs_and_openapi_need_a_key_healthz_does_not(remote_server):

@@ -12,8 +12,8 @@ import numpy as np
 import requests
 from fixtures_remote import ALICE_KEY, BOB_KEY, ThreadedServer, server_config
 
-from nninteractive_slicer.core.protocol import Routes
-from nninteractive_slicer.core.wire import FRAME_CONTENT_TYPE, encode_frame
+from nninteractive_slicer.protocol.contract import Routes
+from nninteractive_slicer.protocol.wire import FRAME_CONTENT_TYPE, encode_frame
 from nninteractive_slicer.server.config import MIB
 
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}", "Content-Type": FRAME_CONTENT_TYPE}

@@ -21,7 +21,7 @@ from slicer_loop import hold_gil, run_slicer_loop
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.core.snapshots import DELAY_S
+from nninteractive_slicer.engine.snapshots import DELAY_S
 from SlicerNNInteractiveLib.logic import SlicerNNInteractiveLogic
 
 SHAPE = (64, 128, 128)

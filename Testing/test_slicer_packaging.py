@@ -40,11 +40,21 @@ def test_module_cmake_lists_every_script_and_resource():
     )
 
 
-def test_module_cmake_ships_the_backend_client_package():
+def test_module_cmake_ships_the_backend_package_by_a_folder_rule_with_its_data():
     listed = {e.removeprefix("nninteractive_slicer/") for e in module_cmake_entries() if e.startswith("nninteractive_")}
-    present = {p.relative_to(BACKENDS).as_posix() for p in BACKENDS.rglob("*") if p.suffix in (".py", ".json")
-               and p.relative_to(BACKENDS).parts[0] != "server" and "__pycache__" not in p.parts}
-    assert listed == present, "Backends/nninteractive_slicer (less server/) and the module's CMakeLists.txt disagree"
+    unshipped = unshipped_folders()
+    assert {"server", "devtools"} <= unshipped
+    data = {p.relative_to(BACKENDS).as_posix() for p in BACKENDS.rglob("*.json")
+            if p.relative_to(BACKENDS).parts[0] not in unshipped}
+    assert listed == data, "the package's data files and the module's CMakeLists.txt disagree"
+
+
+def unshipped_folders() -> set[str]:
+    """The package's folders the module's CMakeLists.txt leaves out of Slicer (its folder rule)."""
+    text = (MODULE / "CMakeLists.txt").read_text()
+    rule = re.search(r'FILTER BACKENDS_PYTHON_SCRIPTS EXCLUDE REGEX "\^nninteractive_slicer/\(([\w|]+)\)/"', text)
+    assert rule, "the folder rule is gone from SlicerNNInteractive/CMakeLists.txt"
+    return set(rule.group(1).split("|"))
 
 
 def test_extension_metadata():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from nninteractive_slicer.core.snapshots import SnapshotScheduler
+from nninteractive_slicer.engine.snapshots import SnapshotScheduler
 
 
 class Recorder:

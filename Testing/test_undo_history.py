@@ -16,9 +16,9 @@ import pytest
 import torch
 from synthetic import blob_centre, disk_crop, prompt_script
 
-from nninteractive_slicer.core.engine import seeded_numpy_rng
-from nninteractive_slicer.core.model_loading import load_model, new_inference_session
-from nninteractive_slicer.core.undo_history import (
+from nninteractive_slicer.engine.engine import seeded_numpy_rng
+from nninteractive_slicer.engine.model_loading import load_model, new_inference_session
+from nninteractive_slicer.engine.undo_history import (
     SNAPSHOT_ATTRIBUTES,
     UNCHANGED_BY_STEPS,
     UndoHistory,

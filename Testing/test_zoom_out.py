@@ -101,14 +101,14 @@ def test_refinement_draws_the_same_numbers_whatever_the_rng_state_before(rule_mo
 def test_a_server_that_forgot_the_session_gets_the_zoomed_out_prompt_replayed(rule_remote_server, rod, monkeypatch):
     """Recovery replays the click that zoomed out; the restored object is the rod, bit for bit."""
     image, expected = rod
-    core = rule_remote_server.core
+    runtime = rule_remote_server.runtime
     with SlicerServerBackend(rule_remote_server.url, ALICE_KEY, timeout=CLIENT_TIMEOUT_S) as backend:
         backend.set_image(image)
         mirror = np.zeros(image.shape, np.uint8)
         backend.prompt(ROD_CLICK).apply_to(mirror)
         uploads = backend.stats.image_uploads  # 0 when the contract test sent the rod to this server already
-        for session in core.sessions.remove_all():  # what a restart with a disk cache leaves
-            core.close_session(session, "forgotten by the test")
+        for session in runtime.sessions.remove_all():  # what a restart with a disk cache leaves
+            runtime.close_session(session, "forgotten by the test")
         spy = InferenceSpy(monkeypatch)
         # Restored by replaying the click, the object is the rod already: the click again changes nothing.
         assert not backend.prompt(ROD_CLICK).changed

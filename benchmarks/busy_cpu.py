@@ -29,7 +29,7 @@ from cpu_load import cpu_load  # noqa: E402
 from harness import progress, targets  # noqa: E402
 from run import concurrency_rows, machine  # noqa: E402
 
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

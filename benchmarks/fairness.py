@@ -32,7 +32,7 @@ from server_processes import our_server  # noqa: E402
 from synthetic import disk_crop, mr_like_image  # noqa: E402
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
 from nninteractive_slicer.interface import Lasso, Point  # noqa: E402
 
 ALICE_KEY, BOB_KEY = "alice-benchmark-key-0123", "bob-benchmark-key-012345"

@@ -27,7 +27,7 @@ from synthetic import mr_like_image, prompt_script  # noqa: E402
 
 from nninteractive_slicer import history as h  # noqa: E402
 from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@ The synthetic test model predicts speckle, which compresses alike in every forma
 predicts a compact object and refines it locally. This scripts such an object at size L (a blob,
 then lobes added and removed) and encodes every step's reply as each protocol would, no server:
 
-* ours: the tight box of the changed voxels, bit-packed + zstd, in our frame (:mod:`nninteractive_slicer.core.wire`);
+* ours: the tight box of the changed voxels, bit-packed + zstd, in our frame
+  (:mod:`nninteractive_slicer.protocol.wire`);
 * official: the box nnInteractive wrote (the 192^3 patch around the prompt), uint8, blosc2 zstd, as
   ``nninteractive-server`` 2.6 sends it (its own ``pack_array``);
 * 0.3 protocol: the whole mask, ``np.packbits`` + gzip.
@@ -16,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import seed_protocol
 
-from nninteractive_slicer.core.wire import encode_frame, pack_mask
 from nninteractive_slicer.interface import box_slices, changed_box
+from nninteractive_slicer.protocol.wire import encode_frame, pack_mask
 
 PATCH = 192  # the official model's patch: what nnInteractive writes around a prompt
 

@@ -32,8 +32,8 @@ def measure() -> dict:
     import numpy as np
 
     from nninteractive_slicer.backends.image_upload import EncodedImage
-    from nninteractive_slicer.core.wire import AVAILABLE_CODECS, choose_codec, encode_frame, pack_mask
     from nninteractive_slicer.interface import box_slices, changed_box
+    from nninteractive_slicer.protocol.wire import AVAILABLE_CODECS, choose_codec, encode_frame, pack_mask
 
     codec = choose_codec(["zstd", "zlib"])
     out: dict = {"python": sys.version.split()[0], "codecs": list(AVAILABLE_CODECS), "codec": codec, "images": []}

@@ -38,7 +38,7 @@ from cpu_load import cpu_load  # noqa: E402
 from harness import SegmentTarget, Target, progress, targets  # noqa: E402
 from stats import median, median_ci, percentile, ratio_ci  # noqa: E402
 
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
 
 CONCURRENCY_REPEATS = 3  # alternating repetitions of the concurrency runs (2 with --quick)
 

@@ -36,8 +36,8 @@ from server_processes import free_port, our_server  # noqa: E402
 from synthetic import mr_like_image, prompt_script  # noqa: E402
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
-from nninteractive_slicer.core.protocol import AFFINITY_HEADER, REPLICA_HEADER  # noqa: E402
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.protocol.contract import AFFINITY_HEADER, REPLICA_HEADER  # noqa: E402
 from nninteractive_slicer.server import ServerConfig  # noqa: E402
 from nninteractive_slicer.server.cluster import LocalCluster  # noqa: E402
 

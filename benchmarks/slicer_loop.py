@@ -30,7 +30,7 @@ from server_processes import our_server  # noqa: E402
 
 from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend  # noqa: E402
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
 from SlicerNNInteractiveLib.logic import TIMER_MS, SlicerNNInteractiveLogic  # noqa: E402
 
 API_KEY = "benchmark-key-0123456789"

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", type=Path, default=None, metavar="JSON",
                         help="re-check and re-draw a finished run from its JSON (no new run)")
     args = parser.parse_args(argv)
-    from nninteractive_slicer.core.synthetic_model import write_model
+    from nninteractive_slicer.devtools.synthetic_model import write_model
 
     checks = Checks(rss_growth=args.rss_growth, latency_tolerance=args.latency_tolerance,
                     window_s=min(300.0, args.minutes * 60 / 3))

@@ -31,8 +31,8 @@ import cases  # noqa: E402
 from run import machine  # noqa: E402
 
 from nninteractive_slicer.backends.local import LocalBackend  # noqa: E402
-from nninteractive_slicer.core.synthetic_model import write_model  # noqa: E402
-from nninteractive_slicer.core.undo_history import take_snapshot  # noqa: E402
+from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
+from nninteractive_slicer.engine.undo_history import take_snapshot  # noqa: E402
 from nninteractive_slicer.errors import UndoError  # noqa: E402
 from nninteractive_slicer.interface import Prompt  # noqa: E402
 

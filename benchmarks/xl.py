@@ -16,7 +16,7 @@ from harness import SegmentTarget, Target, progress
 from stats import median
 
 from nninteractive_slicer.backends.image_upload import EncodedImage
-from nninteractive_slicer.core.wire import choose_codec, encode_image_chunk
+from nninteractive_slicer.protocol.wire import choose_codec, encode_image_chunk
 from SlicerNNInteractiveLib.pipeline import SYNC
 
 SIZE = "XL"

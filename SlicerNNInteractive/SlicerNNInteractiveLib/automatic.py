@@ -42,7 +42,7 @@ class BackendChoice:
 
 def cuda_devices() -> list[str]:
     """``cuda:N`` for each CUDA device torch sees (imports torch, so off the GUI thread)."""
-    from nninteractive_slicer.core.model_loading import cuda_devices as found
+    from nninteractive_slicer.engine.model_loading import cuda_devices as found
 
     return found()
 

@@ -63,7 +63,7 @@ LOADING_CHECK_S = 0.5
 IDLE_TIMER_MS = 1000
 IDLE_WAIT_S = 0.02
 QUIT_WAIT_S = 10.0  # a prompt or a model load on a GPU ends well within this
-# The local backend's threads that touch torch (core.device_worker, core.snapshots), by name.
+# The local backend's threads that touch torch (engine.device_worker, engine.snapshots), by name.
 TORCH_THREADS = ("nninteractive-device", "nninteractive-undo-snapshots")
 
 EventKind = Literal["status", "connection", "backend", "install", "recommend", "fallback", "loading", "devices",

@@ -61,7 +61,7 @@ class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
     def model_dir(cls) -> Path:
         """The tiny synthetic model, written once per Slicer session."""
         if cls._model_dir is None:
-            from nninteractive_slicer.core.synthetic_model import write_model
+            from nninteractive_slicer.devtools.synthetic_model import write_model
 
             cls._model_dir = write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)
         return cls._model_dir

@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from ..core.bodies import ChunkHeader
-from ..core.wire import DIGEST_TAG, chunk_ranges, encode_frame, encode_image_chunk, wire_dtype
 from ..interface import UploadProgress
+from ..protocol.bodies import ChunkHeader
+from ..protocol.wire import DIGEST_TAG, chunk_ranges, encode_frame, encode_image_chunk, wire_dtype
 
 # Small enough that the first chunk is on the wire within tens of milliseconds and a slow link still
 # shows progress; large enough that per-request costs stay negligible. The server's limit caps it.
@@ -106,7 +106,7 @@ class EncodedImage:
 
     # -- internals -----------------------------------------------------------------------------------
     def _hash(self, spacing: tuple[float, float, float]) -> str:
-        """The digest of :func:`..core.wire.image_digest`, chunk by chunk while the first chunks compress."""
+        """The digest of :func:`..protocol.wire.image_digest`, chunk by chunk while the first chunks compress."""
         meta = json.dumps([self.flat.dtype.name, self.shape, [float(s) for s in spacing]]).encode()
         digest = hashlib.sha256(DIGEST_TAG + b"\0" + meta + b"\0")
         self._fill_window()

@@ -1,7 +1,7 @@
 """What a server-side session holds, kept by the client so a lost session can be rebuilt exactly.
 
 A server may forget a session (reaped, restarted, evicted). Because every backend seeds each
-prompt from its index in the current object (see :mod:`..core.engine`), replaying the image and the
+prompt from its index in the current object (see :mod:`..engine.engine`), replaying the image and the
 steps since (starting masks, resets, prompts) reproduces the lost state bit for bit. Remote
 backends record every successful call here and replay it into a fresh session: all steps, undone
 ones too, then the same undo, so the rebuilt session can undo and redo what the lost one could.

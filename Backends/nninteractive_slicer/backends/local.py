@@ -1,7 +1,7 @@
 """The local backend: nnInteractive in this process, e.g. inside 3D Slicer's own Python, on the user's GPU.
 
 Every torch call, model loading included, runs on one persistent device thread (see
-:mod:`..core.device_worker`). ``Backend.start`` runs calls off the GUI thread; their device work still
+:mod:`..engine.device_worker`). ``Backend.start`` runs calls off the GUI thread; their device work still
 happens on the device thread.
 """
 
@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..core.device_worker import DeviceWorker
-from ..core.engine import ModelEngine
-from ..core.model_loading import LoadedModel, load_model
-from ..core.snapshots import SnapshotScheduler
-from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+from ..engine.device_worker import DeviceWorker
+from ..engine.engine import ModelEngine
+from ..engine.model_loading import LoadedModel, load_model
+from ..engine.snapshots import SnapshotScheduler
+from ..engine.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
 from .registry import BackendConfig, Requirement, register_backend
 

@@ -3,7 +3,7 @@
 server can use it from Slicer without redeploying.
 
 The client mirrors nnInteractive's session method by method, so the engine's wrapper
-(:class:`..core.engine.Engine`) drives it as it drives nnInteractive's own: validated prompts
+(:class:`..engine.engine.Engine`) drives it as it drives nnInteractive's own: validated prompts
 in, changed regions out. What this module adds:
 
 * typed errors with actionable messages (:mod:`.official_errors`);
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..core.engine import Engine
+from ..engine.engine import Engine
 from ..errors import BackendUnavailableError
 from ..interface import PROMPT_KINDS, Capabilities, Prompt, PromptResult, UndoState
 from .journal import Restore

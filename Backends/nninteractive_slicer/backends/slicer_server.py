@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from ..core.bodies import (
+from ..errors import BackendError, BackendUnavailableError, InvalidPromptError, UndoError
+from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, UploadProgress, undo_limit_message
+from ..protocol.bodies import (
     BBoxPrompt,
     BodyError,
     ChangedRegion,
@@ -39,8 +41,8 @@ from ..core.bodies import (
     SessionState,
     SetImageBody,
 )
-from ..core.protocol import REVISION_HEADER, ImageUnknown, Route, Routes, SessionUnknown
-from ..core.wire import (
+from ..protocol.contract import REVISION_HEADER, ImageUnknown, Route, Routes, SessionUnknown
+from ..protocol.wire import (
     FRAME_CONTENT_TYPE,
     WireError,
     choose_codec,
@@ -51,8 +53,6 @@ from ..core.wire import (
     register_optional_codecs,
     unpack_mask,
 )
-from ..errors import BackendError, BackendUnavailableError, InvalidPromptError, UndoError
-from ..interface import BBox, Capabilities, Point, Prompt, PromptResult, UndoState, UploadProgress, undo_limit_message
 from .image_upload import WORKERS, EncodedImage
 from .journal import Restore
 from .registry import BackendConfig, Requirement, register_backend

@@ -1,7 +1,7 @@
 """HTTP to this project's server: one keep-alive connection pool, timeouts, typed errors, heartbeats.
 
 The remote backend (:mod:`.slicer_server`) keeps the session logic and its recovery; this module knows only the
-contract (:mod:`..core.protocol`) and ``requests``. Every error reply becomes a typed error from its code;
+contract (:mod:`..protocol.contract`) and ``requests``. Every error reply becomes a typed error from its code;
 two of them (``SessionUnknown``, ``ImageUnknown``) are repaired by the backend, never shown.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 
 import requests
 
-from ..core import wire
-from ..core.bodies import B, BodyError, Health, Info
-from ..core.protocol import (
+from ..errors import AuthenticationError, BackendError, BackendUnavailableError, ServerBusyError
+from ..protocol import wire
+from ..protocol.bodies import B, BodyError, Health, Info
+from ..protocol.contract import (
     ACCEPT_CODECS_HEADER,
     AFFINITY_HEADER,
     PROTOCOL_VERSION,
@@ -30,7 +31,6 @@ from ..core.protocol import (
     RouteUnknown,
     code_of_reply,
 )
-from ..errors import AuthenticationError, BackendError, BackendUnavailableError, ServerBusyError
 from .server_backend import CONNECT_TIMEOUT_S
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Runs a history again on a backend, step by step, and says where the result departs from the recording.
 
 Replays are bit-identical where the backend is deterministic (the same model on the same kind of
-device: every prompt is seeded by its index, see :mod:`..core.engine`). Elsewhere the report counts,
+device: every prompt is seeded by its index, see :mod:`..engine.engine`). Elsewhere the report counts,
 per step, the voxels in which the replayed mask differs from the recorded one.
 """
 

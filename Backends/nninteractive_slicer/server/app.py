@@ -19,11 +19,11 @@ from fastapi import FastAPI
 from .. import __version__
 from .auth import AuthMiddleware
 from .config import ServerConfig
-from .core import ServerCore
 from .errors import CatchAllMiddleware, install_handlers
 from .images import expire_forever
 from .logs import AccessLogMiddleware
 from .routes import images, meta, session_calls, sessions
+from .runtime import ServerRuntime
 from .schemas import ErrorBody
 from .size_checks import BodyLimitMiddleware
 
@@ -32,30 +32,30 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(config: ServerConfig, core: ServerCore | None = None) -> FastAPI:
-    """The app; builds a :class:`ServerCore` (loading the model) unless one is given."""
-    core = core or ServerCore(config)
+def create_app(config: ServerConfig, runtime: ServerRuntime | None = None) -> FastAPI:
+    """The app; builds a :class:`ServerRuntime` (loading the model) unless one is given."""
+    runtime = runtime or ServerRuntime(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        reapers = [asyncio.create_task(core.reap_forever("idle", config.idle_timeout_s)),
-                   asyncio.create_task(core.reap_forever("dead", config.liveness_timeout_s)),
-                   asyncio.create_task(expire_forever(core.cache, core.sessions.images_in_use))]
+        reapers = [asyncio.create_task(runtime.reap_forever("idle", config.idle_timeout_s)),
+                   asyncio.create_task(runtime.reap_forever("dead", config.liveness_timeout_s)),
+                   asyncio.create_task(expire_forever(runtime.cache, runtime.sessions.images_in_use))]
         try:
             yield
         finally:
             for task in reapers:
                 task.cancel()
-            core.shutdown()
+            runtime.shutdown()
 
     app = FastAPI(title="nnInteractive for 3D Slicer: inference server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None, responses=_ERRORS,
                   generate_unique_id_function=lambda route: route.name)
-    app.state.core = core
+    app.state.runtime = runtime
     install_handlers(app)
-    app.add_middleware(AccessLogMiddleware, core=core)
+    app.add_middleware(AccessLogMiddleware, runtime=runtime)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
-    app.add_middleware(AuthMiddleware, authenticator=core.auth, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(AuthMiddleware, authenticator=runtime.auth, max_body_bytes=config.limits.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)  # added last: outermost
     for router in (meta.router, sessions.router, images.router, session_calls.router):
         app.include_router(router)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..core.protocol import ErrorCode
+from ..protocol.contract import ErrorCode
 from .errors import ApiError, send_json
 
 ENV_VAR = "NNINTERACTIVE_SLICER_API_KEYS"

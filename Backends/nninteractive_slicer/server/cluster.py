@@ -2,7 +2,7 @@
 
 A session lives in one replica's memory (its engine, on that replica's device thread), so every call of
 a client must reach the replica that holds it. The remote client sends a stable key in
-:data:`~..core.wire.AFFINITY_HEADER` with every call, and Ray's consistent-hash router maps the key to
+:data:`~..protocol.contract.AFFINITY_HEADER` with every call, and Ray's consistent-hash router maps the key to
 a replica, strictly (no fallback replica: a fallback would answer "session unknown"). Clients that send
 no key still work, but each call lands on a random replica, so only one-replica deployments suit them.
 
@@ -16,7 +16,6 @@ it must be set on every node before Ray starts; a replica refuses to start when 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import math
@@ -35,12 +34,13 @@ from ray._private import ray_constants
 from ray.serve.config import HTTPOptions, RequestRouterConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.protocol import AFFINITY_HEADER, REPLICA_HEADER
+from ..protocol.contract import AFFINITY_HEADER, REPLICA_HEADER
 from . import cluster_proxy, logs
 from .app import create_app
 from .cluster_metrics import deployment_render, publish_forever
 from .cluster_processes import end, ray_descendants
 from .config import ServerConfig
+from .options import ServeOptions, parse
 from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -96,7 +96,7 @@ class ServerReplica:
         app = create_app(self._config)
         replica = serve.get_replica_context().replica_id.unique_id
         app.add_middleware(ReplicaHeader, replica=replica)
-        metrics = app.state.core.metrics
+        metrics = app.state.runtime.metrics
         own = metrics.render
         self._publishing = asyncio.create_task(publish_forever(replica, own))
         metrics.render = deployment_render(replica, own)  # /metrics shows every replica, labelled
@@ -120,16 +120,13 @@ def build(args: dict[str, Any]) -> serve.Application:
 
     Replica count and resources come from ``--replicas``/``--replica-cpus``/``--device`` here, and may be
     overridden per deployment in the config file."""
-    from .cli import build_parser, config_from_args
-
-    parsed = build_parser().parse_args([str(a) for a in args.get("argv", [])])
-    config = config_from_args(parsed)
-    if not config.api_keys and not parsed.allow_remote_without_key:  # the proxies' address is not ours to check
+    config, options = parse([str(a) for a in args.get("argv", [])])
+    if not config.api_keys and not options.allow_remote_without_key:  # the proxies' address is not ours to check
         raise ValueError("A Ray Serve deployment needs API keys (--api-keys-file or --api-key in args.argv), or "
                          "--allow-remote-without-key.")
-    replicas = int(parsed.replicas) if parsed.replicas not in (None, "auto") else 1
-    return application(config, replicas, parsed.replica_cpus, 0.0 if config.device == "cpu" else 1.0,
-                       parsed.log_level, parsed.log_format)
+    replicas = int(options.replicas) if options.replicas not in (None, "auto") else 1
+    return application(config, replicas, options.replica_cpus, 0.0 if config.device == "cpu" else 1.0,
+                       options.log_level, options.log_format)
 
 
 def resolve_replicas(replicas: str, device: str) -> tuple[int, str]:
@@ -185,7 +182,7 @@ class LocalCluster:
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(self.replicas * self.replica_cpus)),
                  include_dashboard=False, logging_level=logging.WARNING, configure_logging=False,
                  _node_ip_address=LOOPBACK)
-        if sigterm is not None:  # ray.init replaced it (and Ray's core worker aborts on SIGTERM): the caller's again
+        if sigterm is not None:  # ray.init replaced it (and Ray's runtime worker aborts on SIGTERM): the caller's again
             signal.signal(signal.SIGTERM, sigterm)
         try:
             serve.start(http_options=self.http)
@@ -215,9 +212,9 @@ def replica_actor_name(replica: str) -> str:
     return f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT_NAME}#{replica}"
 
 
-def serve_locally(config: ServerConfig, args: argparse.Namespace) -> None:
+def serve_locally(config: ServerConfig, options: ServeOptions) -> None:
     """``nninteractive-slicer-server --replicas N``: serve until SIGINT or SIGTERM, then stop Ray."""
-    replicas, device = resolve_replicas(args.replicas, config.device)
+    replicas, device = resolve_replicas(options.replicas or "auto", config.device)
     if device != config.device:
         config = ServerConfig(**{**config.__dict__, "device": device})
 
@@ -227,11 +224,11 @@ def serve_locally(config: ServerConfig, args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, stop)  # LocalCluster keeps it through ray.init
     try:  # a stop while Ray or the replicas still start is a stop too: LocalCluster cleans up either way
-        with LocalCluster(config, replicas, host=args.host, port=args.port, replica_cpus=args.replica_cpus,
-                          tls_cert=str(args.tls_cert) if args.tls_cert else None,
-                          tls_key=str(args.tls_key) if args.tls_key else None,
-                          request_timeout_s=args.request_timeout, max_connections=args.max_connections,
-                          log_level=args.log_level, log_format=args.log_format) as cluster:
+        with LocalCluster(config, replicas, host=options.host, port=options.port, replica_cpus=options.replica_cpus,
+                          tls_cert=str(options.tls_cert) if options.tls_cert else None,
+                          tls_key=str(options.tls_key) if options.tls_key else None,
+                          request_timeout_s=options.request_timeout_s, max_connections=options.max_connections,
+                          log_level=options.log_level, log_format=options.log_format) as cluster:
             log.info("serving %d replicas on %s", replicas, cluster.url)
             while True:
                 time.sleep(3600)

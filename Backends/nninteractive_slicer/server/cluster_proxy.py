@@ -24,7 +24,7 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.protocol import REPLICA_HEADER, ErrorCode
+from ..protocol.contract import REPLICA_HEADER, ErrorCode
 from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.bodies import Limits
-from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+from ..engine.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+from ..protocol.bodies import Limits
 
 __all__ = ["GIB", "MIB", "Limits", "ServerConfig"]
 

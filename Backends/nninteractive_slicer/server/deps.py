@@ -1,4 +1,4 @@
-"""Request dependencies shared by the routers: the server's core, the current user, typed parameters, and a route
+"""Request dependencies shared by the routers: the server's runtime, the current user, typed parameters, and a route
 class that parses JSON bodies off the event loop.
 
 The dependencies are ``async`` although they never wait: FastAPI runs a plain ``def`` dependency in its thread
@@ -17,17 +17,17 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from ..core.protocol import ACCEPT_CODECS_HEADER, REVISION_HEADER
-from .core import ServerCore
+from ..protocol.contract import ACCEPT_CODECS_HEADER, REVISION_HEADER
+from .runtime import ServerRuntime
 
 _BEARER = HTTPBearer(auto_error=False, description="An API key of this server")
 
 
-async def get_core(request: Request) -> ServerCore:
-    return request.app.state.core
+async def get_runtime(request: Request) -> ServerRuntime:
+    return request.app.state.runtime
 
 
-Core = Annotated[ServerCore, Depends(get_core)]
+Runtime = Annotated[ServerRuntime, Depends(get_runtime)]
 
 
 async def current_user(request: Request, _: Annotated[Any, Depends(_BEARER)]) -> str:

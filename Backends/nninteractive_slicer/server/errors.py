@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.protocol import ErrorCode, Routes, code_of_error, code_of_status
-from ..core.wire import WireError
 from ..errors import BackendError, ServerBusyError
+from ..protocol.contract import ErrorCode, Routes, code_of_error, code_of_status
+from ..protocol.wire import WireError
 
 log = logging.getLogger("nninteractive_slicer.server")
 

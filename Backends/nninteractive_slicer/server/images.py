@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.protocol import ErrorCode
-from ..core.wire import image_digest
+from ..protocol.contract import ErrorCode
+from ..protocol.wire import image_digest
 from .audit import AuditLog
 from .errors import ApiError
 from .image_crypto import Sealer

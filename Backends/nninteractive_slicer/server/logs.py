@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from .core import ServerCore
+    from .runtime import ServerRuntime
 
 log = logging.getLogger("nninteractive_slicer.server")
 
@@ -97,8 +97,8 @@ def route_stdout() -> None:
 class AccessLogMiddleware:
     """One structured log line and one request count per request, with the user and the route template."""
 
-    def __init__(self, app: ASGIApp, core: ServerCore) -> None:
-        self.app, self.core = app, core
+    def __init__(self, app: ASGIApp, runtime: ServerRuntime) -> None:
+        self.app, self.runtime = app, runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,7 +117,7 @@ class AccessLogMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             user = scope.get("state", {}).get("user", "-")
-            self.core.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.runtime.metrics.requests.labels(scope["method"], route, str(status)).inc()
             log.info("request", extra={"event": "request", "user": user, "method": scope["method"], "route": route,
                                        "session": scope.get("path_params", {}).get("session_id", "")[:8],
                                        "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)})

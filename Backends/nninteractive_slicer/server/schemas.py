@@ -1,6 +1,6 @@
 """Request and response bodies of the API, strict: a string is never taken for a number, nor 1 for true.
 
-Frame headers (binary bodies, see :mod:`..core.wire`) are validated with the same models.
+Frame headers (binary bodies, see :mod:`..protocol.wire`) are validated with the same models.
 """
 
 from __future__ import annotations

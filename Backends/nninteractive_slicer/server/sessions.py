@@ -1,7 +1,7 @@
 """Server sessions: one engine session per client, owned by the user who created it, capped in number and
 reaped on two clocks (idle: no real work; dead: not even a heartbeat).
 
-A session's state changes only on the device thread (see :mod:`.core`), so requests of one session never
+A session's state changes only on the device thread (see :mod:`.runtime`), so requests of one session never
 race each other; ``revision`` counts those changes and lets a client detect a call it lost to a timeout.
 """
 
@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.engine import ModelEngine
-from ..core.protocol import ErrorCode
+from ..engine.engine import ModelEngine
 from ..errors import ServerBusyError
+from ..protocol.contract import ErrorCode
 from .errors import ApiError
 from .memory import gib, session_bytes
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.protocol import ErrorCode
 from ..interface import IMAGE_DTYPES
+from ..protocol.contract import ErrorCode
 from .config import Limits
 from .errors import ApiError, send_json
 

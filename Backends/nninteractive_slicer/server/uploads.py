@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.protocol import ErrorCode
-from ..core.wire import chunk_count, decode_image_chunk, image_digest
 from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import validate_image
+from ..protocol.contract import ErrorCode
+from ..protocol.wire import chunk_count, decode_image_chunk, image_digest
 from .config import Limits
 from .errors import ApiError
 from .images import CachedImage, ImageCache, digest_mismatch

@@ -1,6 +1,6 @@
 """The API's routers, one per resource: meta, sessions, images and the calls inside a session.
 
-Each handler is registered for one route of the contract (:mod:`...core.protocol`), with its method, so the
+Each handler is registered for one route of the contract (:mod:`...protocol.contract`), with its method, so the
 server serves exactly what the client calls.
 """
 
@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 
-from ...core.protocol import Route
-from ...core.wire import FRAME_CONTENT_TYPE
+from ...protocol.contract import Route
+from ...protocol.wire import FRAME_CONTENT_TYPE
 
 F = TypeVar("F", bound=Callable[..., Any])
 

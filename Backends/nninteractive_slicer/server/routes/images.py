@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from ...core.protocol import ErrorCode, Routes
-from ...core.wire import decode_frame
 from ...errors import ServerBusyError
-from ..deps import Core, User
+from ...protocol.contract import ErrorCode, Routes
+from ...protocol.wire import decode_frame
+from ..deps import Runtime, User
 from ..errors import ApiError
 from ..schemas import ChunkHeader, Digest, ImageStatus, UploadStatus
 from . import FRAME_BODY, endpoint
@@ -22,18 +22,18 @@ T = TypeVar("T")
 
 
 @endpoint(router, Routes.IMAGE_STATUS, response_model=ImageStatus)
-async def image_status(digest: Annotated[Digest, PathParam()], core: Core, user: User) -> ImageStatus:
-    return ImageStatus(digest=digest, present=await run_in_threadpool(core.cache.status, digest, user))
+async def image_status(digest: Annotated[Digest, PathParam()], runtime: Runtime, user: User) -> ImageStatus:
+    return ImageStatus(digest=digest, present=await run_in_threadpool(runtime.cache.status, digest, user))
 
 
 @endpoint(router, Routes.DELETE_IMAGE, response_model=ImageStatus)
-async def delete_image(digest: Annotated[Digest, PathParam()], core: Core, user: User) -> ImageStatus:
+async def delete_image(digest: Annotated[Digest, PathParam()], runtime: Runtime, user: User) -> ImageStatus:
     """Forget the image for this user now (their sessions on it end); it leaves memory and disk once no
     other user who sent it still holds it."""
-    for session in core.sessions.remove_using(user, digest):
-        core.close_session(session, "image_deleted")
+    for session in runtime.sessions.remove_using(user, digest):
+        runtime.close_session(session, "image_deleted")
     try:
-        deleted = await run_in_threadpool(core.cache.delete, digest, user)
+        deleted = await run_in_threadpool(runtime.cache.delete, digest, user)
     except OSError as exc:
         raise ServerBusyError(f"The image could not be deleted from the disk cache ({exc.strerror}); it is no "
                               "longer served. Try again: the server also retries by itself.", 5) from exc
@@ -44,17 +44,17 @@ async def delete_image(digest: Annotated[Digest, PathParam()], core: Core, user:
 
 @endpoint(router, Routes.UPLOAD_CHUNK, response_model=UploadStatus, openapi_extra=FRAME_BODY)
 async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[int, PathParam(ge=0)],
-                       request: Request, core: Core, user: User) -> UploadStatus:
+                       request: Request, runtime: Runtime, user: User) -> UploadStatus:
     declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else core.config.limits.max_body_bytes
-    async with core.bodies.hold(user, size):  # read only once the user's bodies in flight leave room
+    size = int(declared) if declared.isdigit() else runtime.config.limits.max_body_bytes
+    async with runtime.bodies.hold(user, size):  # read only once the user's bodies in flight leave room
         body = await request.body()
-        core.metrics.upload_bytes.inc(len(body))
+        runtime.metrics.upload_bytes.inc(len(body))
 
         def work() -> UploadStatus:
             raw, payload = decode_frame(body)
             head = ChunkHeader.model_validate(raw)
-            progress = core.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
+            progress = runtime.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
                                               _triple(head.spacing), head.codec, head.chunk_elements, payload)
             return UploadStatus(**asdict(progress))
 

@@ -11,9 +11,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from ... import __version__
-from ...core.protocol import PROTOCOL_VERSION, SERVER_NAME, Routes
-from ...core.wire import AVAILABLE_CODECS
-from ..deps import Core, User
+from ...protocol.contract import PROTOCOL_VERSION, SERVER_NAME, Routes
+from ...protocol.wire import AVAILABLE_CODECS
+from ..deps import Runtime, User
 from ..schemas import Health, Info
 from . import endpoint
 
@@ -36,28 +36,28 @@ def docs(request: Request) -> HTMLResponse:
 
 
 @endpoint(router, Routes.INFO, response_model=Info)
-def info(core: Core, _: User) -> Info:
+def info(runtime: Runtime, _: User) -> Info:
     import torch
 
-    caps = core.model.capabilities
-    config = core.config
+    caps = runtime.model.capabilities
+    config = runtime.config
     return Info(
         server=SERVER_NAME, version=__version__, protocol_version=PROTOCOL_VERSION, model_id=caps.model_id,
         license=caps.license, device=caps.device, capabilities=asdict(caps), codecs=list(AVAILABLE_CODECS),
         limits=config.limits.to_json(),
         timeouts={"idle_s": config.idle_timeout_s, "liveness_s": config.liveness_timeout_s},
-        sessions={"open": len(core.sessions), "max": config.max_sessions, "max_per_user": config.sessions_per_user,
-                  "memory_budget_bytes": core.sessions.memory_budget},
+        sessions={"open": len(runtime.sessions), "max": config.max_sessions, "max_per_user": config.sessions_per_user,
+                  "memory_budget_bytes": runtime.sessions.memory_budget},
         versions={"nninteractive_slicer": __version__, "nninteractive": _version("nninteractive"),
                   "torch": torch.__version__, "python": platform.python_version()},
-        auth=core.auth.enabled,
+        auth=runtime.auth.enabled,
     )
 
 
 @endpoint(router, Routes.METRICS, response_class=Response,
           responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
-def metrics(core: Core, _: User) -> Response:
-    return Response(core.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+def metrics(runtime: Runtime, _: User) -> Response:
+    return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _version(package: str) -> str:

@@ -1,8 +1,8 @@
 """Calls inside a session: image, starting mask, reset, prompts, undo and redo, and reading the mask.
 
-Handlers decode in the thread pool and run the engine on the device thread (:meth:`ServerCore.in_session`);
+Handlers decode in the thread pool and run the engine on the device thread (:meth:`ServerRuntime.in_session`);
 mutating calls check the client's revision there, and replies carry the changed region only. A step's undo
-snapshot is taken in the background a moment later (:mod:`...core.snapshots`).
+snapshot is taken in the background a moment later (:mod:`...engine.snapshots`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import numpy as np
 from fastapi import APIRouter, Body, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ...core.bodies import ChangedRegion
-from ...core.engine import Engine
-from ...core.protocol import ErrorCode, Routes
-from ...core.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_frame, pack_mask, unpack_mask
+from ...engine.engine import Engine
 from ...interface import BBox, Lasso, Point, Prompt, PromptResult, Scribble, box_shape, normalize_box, validate_prompt
 from ...interface import validate_mask as validate_full_mask
-from ..core import ServerCore
-from ..deps import AcceptCodecs, Core, OffLoopJsonRoute, Revision, SessionId, Steps, User
+from ...protocol.bodies import ChangedRegion
+from ...protocol.contract import ErrorCode, Routes
+from ...protocol.wire import FRAME_CONTENT_TYPE, choose_codec, decode_frame, encode_frame, pack_mask, unpack_mask
+from ..deps import AcceptCodecs, OffLoopJsonRoute, Revision, Runtime, SessionId, Steps, User
 from ..errors import ApiError
+from ..runtime import ServerRuntime
 from ..schemas import CropHeader, JsonPrompt, MaskHeader, SessionState, SetImageBody
 from ..sessions import ServerSession
 from ..size_checks import check_prompt_size
@@ -37,13 +37,13 @@ router = APIRouter(tags=["session calls"], route_class=OffLoopJsonRoute)
 
 
 @endpoint(router, Routes.SET_IMAGE, response_model=SessionState)
-async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user: User, revision: Revision
+async def set_image(session_id: SessionId, body: SetImageBody, runtime: Runtime, user: User, revision: Revision
                     ) -> SessionState:
-    with core.sessions.use(session_id, user) as session:
-        image = await run_in_threadpool(core.cache.use, body.digest, user, session_id)
+    with runtime.sessions.use(session_id, user) as session:
+        image = await run_in_threadpool(runtime.cache.use, body.digest, user, session_id)
         if image is None:
             raise ApiError(ErrorCode.IMAGE_UNKNOWN, "The server does not hold this image; upload it first.")
-        core.sessions.reserve_memory(session, image.array.shape)
+        runtime.sessions.reserve_memory(session, image.array.shape)
 
         def start(engine: Engine) -> Future[Any] | None:
             if session.binding:
@@ -65,14 +65,14 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
 
         # Preprocessing runs in nnInteractive's own threads: wait for it here, not on the device thread, so
         # that other sessions' prompts go on meanwhile. Between the halves the session refuses other calls
-        # (see ServerCore.session_call), and the second half is queued whatever happens to this request.
-        preparing, started = await core.in_session(session, revision, start)
+        # (see ServerRuntime.session_call), and the second half is queued whatever happens to this request.
+        preparing, started = await runtime.in_session(session, revision, start)
         try:
             if preparing is not None:
                 with contextlib.suppress(Exception):  # finish_image raises it, typed
                     await asyncio.wrap_future(preparing)
         finally:
-            finishing = core.session_call(session, started["revision"], finish, binding=True)
+            finishing = runtime.session_call(session, started["revision"], finish, binding=True)
         _, state = await asyncio.wrap_future(finishing)
         log.info("image set", extra={"event": "image_set", "user": user, "session": session_id[:8],
                                      "digest": body.digest[:12], "shape": list(image.array.shape)})
@@ -80,9 +80,9 @@ async def set_image(session_id: SessionId, body: SetImageBody, core: Core, user:
 
 
 @endpoint(router, Routes.SET_INITIAL_MASK, response_model=SessionState, openapi_extra=FRAME_BODY)
-async def set_initial_mask(session_id: SessionId, request: Request, core: Core, user: User,
+async def set_initial_mask(session_id: SessionId, request: Request, runtime: Runtime, user: User,
                            revision: Revision) -> SessionState:
-    with core.sessions.use(session_id, user) as session:
+    with runtime.sessions.use(session_id, user) as session:
         body = await request.body()
         shape = _require_image(session)
 
@@ -95,33 +95,33 @@ async def set_initial_mask(session_id: SessionId, request: Request, core: Core, 
             return unpack_mask(payload, shape, head.codec)
 
         mask = await run_in_threadpool(decode)
-        _, state = await core.in_session(
+        _, state = await runtime.in_session(
             session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.image_shape)))
-        core.snapshots.schedule(session.engine)
+        runtime.snapshots.schedule(session.engine)
         return SessionState(**state)
 
 
 @endpoint(router, Routes.RESET, response_model=SessionState)
-async def reset(session_id: SessionId, core: Core, user: User, revision: Revision) -> SessionState:
-    with core.sessions.use(session_id, user) as session:
+async def reset(session_id: SessionId, runtime: Runtime, user: User, revision: Revision) -> SessionState:
+    with runtime.sessions.use(session_id, user) as session:
         _require_image(session)
-        _, state = await core.in_session(session, revision, lambda engine: engine.reset())
-        core.snapshots.schedule(session.engine)
+        _, state = await runtime.in_session(session, revision, lambda engine: engine.reset())
+        runtime.snapshots.schedule(session.engine)
         return SessionState(**state)
 
 
 @endpoint(router, Routes.PROMPT, response_class=Response, responses=FRAME_REPLY)
-async def prompt(session_id: SessionId, body: Annotated[JsonPrompt, Body()], core: Core, user: User,
+async def prompt(session_id: SessionId, body: Annotated[JsonPrompt, Body()], runtime: Runtime, user: User,
                  revision: Revision, accept: AcceptCodecs = None) -> Response:
     if body.kind == "point":
         parsed: Prompt = Point(tuple(body.coord), body.positive)  # type: ignore[arg-type]
     else:
         parsed = BBox(tuple(tuple(r) for r in body.box), body.positive)  # type: ignore[arg-type]
-    return await _run_prompt(core, session_id, user, revision, accept, lambda _: parsed)
+    return await _run_prompt(runtime, session_id, user, revision, accept, lambda _: parsed)
 
 
 @endpoint(router, Routes.CROP_PROMPT, response_class=Response, responses=FRAME_REPLY, openapi_extra=FRAME_BODY)
-async def crop_prompt(session_id: SessionId, request: Request, core: Core, user: User, revision: Revision,
+async def crop_prompt(session_id: SessionId, request: Request, runtime: Runtime, user: User, revision: Revision,
                       accept: AcceptCodecs = None) -> Response:
     body = await request.body()
 
@@ -129,65 +129,65 @@ async def crop_prompt(session_id: SessionId, request: Request, core: Core, user:
         raw, payload = decode_frame(body)
         head = CropHeader.model_validate(raw)
         box = normalize_box(head.box, shape, head.kind)  # inside the image before the crop is unpacked
-        check_prompt_size(box, core.config.limits)
+        check_prompt_size(box, runtime.config.limits)
         crop = unpack_mask(payload, box_shape(box), head.codec)
         return (Lasso if head.kind == "lasso" else Scribble)(crop, box, head.positive)
 
-    return await _run_prompt(core, session_id, user, revision, accept, decode)
+    return await _run_prompt(runtime, session_id, user, revision, accept, decode)
 
 
 @endpoint(router, Routes.UNDO, response_class=Response, responses=FRAME_REPLY)
-async def undo(session_id: SessionId, core: Core, user: User, revision: Revision, steps: Steps = 1,
+async def undo(session_id: SessionId, runtime: Runtime, user: User, revision: Revision, steps: Steps = 1,
                accept: AcceptCodecs = None) -> Response:
-    return await _move(core, session_id, user, revision, accept, "undo", steps)
+    return await _move(runtime, session_id, user, revision, accept, "undo", steps)
 
 
 @endpoint(router, Routes.REDO, response_class=Response, responses=FRAME_REPLY)
-async def redo(session_id: SessionId, core: Core, user: User, revision: Revision, steps: Steps = 1,
+async def redo(session_id: SessionId, runtime: Runtime, user: User, revision: Revision, steps: Steps = 1,
                accept: AcceptCodecs = None) -> Response:
-    return await _move(core, session_id, user, revision, accept, "redo", steps)
+    return await _move(runtime, session_id, user, revision, accept, "redo", steps)
 
 
-async def _move(core: ServerCore, session_id: str, user: str, revision: int | None, accept: str | None,
+async def _move(runtime: ServerRuntime, session_id: str, user: str, revision: int | None, accept: str | None,
                 action: str, steps: int) -> Response:
     """Undo or redo ``steps`` steps; more than the session keeps is an undo_limit error that changes nothing."""
-    with core.sessions.use(session_id, user) as session:
+    with runtime.sessions.use(session_id, user) as session:
         _require_image(session)
-        result, state = await core.in_session(session, revision, lambda engine: getattr(engine, action)(steps))
-        return await _frame_reply(core, result, state, accept, action)
+        result, state = await runtime.in_session(session, revision, lambda engine: getattr(engine, action)(steps))
+        return await _frame_reply(runtime, result, state, accept, action)
 
 
 @endpoint(router, Routes.GET_MASK, response_class=Response, responses=FRAME_REPLY)
-async def get_mask(session_id: SessionId, core: Core, user: User, accept: AcceptCodecs = None) -> Response:
-    with core.sessions.use(session_id, user, active=False) as session:
+async def get_mask(session_id: SessionId, runtime: Runtime, user: User, accept: AcceptCodecs = None) -> Response:
+    with runtime.sessions.use(session_id, user, active=False) as session:
         _require_image(session)
-        mask, state = await core.in_session(session, None, lambda engine: engine.mask_copy(), mutates=False)
+        mask, state = await runtime.in_session(session, None, lambda engine: engine.mask_copy(), mutates=False)
         codec = choose_codec(accept)
         payload = await run_in_threadpool(pack_mask, mask, codec)
         return Response(encode_frame({"shape": list(mask.shape), "codec": codec, "revision": state["revision"]},
                                      payload), media_type=FRAME_CONTENT_TYPE)
 
 
-async def _run_prompt(core: ServerCore, session_id: str, user: str, revision: int | None, accept: str | None,
+async def _run_prompt(runtime: ServerRuntime, session_id: str, user: str, revision: int | None, accept: str | None,
                       decode: Callable[[tuple[int, int, int]], Prompt]) -> Response:
     """Decode (thread pool), validate and predict (device thread), encode the changed region (thread pool)."""
-    with core.sessions.use(session_id, user) as session:
+    with runtime.sessions.use(session_id, user) as session:
         shape = _require_image(session)
         prompt = await run_in_threadpool(decode, shape)
 
         def run(engine: Engine) -> PromptResult:
-            valid = validate_prompt(prompt, engine.image_shape, core.model.capabilities)
+            valid = validate_prompt(prompt, engine.image_shape, runtime.model.capabilities)
             return engine.prompt(valid)
 
-        result, state = await core.in_session(session, revision, run)
-        core.snapshots.schedule(session.engine)
-        return await _frame_reply(core, result, state, accept, prompt.kind)
+        result, state = await runtime.in_session(session, revision, run)
+        runtime.snapshots.schedule(session.engine)
+        return await _frame_reply(runtime, result, state, accept, prompt.kind)
 
 
-async def _frame_reply(core: ServerCore, result: PromptResult, state: dict[str, Any], accept: str | None,
+async def _frame_reply(runtime: ServerRuntime, result: PromptResult, state: dict[str, Any], accept: str | None,
                        kind: str) -> Response:
     if result.backend_ms is not None:
-        core.metrics.prediction.labels(kind).observe(result.backend_ms / 1000)
+        runtime.metrics.prediction.labels(kind).observe(result.backend_ms / 1000)
     codec = choose_codec(accept)
     box, patch = result.box, result.patch
     header = ChangedRegion(changed=result.changed, revision=state["revision"], prompt_count=state["prompt_count"],

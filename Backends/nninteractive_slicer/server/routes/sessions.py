@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ...core.protocol import Routes
-from ..deps import Core, SessionId, User
+from ...protocol.contract import Routes
+from ..deps import Runtime, SessionId, User
 from ..schemas import Closed, SessionState
 from . import endpoint
 
@@ -21,23 +21,23 @@ _SESSION_LINKS = {
 
 @endpoint(router, Routes.CREATE_SESSION, status_code=201, response_model=SessionState,
           responses={201: {"links": _SESSION_LINKS}})
-async def create_session(core: Core, user: User) -> SessionState:
-    return SessionState(**(await core.create_session(user)).state())
+async def create_session(runtime: Runtime, user: User) -> SessionState:
+    return SessionState(**(await runtime.create_session(user)).state())
 
 
 @endpoint(router, Routes.SESSION_STATE, response_model=SessionState)
-def session_state(session_id: SessionId, core: Core, user: User) -> SessionState:
-    with core.sessions.use(session_id, user, active=False) as session:
+def session_state(session_id: SessionId, runtime: Runtime, user: User) -> SessionState:
+    with runtime.sessions.use(session_id, user, active=False) as session:
         return SessionState(**session.state())
 
 
 @endpoint(router, Routes.HEARTBEAT, response_model=SessionState)
-def heartbeat(session_id: SessionId, core: Core, user: User) -> SessionState:
-    with core.sessions.use(session_id, user, active=False) as session:
+def heartbeat(session_id: SessionId, runtime: Runtime, user: User) -> SessionState:
+    with runtime.sessions.use(session_id, user, active=False) as session:
         return SessionState(**session.state())
 
 
 @endpoint(router, Routes.CLOSE_SESSION, response_model=Closed)
-def close_session(session_id: SessionId, core: Core, user: User) -> Closed:
-    core.close_session(core.sessions.remove(session_id, user), "client")
+def close_session(session_id: SessionId, runtime: Runtime, user: User) -> Closed:
+    runtime.close_session(runtime.sessions.remove(session_id, user), "client")
     return Closed(closed=True)

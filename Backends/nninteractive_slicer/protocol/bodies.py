@@ -71,7 +71,7 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 Box = list[list[int]]  # [[start, end), ...] per axis
-Codec = str  # a name of core.wire's codecs; one it lacks fails to decode
+Codec = str  # a name of the wire's codecs; one it lacks fails to decode
 
 
 # -- requests ------------------------------------------------------------------------------------------

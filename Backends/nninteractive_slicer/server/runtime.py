@@ -3,8 +3,8 @@
 Request handlers decode and validate in FastAPI's thread pool and await only the engine call here, on
 the one device thread: predictions of all sessions run one at a time while uploads and decoding of
 other requests go on. The device thread takes users in turn, then each user's sessions in turn
-(:mod:`..core.device_worker`); a session may queue at most ``max_queued_per_session`` calls, and one
-prompt may use at most ``prompt_budget_s`` of device time (:class:`..core.engine.ModelEngine`).
+(:mod:`..engine.device_worker`); a session may queue at most ``max_queued_per_session`` calls, and one
+prompt may use at most ``prompt_budget_s`` of device time (:class:`..engine.engine.ModelEngine`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from ..core.device_worker import SHARED, DeviceWorker, Lane
-from ..core.engine import Engine, ModelEngine
-from ..core.model_loading import load_model
-from ..core.protocol import ErrorCode
-from ..core.snapshots import SnapshotScheduler
+from ..engine.device_worker import SHARED, DeviceWorker, Lane
+from ..engine.engine import Engine, ModelEngine
+from ..engine.model_loading import load_model
+from ..engine.snapshots import SnapshotScheduler
+from ..protocol.contract import ErrorCode
 from .audit import AuditLog
 from .auth import Authenticator
 from .config import ServerConfig
@@ -37,7 +37,7 @@ T = TypeVar("T")
 BODIES_PER_USER = 4  # chunk bodies of one user held in memory at once
 
 
-class ServerCore:
+class ServerRuntime:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.worker = DeviceWorker("nninteractive-server-device")
