@@ -308,7 +308,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def showLoading(self, text: str) -> None:
         """A busy dialog while the model loads (it is downloaded on first use); empty text: it has loaded."""
         if text:
-            self.progress = self.progress or slicer.util.createProgressDialog(labelText=text, maximum=0)
+            if self.progress is None:
+                self.progress = slicer.util.createProgressDialog(labelText=text, maximum=0)
+                self.progress.canceled.connect(self.logic.cancel_build)
             self.progress.labelText = text
         elif self.progress is not None:
             self.progress.close()
