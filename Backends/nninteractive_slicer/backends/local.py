@@ -18,6 +18,7 @@ import numpy as np
 from ..core.device_worker import DeviceWorker
 from ..core.engine import ModelEngine
 from ..core.model_loading import LoadedModel, load_model
+from ..core.prints import route_nninteractive_prints
 from ..core.snapshots import SnapshotScheduler
 from ..core.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
@@ -52,6 +53,7 @@ class LocalBackend(Backend):
         undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         super().__init__()
+        route_nninteractive_prints()  # its per-prompt prints become debug records, in every host
         self._worker = DeviceWorker()
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
