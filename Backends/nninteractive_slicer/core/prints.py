@@ -36,4 +36,4 @@ class _RoutedStdout:
 def route_nninteractive_prints() -> None:
     """Install the routing on ``sys.stdout`` (once; a stdout replaced later is left alone)."""
     if not isinstance(sys.stdout, _RoutedStdout) and sys.stdout is not None:
-        sys.stdout = _RoutedStdout(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _RoutedStdout(sys.stdout)
