@@ -25,15 +25,16 @@ BACKENDS = REPO / "Backends" / "nninteractive_slicer"
 
 def module_cmake_entries() -> set[str]:
     text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SlicerNNInteractive")
-    entries = re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json))\s*$", text, re.MULTILINE)
+    entries = re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json|txt))\s*$", text, re.MULTILINE)
     assert len(set(entries)) == len(entries), f"listed twice: {sorted({e for e in entries if entries.count(e) > 1})}"
     return set(entries)
 
 
 def test_module_cmake_lists_every_script_and_resource():
     entries = module_cmake_entries()
-    shipped = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*") if p.suffix in (".py", ".png", ".ui")}
-    shipped = {p for p in shipped if "__pycache__" not in p}
+    suffixes = (".py", ".png", ".ui", ".txt")
+    shipped = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*") if p.suffix in suffixes}
+    shipped = {p for p in shipped if "__pycache__" not in p and p != "CMakeLists.txt"}
     assert shipped - entries == set(), "files missing from SlicerNNInteractive/CMakeLists.txt"
     assert {e for e in entries if not e.startswith("nninteractive_slicer/")} <= shipped, (
         "listed files that do not exist"

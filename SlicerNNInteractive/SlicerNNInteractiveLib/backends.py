@@ -17,12 +17,11 @@ from nninteractive_slicer.interface import Backend
 # Slicer ships no zstandard, so the remote backend would fall back to zlib: images compress several times
 # slower and replies are ~25 % larger (benchmarks/results/python312-codecs.md). Offered, never required.
 ZSTANDARD_REQUIREMENT = "zstandard>=0.22"
-__all__ = ["KINDS", "TORCH_REQUIREMENT", "ZSTANDARD_REQUIREMENT", "BackendConfig", "make_backend",
+__all__ = ["KINDS", "ZSTANDARD_REQUIREMENT", "BackendConfig", "make_backend",
            "missing_requirements", "model_download_bytes", "recommended_requirements"]
 
 # Kind (the value stored in the module's settings) -> label, in the order the Configuration tab lists them.
 KINDS = {kind: cls.label for kind, cls in backend_classes().items()}
-TORCH_REQUIREMENT = ">=2.3"  # what Slicer's PyTorch extension installs when "torch" is missing
 
 
 def missing_requirements(kind: str) -> list[str]:
