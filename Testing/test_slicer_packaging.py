@@ -101,3 +101,13 @@ def test_the_widget_compiles_under_python_312(tmp_path):
     script = f"import py_compile; py_compile.compile({str(WIDGET)!r}, cfile={str(tmp_path / 'w.pyc')!r}, doraise=True)"
     done = subprocess.run([str(PYTHON312), "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_screenshot_and_icon_urls_point_at_pictures_in_this_repository():
+    """The Extensions Index fetches them from the repository's main branch: each must be a PNG committed here."""
+    top = (REPO / "CMakeLists.txt").read_text()
+    prefix = "https://raw.githubusercontent.com/coendevente/SlicerNNInteractive/main/"
+    for field in ("ICONURL", "SCREENSHOTURLS"):
+        (url,) = re.findall(rf'set\(EXTENSION_{field} "([^"]+)"\)', top)
+        assert url.startswith(prefix), url
+        assert (REPO / url.removeprefix(prefix)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url
