@@ -26,12 +26,13 @@ SHAPE = (48, 64, 64)
 KEY = "idle-key-0123456789ab"
 
 
-def prompt_then_idle(backend, idle_s: float) -> tuple[SlicerHost, SlicerNNInteractiveLogic]:
+def prompt_then_idle(backend, idle_s: float, logic_class: type = SlicerNNInteractiveLogic
+                     ) -> tuple[SlicerHost, SlicerNNInteractiveLogic]:
     """One prompt through the Logic under the emulated Slicer, then ``idle_s`` of an idle Slicer."""
     s = make_scene()
     volume = s.volume(mr_like_image(SHAPE, seed=1))
     session = PromptSession(s.scene, backend, s.editor_node(volume, s.segmentation(volume)), s.app_logic)
-    logic = SlicerNNInteractiveLogic(session)
+    logic = logic_class(session)
     logic.use_backend(backend)
     host = SlicerHost(qt_ms=10)
     events: list = []
