@@ -25,7 +25,7 @@ from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER
 from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements, recommended_requirements
 from SlicerNNInteractiveLib.boxes import BoxPlacement
 from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
-from SlicerNNInteractiveLib.install import RECOMMENDED_INSTALLED, install
+from SlicerNNInteractiveLib.install import INSTALLED, RECOMMENDED_INSTALLED, install, install_question
 from SlicerNNInteractiveLib.logic import TIMER_MS, Event, QueuedPrompt, SlicerNNInteractiveLogic
 from SlicerNNInteractiveLib.place_mode import PlaceMode
 from SlicerNNInteractiveLib.shortcuts import SHORTCUTS
@@ -65,7 +65,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.progress = None  # the model-loading dialog
         self._keep_tool = False  # a box was completed: place mode ends, and the tool restarts it
 
-    # -- setup ------------------------------------------------------------------------------------
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         ui_widget = slicer.util.loadUI(self.resourcePath("UI/SlicerNNInteractive.ui"))
@@ -86,8 +85,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         for kind, label in CHOICES.items():
             self.ui.backendCombo.addItem(label, kind)
         self.ui.deviceCombo.addItems(list(DEVICES))
-        for widget in (self.ui.cb3DBox, self.ui.pbApplyBox, self.ui.pbAlignViews):
-            widget.setVisible(False)
+        [widget.setVisible(False) for widget in (self.ui.cb3DBox, self.ui.pbApplyBox, self.ui.pbAlignViews)]
         self.signGroup = qt.QButtonGroup(self.ui.promptTypeGroup)
         for button in (self.ui.pbPositive, self.ui.pbNegative):
             self.signGroup.addButton(button)
@@ -189,7 +187,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.logic.drop_queue()  # their markups went with the scene
         self.setupScene()
 
-    # -- settings ---------------------------------------------------------------------------------
     def choice(self) -> BackendChoice:
         kind = self.ui.backendCombo.currentData or AUTOMATIC
         local = BackendConfig("local", device=self.ui.deviceCombo.currentText, model=self.ui.modelEdit.text.strip())
@@ -237,14 +234,16 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.logic.test_connection()
         self.timer.start(TIMER_MS)
 
-    def installRequirements(self, kind: str) -> None:
-        """Ask once, then install what the backend kind lacks (PyTorch is not asked about again)."""
-        missing = missing_requirements(kind)
-        if not missing:
-            self.status(_("Everything this backend needs is installed."))
+    def installRequirements(self, kind: str, offer: str = "") -> None:
+        """Ask, then install what the backend kind lacks (PyTorch is not asked about again). ``offer``: what would
+        make it faster, asked once per user whatever the answer (installing never interrupts a prompt)."""
+        if offer and settings.offered(qt.QSettings(), kind):
             return
-        if not self.ask(_("This backend needs {what}. Install now? It can take several minutes.").format(
-                what=", ".join(missing))):
+        missing = recommended_requirements(kind) if offer else missing_requirements(kind)
+        if not missing:
+            return self.status(_("Everything this backend needs is installed."))
+        settings.remember_offered(qt.QSettings(), kind) if offer else None
+        if not self.ask(install_question(missing, offer)):
             return
         progress = slicer.util.createProgressDialog(labelText=_("Installing ..."), maximum=len(missing))
 
@@ -253,17 +252,10 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             slicer.app.processEvents()
 
         try:
-            self.status(install(missing, slicer.util.pip_install, step=step))
+            done = RECOMMENDED_INSTALLED if offer else INSTALLED
+            self.status(install(missing, slicer.util.pip_install, step=step, done=done))
         finally:
             progress.close()
-
-    def offerRecommended(self, kind: str, text: str) -> None:
-        """Asked once per user, whatever the answer; installing it never interrupts the prompt in progress."""
-        if settings.offered(qt.QSettings(), kind):
-            return
-        settings.remember_offered(qt.QSettings(), kind)
-        if self.ask(_("{text} Install it now?").format(text=text)):
-            self.status(install(recommended_requirements(kind), slicer.util.pip_install, done=RECOMMENDED_INSTALLED))
 
     def ask(self, question: str) -> bool:  # the self-test answers in its place
         return slicer.util.confirmYesNoDisplay(question)
@@ -275,7 +267,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.logic.accept_fallback()  # for this run: the saved choice stays
         self.timer.start(TIMER_MS)
 
-    # -- the Logic's events -------------------------------------------------------------------------
     def enqueue(self, item: QueuedPrompt) -> None:
         self.logic.enqueue(item)
         self.timer.start(TIMER_MS)
@@ -297,7 +288,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             "loading": lambda: self.showLoading(event.text),
             "align": lambda: self.ui.pbAlignViews.setVisible(True),
             "install": lambda: qt.QTimer.singleShot(0, lambda: self.installRequirements(event.data)),
-            "recommend": lambda: qt.QTimer.singleShot(0, lambda: self.offerRecommended(event.data, event.text)),
+            "recommend": lambda: qt.QTimer.singleShot(0, lambda: self.installRequirements(event.data, event.text)),
             "fallback": lambda: qt.QTimer.singleShot(0, lambda: self.offerFallback(event.text)),
         }
         handlers[event.kind]()
@@ -305,7 +296,9 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def showLoading(self, text: str) -> None:
         """A busy dialog while the model loads (it is downloaded on first use); empty text: it has loaded."""
         if text:
-            self.progress = self.progress or slicer.util.createProgressDialog(labelText=text, maximum=0)
+            if self.progress is None:
+                self.progress = slicer.util.createProgressDialog(labelText=text, maximum=0)
+                self.progress.canceled.connect(self.logic.cancel_build)
             self.progress.labelText = text
         elif self.progress is not None:
             self.progress.close()
@@ -322,7 +315,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def status(self, message: str) -> None:
         self.ui.statusLabel.text = message
 
-    # -- tools ------------------------------------------------------------------------------------
     def sliceWidgets(self) -> list:
         layout = slicer.app.layoutManager()
         return [layout.sliceWidget(name) for name in layout.sliceViewNames()]
@@ -378,7 +370,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             self.status(_("The slice views now follow the volume's voxel planes: draw the prompt again."))
         self.ui.pbAlignViews.setVisible(False)
 
-    # -- prompts from markups -----------------------------------------------------------------------
     def onPointPlaced(self, caller=None, event=None) -> None:
         node = self.markups["point"]
         position, positive = control_points_world(node)[-1], self.positive
@@ -409,7 +400,6 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         build = stroke_builder(self.active_tool, points, normal, self.positive, thickness)
         self.enqueue(QueuedPrompt(build, self.markups[self.active_tool].RemoveAllControlPoints))
 
-    # -- segment histories ------------------------------------------------------------------------
     def autosave(self) -> HistoryAutosave:
         return HistoryAutosave(self.ui.autosaveFolderEdit.currentPath, self.ui.autosaveEverySpin.value)
 

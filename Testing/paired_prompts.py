@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from slicer_loop import run_slicer_loop
+from slicer_loop import QT_WORK_S, run_slicer_loop
 from slicer_scene import make_scene
 from synthetic import blob_centre, mr_like_image
 
@@ -53,7 +53,7 @@ class PairedPrompts:
         return time.perf_counter() - began
 
     def looped(self, index: int, logic: SlicerNNInteractiveLogic, interval_s: float = TIMER_MS / 1000,
-               timeout_s: float = 600) -> LoopedPrompt:
+               timeout_s: float = 600, qt_work_s: float = QT_WORK_S) -> LoopedPrompt:
         """The same prompt enqueued in ``logic`` (over this pipeline), polled by the emulated loop until written."""
         finished: list[int] = []
         run = LoopedPrompt(0.0)
@@ -66,6 +66,6 @@ class PairedPrompts:
         self.pipeline.new_segment()
         began = time.perf_counter()
         logic.enqueue(QueuedPrompt(self.point(index), lambda: finished.append(1)))
-        run_slicer_loop(tick, lambda: bool(finished), interval_s, timeout_s=timeout_s)
+        run_slicer_loop(tick, lambda: bool(finished), interval_s, timeout_s=timeout_s, qt_work_s=qt_work_s)
         run.seconds = time.perf_counter() - began
         return run

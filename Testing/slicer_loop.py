@@ -36,9 +36,9 @@ class LoopRun:
 
 
 def run_slicer_loop(callback: Callable[[], object], until: Callable[[], bool], interval_s: float,
-                    timeout_s: float = 300.0) -> LoopRun:
+                    timeout_s: float = 300.0, qt_work_s: float = QT_WORK_S) -> LoopRun:
     """Call ``callback`` like a QTimer with ``interval_s`` until ``until()``: between calls the GIL is held
-    for the rest of the interval, and for at least QT_WORK_S (Qt's own work) per tick."""
+    for the rest of the interval, and for at least ``qt_work_s`` (Qt's own work, rendering) per tick."""
     run = LoopRun()
     start = time.perf_counter()
     while not until():
@@ -48,6 +48,6 @@ def run_slicer_loop(callback: Callable[[], object], until: Callable[[], bool], i
         callback()
         took = time.perf_counter() - began
         run.blocks.append(took)
-        hold_gil(max(interval_s - took, QT_WORK_S))
+        hold_gil(max(interval_s - took, qt_work_s))
     run.seconds = time.perf_counter() - start
     return run

@@ -19,19 +19,20 @@ from synthetic import blob_centre, mr_like_image
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.official import OfficialBackend
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from SlicerNNInteractiveLib import PromptSession, point_prompt
+from SlicerNNInteractiveLib import PromptPipeline, point_prompt
 from SlicerNNInteractiveLib.logic import QueuedPrompt, SlicerNNInteractiveLogic
 
 SHAPE = (48, 64, 64)
 KEY = "idle-key-0123456789ab"
 
 
-def prompt_then_idle(backend, idle_s: float) -> tuple[SlicerHost, SlicerNNInteractiveLogic]:
+def prompt_then_idle(backend, idle_s: float, logic_class: type = SlicerNNInteractiveLogic
+                     ) -> tuple[SlicerHost, SlicerNNInteractiveLogic]:
     """One prompt through the Logic under the emulated Slicer, then ``idle_s`` of an idle Slicer."""
     s = make_scene()
     volume = s.volume(mr_like_image(SHAPE, seed=1))
-    session = PromptSession(s.scene, backend, s.editor_node(volume, s.segmentation(volume)), s.app_logic)
-    logic = SlicerNNInteractiveLogic(session)
+    pipeline = PromptPipeline(s.scene, backend, s.editor_node(volume, s.segmentation(volume)), s.app_logic)
+    logic = logic_class(pipeline)
     logic.use_backend(backend)
     host = SlicerHost(qt_ms=10)
     events: list = []

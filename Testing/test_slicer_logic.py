@@ -330,7 +330,7 @@ def test_a_volume_switch_drops_the_uploads_for_volumes_left_and_stops_the_runnin
     volumes = [s.volume(np.full(SHAPE, value, np.float32), name=f"V{value}") for value in (1.0, 2.0, 3.0)]
     editor = s.editor_node(volumes[0], s.segmentation(volumes[0]))
     backend = SlowUploads()
-    logic = SlicerNNInteractiveLogic(PromptSession(s.scene, backend, editor, s.app_logic), poll_wait=0.01)
+    logic = SlicerNNInteractiveLogic(PromptPipeline(s.scene, backend, editor, s.app_logic), poll_wait=0.01)
     logic.use_backend(backend)
     assert logic.image_chosen(volumes[0])
     logic.poll()  # volume 1's upload starts, and waits
@@ -350,3 +350,20 @@ def test_a_volume_switch_drops_the_uploads_for_volumes_left_and_stops_the_runnin
     assert sorted(backend.images) == [1.0, 3.0], backend.images  # volume 2 was never sent
     assert [e.text for e in events if e.text.startswith("The image is ready for prompts.")], events
     logic.close(wait_s=1)
+
+
+def test_cancelling_the_model_load_drops_the_waiting_prompts_and_closes_what_loaded(local_choice):
+    scene = Scene(local_choice)
+    scene.logic.enqueue(scene.point(CENTRE, "waiting"))
+    scene.events.extend(scene.logic.poll())  # the model starts loading
+    assert scene.logic.busy
+    scene.logic.cancel_build()
+    scene.events.extend(scene.logic.poll())
+    assert not scene.logic.busy and scene.cleared == ["waiting"] and scene.logic.backend is None
+    assert "Loading cancelled; the segment was not changed." in scene.texts()
+    deadline = time.monotonic() + 60
+    while not scene.built:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    wait_closed(scene.built[0].backend)
+    assert scene.segmentation.GetSegmentation().GetNumberOfSegments() == 0

@@ -25,15 +25,16 @@ BACKENDS = REPO / "Backends" / "nninteractive_slicer"
 
 def module_cmake_entries() -> set[str]:
     text = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "SlicerNNInteractive")
-    entries = re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json))\s*$", text, re.MULTILINE)
+    entries = re.findall(r"^\s+([\w./]+\.(?:py|png|ui|json|txt))\s*$", text, re.MULTILINE)
     assert len(set(entries)) == len(entries), f"listed twice: {sorted({e for e in entries if entries.count(e) > 1})}"
     return set(entries)
 
 
 def test_module_cmake_lists_every_script_and_resource():
     entries = module_cmake_entries()
-    shipped = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*") if p.suffix in (".py", ".png", ".ui")}
-    shipped = {p for p in shipped if "__pycache__" not in p}
+    suffixes = (".py", ".png", ".ui", ".txt")
+    shipped = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*") if p.suffix in suffixes}
+    shipped = {p for p in shipped if "__pycache__" not in p and p != "CMakeLists.txt"}
     assert shipped - entries == set(), "files missing from SlicerNNInteractive/CMakeLists.txt"
     assert {e for e in entries if not e.startswith("nninteractive_slicer/")} <= shipped, (
         "listed files that do not exist"
@@ -110,3 +111,13 @@ def test_the_widget_compiles_under_python_312(tmp_path):
     script = f"import py_compile; py_compile.compile({str(WIDGET)!r}, cfile={str(tmp_path / 'w.pyc')!r}, doraise=True)"
     done = subprocess.run([str(PYTHON312), "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_screenshot_and_icon_urls_point_at_pictures_in_this_repository():
+    """The Extensions Index fetches them from the repository's main branch: each must be a PNG committed here."""
+    top = (REPO / "CMakeLists.txt").read_text()
+    prefix = "https://raw.githubusercontent.com/coendevente/SlicerNNInteractive/main/"
+    for field in ("ICONURL", "SCREENSHOTURLS"):
+        (url,) = re.findall(rf'set\(EXTENSION_{field} "([^"]+)"\)', top)
+        assert url.startswith(prefix), url
+        assert (REPO / url.removeprefix(prefix)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url

@@ -19,7 +19,7 @@ import numpy as np
 from slicer_host import SlicerHost
 from slicer_scene import make_scene
 from synthetic import blob_centre, mr_like_image
-from SlicerNNInteractiveLib import PromptSession, point_prompt
+from SlicerNNInteractiveLib import PromptPipeline, point_prompt
 from SlicerNNInteractiveLib.automatic import BackendChoice
 from SlicerNNInteractiveLib.backends import BackendConfig
 from SlicerNNInteractiveLib.logic import QueuedPrompt, SlicerNNInteractiveLogic
@@ -27,9 +27,9 @@ from SlicerNNInteractiveLib.logic import QueuedPrompt, SlicerNNInteractiveLogic
 s = make_scene()
 shape = (128, 160, 160)
 volume = s.volume(mr_like_image(shape, seed=1))
-session = PromptSession(s.scene, None, s.editor_node(volume, s.segmentation(volume)), s.app_logic)
+pipeline = PromptPipeline(s.scene, None, s.editor_node(volume, s.segmentation(volume)), s.app_logic)
 choice = BackendChoice("local", BackendConfig("local", device="cpu", model={model!r}))
-logic = SlicerNNInteractiveLogic(session, choice)
+logic = SlicerNNInteractiveLogic(pipeline, choice)
 host = SlicerHost(qt_ms=10)
 timer = host.timer(logic.poll, 10)
 world = np.array(blob_centre(shape)[::-1], dtype=float)

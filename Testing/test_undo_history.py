@@ -87,7 +87,7 @@ def test_snapshots_know_every_attribute_of_the_session(model, image64):
     assert attributes == known, (
         f"nnInteractive's session attributes changed: new {sorted(attributes - known)}, gone "
         f"{sorted(known - attributes)}. Decide for each whether undo snapshots must hold it "
-        "(core/undo_history.py), or undo is no longer exact."
+        "(engine/undo_history.py), or undo is no longer exact."
     )
 
 

@@ -37,16 +37,16 @@ API_KEY = "benchmark-key-0123456789"
 SPACING = np.diag([0.8, 0.8, 2.5, 1.0])
 
 
-def measure(name: str, bench: PairedPrompts, pairs: int, old_poll: bool) -> dict:
+def measure(name: str, bench: PairedPrompts, pairs: int, old_poll: bool, qt_ms: float = 10.0) -> dict:
     plain, looped, blocks, writes = [], [], [], []
     for index in range(1, pairs + 1):
         plain.append(bench.plain(index))
-        run = bench.looped(index, SlicerNNInteractiveLogic(bench.pipeline), timeout_s=1800)
+        run = bench.looped(index, SlicerNNInteractiveLogic(bench.pipeline), timeout_s=1800, qt_work_s=qt_ms / 1000)
         looped.append(run.seconds)
         blocks.append(max(run.waits, default=0.0))
         writes.append(max(run.writes, default=0.0))
         print(f"  {name}: plain {plain[-1]:.2f} s, Slicer loop {looped[-1]:.2f} s", flush=True)
-    row = {"backend": name, "plain_s": statistics.median(plain), "loop_s": statistics.median(looped),
+    row = {"backend": name, "qt_ms": qt_ms, "plain_s": statistics.median(plain), "loop_s": statistics.median(looped),
            "ratio": statistics.median(loop / direct for loop, direct in zip(looped, plain)),
            "longest_wait_ms": 1000 * max(blocks),
            "result_write_ms": 1000 * statistics.median(writes),
@@ -64,17 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--old-poll", action="store_true", help="also one prompt under the old done()-only poll")
     parser.add_argument("--out", default="slicer_loop")
+    parser.add_argument("--qt-ms", default="10,40", help="Qt's own work per tick with the GIL held, in ms "
+                        "(10: idle Qt; 40: rendering), one row each")
+    parser.add_argument("--local-only", action="store_true", help="skip the remote backend")
     args = parser.parse_args(argv)
     shape = tuple(int(n) for n in args.shape.split(","))
     model_dir = write_model(Path(tempfile.mkdtemp()) / "tiny", "tiny", seed=0)
     rows = []
+    ticks = [float(ms) for ms in args.qt_ms.split(",")]
     print("local", flush=True)
     with LocalBackend(model_dir=model_dir, device="cpu", torch_threads=2) as backend:
-        rows.append(measure("local", PairedPrompts(backend, shape, SPACING), args.pairs, args.old_poll))
-    print("remote", flush=True)
-    with our_server(model_dir, "bench", API_KEY) as server, \
-            SlicerServerBackend(server.url, API_KEY, timeout=600) as backend:
-        rows.append(measure("remote", PairedPrompts(backend, shape, SPACING), args.pairs, args.old_poll))
+        bench = PairedPrompts(backend, shape, SPACING)
+        rows += [measure("local", bench, args.pairs, args.old_poll, qt_ms) for qt_ms in ticks]
+    if not args.local_only:
+        print("remote", flush=True)
+        with our_server(model_dir, "bench", API_KEY) as server, \
+                SlicerServerBackend(server.url, API_KEY, timeout=600) as backend:
+            bench = PairedPrompts(backend, shape, SPACING)
+            rows += [measure("remote", bench, args.pairs, args.old_poll, qt_ms) for qt_ms in ticks]
     results = {"shape": list(shape), "pairs": args.pairs, "timer_ms": TIMER_MS, "rows": rows}
     out = HERE / "results"
     (out / f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -82,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Prompt wall time: plain Python vs Slicer's main loop (emulated), {size}, tiny model, CPU", "",
              f"Medians of {args.pairs} back-to-back pairs (the same point prompt on a new segment in both); "
              f"ratio: median of the pairs' ratios. The loop's timer fires every {TIMER_MS} ms "
-             "and Qt holds the GIL for at least 10 ms per tick.", "",
-             "| backend | plain (s) | Slicer loop (s) | ratio | longest GUI block while waiting (ms) "
-             "| tick writing the result (ms) |"
+             "and Qt holds the GIL for the row's ms per tick (10: idle Qt, 40: rendering).", "",
+             "| backend | Qt per tick (ms) | plain (s) | Slicer loop (s) | ratio "
+             "| longest GUI block while waiting (ms) | tick writing the result (ms) |"
              + (" old 50 ms done()-only poll (s) | old ratio |" if args.old_poll else ""),
-             "|---|---|---|---|---|---|" + ("---|---|" if args.old_poll else "")]
+             "|---|---|---|---|---|---|---|" + ("---|---|" if args.old_poll else "")]
     for row in rows:
-        line = (f"| {row['backend']} | {row['plain_s']:.2f} | {row['loop_s']:.2f} | {row['ratio']:.2f} | "
-                f"{row['longest_wait_ms']:.0f} | {row['result_write_ms']:.0f} |")
+        line = (f"| {row['backend']} | {row['qt_ms']:.0f} | {row['plain_s']:.2f} | {row['loop_s']:.2f} | "
+                f"{row['ratio']:.2f} | {row['longest_wait_ms']:.0f} | {row['result_write_ms']:.0f} |")
         if args.old_poll:
             line += f" {row['old_poll_s']:.2f} | {row['old_ratio']:.1f} |"
         lines.append(line)

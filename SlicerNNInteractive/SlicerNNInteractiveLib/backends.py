@@ -18,12 +18,11 @@ from nninteractive_slicer.backends.registry import (
     recommended_requirements,
 )
 
-__all__ = ["KINDS", "TORCH_REQUIREMENT", "BackendConfig", "backend_class", "build_backend", "describe",
+__all__ = ["KINDS", "BackendConfig", "backend_class", "build_backend", "describe",
            "missing_requirements", "model_download_bytes", "recommended_requirements"]
 
 # Kind (the value stored in the module's settings) -> label, in the order the Configuration tab lists them.
 KINDS = {kind: cls.label for kind, cls in backend_classes().items()}
-TORCH_REQUIREMENT = ">=2.3"  # what Slicer's PyTorch extension installs when "torch" is missing
 
 
 def model_download_bytes() -> int:

@@ -321,6 +321,16 @@ class SlicerNNInteractiveLogic:
         self._emit("connection", "Testing ...")
         self._start_build()
 
+    def cancel_build(self) -> None:
+        """The loading dialog's Cancel: the prompts waiting for the backend are dropped, and what is being built
+        is closed as soon as it exists (a download or load in torch cannot be interrupted, only abandoned)."""
+        if self._building is None:
+            return
+        self._abandon_build()
+        self.drop_queue()
+        self._emit("loading", "")
+        self._emit("status", "Loading cancelled; the segment was not changed.")
+
     def accept_fallback(self) -> None:
         """Continue on the configured server with the prompts the local backend could not run, for this run only:
         the user's choice (Automatic or Local) stays what the widget saves, and configuring it again changes nothing."""

@@ -43,8 +43,8 @@ class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
         import qt
 
         settings.restore(qt.QSettings(), saved)
-        widget = slicer.modules.slicernninteractive.widgetRepresentation().self()
-        widget.loadSettings()
+        slicer.modules.slicernninteractive.widgetRepresentation().self().loadSettings()
+        settings.restore(qt.QSettings(), saved)  # loading them into the fields saves as it goes
 
     def runTest(self) -> None:
         if missing_requirements("local"):

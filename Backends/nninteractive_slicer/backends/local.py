@@ -18,6 +18,7 @@ import numpy as np
 from ..engine.device_worker import DeviceWorker
 from ..engine.engine import ModelEngine
 from ..engine.model_loading import LoadedModel, load_model
+from ..engine.prints import route_nninteractive_prints
 from ..engine.snapshots import SnapshotScheduler
 from ..engine.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
 from ..interface import Backend, Capabilities, Prompt, PromptResult, UndoState
@@ -57,6 +58,7 @@ class LocalBackend(Backend):
         undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     ) -> None:
         super().__init__()
+        route_nninteractive_prints()  # its per-prompt prints become debug records, in every host
         self._worker = DeviceWorker()
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
