@@ -42,6 +42,7 @@ from .segments import (
     segment_stamp,
     segmentation_stamp,
 )
+from .selection import EditorNodeSelection, SegmentSelection
 
 
 class Action(str, Enum):
@@ -118,9 +119,11 @@ class PromptSession:
         save_undo: Callable[[], object] | None = None,
         undo: Callable[[], object] | None = None,
         redo: Callable[[], object] | None = None,
+        selection: SegmentSelection | None = None,
     ) -> None:
         self.scene = scene
         self.editor_node = editor_node
+        self.selection = selection or EditorNodeSelection(editor_node)  # the host keeps the selected segment
         self.writer = SegmentWriter(scene, editor_node, app_logic, save_undo, undo, redo)
         self._backend = backend
         self._sent_image: ImageStamp | None = None
@@ -175,7 +178,7 @@ class PromptSession:
     def current_segment_id(self, create: bool = True) -> str | None:
         """The Segment Editor's selected segment; a new one is added (and selected) when none is."""
         segmentation = self.segmentation_node().GetSegmentation()
-        selected = self.editor_node.GetSelectedSegmentID()
+        selected = self.selection.get()
         if selected and segmentation.GetSegment(selected) is not None:
             return selected
         return self.new_segment() if create else None
@@ -186,6 +189,7 @@ class PromptSession:
         segment_id = self.writer.logic.AddEmptySegment("", 0)
         if not segment_id:
             raise PromptError("A new segment could not be added: select a source volume in the Segment Editor.")
+        self.selection.set(segment_id)
         return segment_id
 
     def reset_segment(self) -> None:

@@ -1,0 +1,95 @@
+"""``nninteractive-slicer web [IMAGE...] --backend local|URL|official+URL``: the web app on this machine.
+
+It listens on 127.0.0.1 unless told otherwise. Like the server, it listens on another address only with
+a key (``--api-key``/``$NNINTERACTIVE_WEB_KEY``: the page then asks for it in its URL, ``?key=``) or with
+``--allow-remote-without-key``; put a TLS reverse proxy in front (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ..headless.backend_spec import API_KEY_VARIABLE, OFFICIAL_PREFIX, BackendSpecError, check_spec
+from .lib import ensure_lib_importable
+
+ensure_lib_importable()
+
+from SlicerNNInteractiveLib.automatic import BackendChoice  # noqa: E402
+from SlicerNNInteractiveLib.backends import BackendConfig  # noqa: E402
+
+WEB_KEY_VARIABLE = "NNINTERACTIVE_WEB_KEY"
+
+
+class ListenError(ValueError):
+    """Listening beyond this machine without a key and without saying so."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", help="NIfTI, NRRD or MHA files, or folders with one DICOM series")
+    parser.add_argument("--backend", default="local",
+                        help=f"local, a server URL, or official+URL (its API key: ${API_KEY_VARIABLE})")
+    parser.add_argument("--model", help="local backend: model folder or official model id (default: recommended)")
+    parser.add_argument("--device", default="auto", help="local backend: auto, cuda, cuda:N or cpu")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    parser.add_argument("--api-key", default=os.environ.get(WEB_KEY_VARIABLE, ""),
+                        help=f"key the page's URL must carry as ?key= (default ${WEB_KEY_VARIABLE})")
+    parser.add_argument("--allow-remote-without-key", action="store_true",
+                        help="listen on a non-loopback address without a key (anyone who reaches it can use it)")
+    parser.add_argument("--volume-rendering", choices=("auto", "on", "off"), default="auto",
+                        help="3D volume rendering at start (auto: on with a GPU renderer, off on a CPU one)")
+
+
+def backend_choice(spec: str, model: str | None, device: str) -> BackendChoice:
+    """The Lib's backend choice for ``--backend`` (the same values as ``nninteractive-slicer segment``)."""
+    kind = check_spec(spec)
+    if kind == "local":
+        return BackendChoice("local", local=BackendConfig("local", device=device, model=model or ""))
+    server = BackendConfig(kind, spec.removeprefix(OFFICIAL_PREFIX), os.environ.get(API_KEY_VARIABLE, ""))
+    return BackendChoice(kind, server=server)
+
+
+def is_loopback(host: str) -> bool:
+    """The server's rule (server/cli.py), which this extra cannot import (it has no FastAPI)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listening(host: str, api_key: str, allow_remote_without_key: bool) -> None:
+    if not api_key and not is_loopback(host) and not allow_remote_without_key:
+        raise ListenError(f"To listen on {host}, give a key (--api-key or ${WEB_KEY_VARIABLE}) or pass "
+                          "--allow-remote-without-key.")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        choice = backend_choice(args.backend, args.model, args.device)
+        check_listening(args.host, args.api_key, args.allow_remote_without_key)
+    except (BackendSpecError, ListenError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    from .app import NNInteractiveWebApp
+
+    rendering = {"auto": None, "on": True, "off": False}[args.volume_rendering]
+    app = NNInteractiveWebApp(choice=choice, images=args.images, volume_rendering=rendering)
+    if app.state.error:
+        print(f"error: {app.state.error}", file=sys.stderr)
+        return 2
+    app.server.start(host=args.host, port=args.port, open_browser=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nninteractive-slicer web", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
