@@ -118,7 +118,8 @@ class NNInteractiveWebApp(TrameApp):
         s.status, s.error, s.loading, s.busy, s.uploading = "Open an image to start.", "", "", False, False
         s.tool, s.positive, s.volume_name, s.segments, s.active_segment = None, True, "", [], ""
         s.render_3d, s.finished = self.rendering.enabled, 0
-        s.change("tool")(lambda tool, **_: self.host.set_tool(tool))
+        s.tool_ready = None  # the tool the server has switched to (the page's toggle answers at once)
+        s.change("tool")(self._set_tool)
         s.change("positive")(lambda positive, **_: self.host.set_positive(bool(positive)))
         s.change("render_3d")(lambda render_3d, **_: self.rendering.set_enabled(bool(render_3d)))
         s.change("active_segment")(self._select_segment)
@@ -158,6 +159,10 @@ class NNInteractiveWebApp(TrameApp):
             self.state.segments = segments
             self.state.active_segment = editor.active_segment_id
 
+    def _set_tool(self, tool: str | None, **_: Any) -> None:
+        self.host.set_tool(tool)
+        self.state.tool_ready = tool
+
     def _select_segment(self, active_segment: str, **_: Any) -> None:
         editor = self.slicer_app.segmentation_editor
         if active_segment and active_segment != editor.active_segment_id:
@@ -189,7 +194,7 @@ class NNInteractiveWebApp(TrameApp):
             with self.ui.toolbar as toolbar:
                 toolbar.density = "compact"
                 html.Input(type="file", id="nni-upload", multiple=True,
-                           change=f"trigger('{upload}', [$event.target.files]); $event.target.value = ''",
+                           change=f"trigger('{upload}', [$event.target.files])",
                            style="max-width: 16em")
                 v3.VSpacer()
                 v3.VCheckbox(v_model=("render_3d",), label="3D volume rendering", id="nni-render-3d",
@@ -233,4 +238,4 @@ class NNInteractiveWebApp(TrameApp):
                 html.Div(id="nni-state", style="display: none", raw_attrs=[
                     ':data-busy="busy || uploading"', ':data-volume="volume_name"', ':data-error="error"',
                     ':data-segments="segments.length"', ':data-active="active_segment"',
-                    ':data-finished="finished"'])
+                    ':data-finished="finished"', ':data-tool="tool_ready"'])
