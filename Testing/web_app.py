@@ -52,6 +52,7 @@ class ServedApp:
         try:
             server = get_server(f"nni-web-test-{next(_names)}", client_type="vue3")
             self.app = NNInteractiveWebApp(server=server, **kwargs)
+            server.controller.on_server_ready.add(lambda *_args, **_kwargs: self._ready.set())  # listening
             task = self.loop.create_task(server.start(
                 host="127.0.0.1", port=self.port, open_browser=False, exec_mode="coroutine", show_connection_info=False,
                 disable_logging=True))
@@ -59,7 +60,6 @@ class ServedApp:
             self._error = exc
             self._ready.set()
             return
-        self.loop.call_later(0.5, self._ready.set)
         self.loop.run_until_complete(task)
 
     def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:

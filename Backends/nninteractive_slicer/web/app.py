@@ -22,6 +22,7 @@ from trame_vuetify.widgets import vuetify3 as v3
 
 from .files import ImageReadError, add_volume, histories_zip, labels_file, segmentation_file
 from .host import WebHost
+from .keys import require_key
 from .lib import ensure_lib_importable
 from .rendering import VolumeRendering3D
 
@@ -38,8 +39,9 @@ class NNInteractiveWebApp(TrameApp):
     """One scene (one SlicerApp) and its page; one per browser session in the multi-annotator launcher."""
 
     def __init__(self, server=None, choice: BackendChoice | None = None, images: Sequence[str] = (),
-                 volume_rendering: bool | None = None, rca_encoder: str | None = None) -> None:
+                 volume_rendering: bool | None = None, rca_encoder: str | None = None, api_key: str = "") -> None:
         super().__init__(server)
+        require_key(self.server, api_key)
         self.slicer_app = SlicerApp()
         register_rca_factories(self.slicer_app.view_manager, self.server, rca_encoder=rca_encoder)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from .app import NNInteractiveWebApp
 
     rendering = {"auto": None, "on": True, "off": False}[args.volume_rendering]
-    app = NNInteractiveWebApp(choice=choice, images=args.images, volume_rendering=rendering)
+    app = NNInteractiveWebApp(choice=choice, images=args.images, volume_rendering=rendering, api_key=args.api_key)
     if app.state.error:
         print(f"error: {app.state.error}", file=sys.stderr)
         return 2

@@ -167,9 +167,13 @@ class WebHost:
 
     def _stroke_finished(self, points: np.ndarray, normal: np.ndarray) -> None:
         assert self.tool is not None
-        thickness = lambda: self.logic.backend.capabilities().scribble_thickness  # noqa: E731
-        build = stroke_builder(self.tool, points, normal, self.positive, thickness)
+        build = stroke_builder(self.tool, points, normal, self.positive, self._scribble_thickness)
         self.enqueue(QueuedPrompt(build, self.markups[self.tool].RemoveAllControlPoints))
+
+    def _scribble_thickness(self) -> tuple[int, int, int]:
+        backend = self.logic.backend  # the prompt is prepared once a backend exists
+        assert backend is not None
+        return backend.capabilities().scribble_thickness
 
     def _update_sign_colors(self) -> None:
         color = POSITIVE_COLOR if self.positive else NEGATIVE_COLOR
