@@ -100,6 +100,8 @@ def wait_finished(page: Page, before: int) -> None:
 
 
 def choose_tool(page: Page, tool: str) -> None:
+    if page.eval_on_selector("#nni-state", "e => e.dataset.tool") == tool:
+        return  # a second click would switch it off, as in the module
     page.click(f"#nni-tool-{tool}")
     page.wait_for_function(f"{STATE}.dataset.tool === '{tool}'", timeout=10_000)
 
@@ -122,21 +124,20 @@ def pixel(page: Page, xy: tuple[float, float]) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=float).reshape(-1, 3).mean(axis=0)
 
 
+def towards(before: np.ndarray, after: np.ndarray, colour: np.ndarray) -> bool:
+    """The pixel changed visibly (> 15 of 255) and in the direction of the segment's colour (the view blends the
+    segment's colour over the image, so the new pixel lies between the old one and that colour)."""
+    change, wanted = after - before, colour - before
+    size = np.linalg.norm(change)
+    return bool(size > 15 and change @ wanted > 0.5 * size * np.linalg.norm(wanted))
+
+
 def wait_pixel_towards(page: Page, xy: tuple[float, float], before: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """The page's pixels at ``xy`` moved at least a third of the way from ``before`` to the segment's colour.
-
-    The browser gets the new frame shortly after the scene changed: polled, bounded by Playwright's own wait.
-    """
-    start = np.linalg.norm(before - colour)
-    found: list[np.ndarray] = []
-
-    def moved() -> bool:
-        found.append(pixel(page, xy))
-        return np.linalg.norm(found[-1] - colour) < start * 2 / 3
-
-    page.wait_for_function("() => true", timeout=1000)  # let the frame request go out
+    """Until the page's pixels at ``xy`` show the segment: polled, bounded (the frame follows the scene)."""
+    found = [before]
     for _ in range(100):
-        if moved():
+        found.append(pixel(page, xy))
+        if towards(before, found[-1], colour):
             return found[-1]
         page.wait_for_timeout(100)  # a bounded poll of the streamed image, not a sleep before an assert
     raise AssertionError(f"pixels at {xy} stayed {found[-1]}, segment colour {colour}, before {before}")
