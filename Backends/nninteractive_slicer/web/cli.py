@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"key the page's URL must carry as ?key= (default ${WEB_KEY_VARIABLE})")
     parser.add_argument("--allow-remote-without-key", action="store_true",
                         help="listen on a non-loopback address without a key (anyone who reaches it can use it)")
+    parser.add_argument("--sessions", type=int, default=0, metavar="N",
+                        help="one scene per browser session: a launcher starts one app process per visit (at most N)")
+    parser.add_argument("--idle-exit", type=int, default=0, metavar="S", help=argparse.SUPPRESS)  # a session's
     parser.add_argument("--volume-rendering", choices=("auto", "on", "off"), default="auto",
                         help="3D volume rendering at start (auto: on with a GPU renderer, off on a CPU one)")
 
@@ -78,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
+    if args.sessions > 0:
+        from .launcher import serve
+
+        serve(session_arguments(args), args.host, args.port, args.sessions, args.api_key)
+        return 0
     from .app import NNInteractiveWebApp
 
     rendering = {"auto": None, "on": True, "off": False}[args.volume_rendering]
@@ -85,11 +93,28 @@ def run(args: argparse.Namespace) -> int:
     if app.state.error:
         print(f"error: {app.state.error}", file=sys.stderr)
         return 2
-    app.server.start(host=args.host, port=args.port, open_browser=False)
+    app.server.start(host=args.host, port=args.port, open_browser=False, timeout=args.idle_exit or None)
     return 0
+
+
+def session_arguments(args: argparse.Namespace) -> list[str]:
+    """What each session's process gets: the same images, backend and options (the key through the environment)."""
+    found = [*args.images, "--backend", args.backend, "--device", args.device, "--volume-rendering",
+             args.volume_rendering]
+    if args.model:
+        found += ["--model", args.model]
+    if args.allow_remote_without_key:
+        found.append("--allow-remote-without-key")
+    if args.api_key:
+        os.environ[WEB_KEY_VARIABLE] = args.api_key  # inherited by the sessions, never on a command line
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nninteractive-slicer web", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # a session's process, started by the launcher
+    sys.exit(main())
