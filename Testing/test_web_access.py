@@ -68,7 +68,7 @@ def test_every_request_needs_the_key(keyed: ServedApp) -> None:
     assert status(keyed.url + "index.html", {"Authorization": f"Bearer {KEY}"})[0] == 200
 
 
-def test_the_page_works_with_its_key_and_volume_rendering_waits_for_the_switch(keyed: ServedApp) -> None:
+def test_the_page_works_with_its_key_keys_and_volume_rendering_waits_for_the_switch(keyed: ServedApp) -> None:
     app = keyed.app
     assert app is not None
     assert keyed.call(lambda: renders_on_cpu(app.slicer_app))  # this machine: Mesa's llvmpipe
@@ -84,6 +84,10 @@ def test_the_page_works_with_its_key_and_volume_rendering_waits_for_the_switch(k
         page.goto(keyed.url + "?key=" + KEY)
         state = "document.querySelector('#nni-state')"
         page.wait_for_function(f"{state} && {state}.dataset.volume === 'small'", timeout=60_000)  # websocket up
+        page.keyboard.press("x")  # the module's shortcut for Box presses the Box button
+        page.wait_for_function(f"{state}.dataset.tool === 'bbox'", timeout=10_000)
+        page.keyboard.press("p")
+        page.wait_for_function(f"{state}.dataset.tool === 'point'", timeout=10_000)
         page.click("#nni-render-3d")
         page.wait_for_function("document.querySelector('#nni-render-3d').checked", timeout=10_000)
         for _ in range(100):  # bounded: the switch reaches the server over the websocket

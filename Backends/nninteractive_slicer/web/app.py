@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trame.app import TrameApp
-from trame.widgets import html
+from trame.widgets import client, html
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.utils import write_client_files_to_dir
@@ -25,6 +25,7 @@ from .host import WebHost
 from .keys import require_key
 from .lib import ensure_lib_importable
 from .rendering import VolumeRendering3D
+from .shortcuts import script as shortcuts_script
 
 ensure_lib_importable()
 
@@ -193,6 +194,7 @@ class NNInteractiveWebApp(TrameApp):
         save = ctrl.trigger_name(self.download)
         with SinglePageLayout(self.server, full_height=True) as self.ui:
             self.ui.title.set_text("nnInteractive")
+            client.Script(shortcuts_script())  # the module's keys: P X S L N E U Y, Ctrl+Shift+R
             with self.ui.toolbar as toolbar:
                 toolbar.density = "compact"
                 html.Input(type="file", id="nni-upload", multiple=True,
