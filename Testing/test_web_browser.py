@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +133,11 @@ def towards(before: np.ndarray, after: np.ndarray, colour: np.ndarray) -> bool:
     return bool(size > 15 and change @ wanted > 0.5 * size * np.linalg.norm(wanted))
 
 
-def wait_pixel_towards(page: Page, xy: tuple[float, float], before: np.ndarray, colour: np.ndarray) -> np.ndarray:
+def wait_pixel_towards(page: Page, xy: tuple[float, float], before: np.ndarray, colour: np.ndarray,
+                       tries: int = 100) -> np.ndarray:
     """Until the page's pixels at ``xy`` show the segment: polled, bounded (the frame follows the scene)."""
     found = [before]
-    for _ in range(100):
+    for _ in range(tries):
         found.append(pixel(page, xy))
         if towards(before, found[-1], colour):
             return found[-1]
@@ -231,6 +233,22 @@ class TestPromptsByMouse:
             shot(page, name)
         # The page's undo stack moved with the module's Undo/Redo: one step left to redo.
         assert served.call(lambda: (stack.can_undo(), stack.can_redo())) == (True, True)
+
+    def test_saves_the_segmentation_and_histories(self, page: Page, served: ServedApp, tmp_path: Path) -> None:
+        import SimpleITK as sitk
+
+        saved = {}
+        for kind in ("labels", "seg", "history"):
+            with page.expect_download(timeout=60_000) as download:
+                page.click(f"#nni-save-{kind}")
+            saved[kind] = tmp_path / download.value.suggested_filename
+            download.value.save_as(saved[kind])
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(saved["labels"])))
+        assert saved["labels"].name == "lesion.nii.gz" and labels.shape == SHAPE
+        assert np.array_equal(labels > 0, mask(served))  # one segment: its voxels, on the image's grid
+        assert saved["seg"].read_bytes().startswith(b"NRRD")
+        with zipfile.ZipFile(saved["history"]) as archive:
+            assert [n for n in archive.namelist() if n.endswith(".history.json")]
 
     def test_bad_upload_says_why_and_changes_nothing(self, page: Page, served: ServedApp, tmp_path: Path) -> None:
         before = mask(served)

@@ -72,7 +72,10 @@ class ServedApp:
 
     def stop(self) -> None:
         if self.app is not None:
-            self.call(self.app.host.close)
+            app = self.app
+            self.call(app.host.close)
+            # Release the views' EGL contexts on the thread that made them current (else each warns at exit).
+            self.call(lambda: [view.render_window().Finalize() for view in app.slicer_app.view_manager.get_views()])
             asyncio.run_coroutine_threadsafe(self.app.server.stop(), self.loop).result(30)
         self._thread.join(30)
 
