@@ -44,7 +44,7 @@ def test_module_cmake_ships_the_backend_client_package():
     listed = {e.removeprefix("nninteractive_slicer/") for e in module_cmake_entries() if e.startswith("nninteractive_")}
     present = {p.relative_to(BACKENDS).as_posix() for p in BACKENDS.rglob("*") if p.suffix in (".py", ".json")
                and p.relative_to(BACKENDS).parts[0] not in ("server", "web") and "__pycache__" not in p.parts}
-    assert listed == present, "Backends/nninteractive_slicer (less server/, web/) and the module's CMakeLists.txt differ"
+    assert listed == present, "Backends/nninteractive_slicer (less server/, web/) and the CMakeLists.txt differ"
 
 
 def test_extension_metadata():
