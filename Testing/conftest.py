@@ -7,6 +7,7 @@ factory fixture is not defined is reported as a failure, never skipped silently.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ BACKEND_KINDS = ["local", "remote", "official", "ray"]  # ray: the server on Ray
 history_schema.install()
 
 BackendFactory = Callable[[], Backend]
+# The browser tests need trame-slicer, which lives in its own venv (.venv-web): scripts/test.sh runs them there.
+collect_ignore_glob = [] if importlib.util.find_spec("trame_slicer") else ["test_web_*.py"]
 SKIPPED: list[str] = []  # node id and reason of every skipped test, for --no-skips
 
 

@@ -47,6 +47,7 @@ from .history_store import HistoryAutosave
 from .pipeline import REDO, SYNC, UNDO, Action, PromptPipeline, Request, UndoHooks
 from .recording import ReplayRequest, SegmentHistories, recording_pipeline
 from .segment_writer import WriteError
+from .selection import SegmentSelection
 from .upload import upload_status
 
 log = logging.getLogger(__name__)
@@ -228,13 +229,16 @@ class SlicerNNInteractiveLogic:
         return self._backend
 
     # -- the scene and its segments ----------------------------------------------------------------
-    def use_scene(self, scene, editor_node, app_logic=None, undo: UndoHooks | None = None) -> None:
+    def use_scene(self, scene, editor_node, app_logic=None, undo: UndoHooks | None = None,
+                  selection: SegmentSelection | None = None) -> None:
         """Prompt into ``scene`` through ``editor_node`` (again after the scene was closed); the backend stays.
 
         ``undo`` are the host's Segment Editor undo hooks (see :class:`UndoHooks`); without them the pipeline keeps
-        its own history, which only the module's Undo/Redo reach.
+        its own history, which only the module's Undo/Redo reach. ``selection`` is where the host keeps the
+        selected segment (default: the editor node, as desktop Slicer does).
         """
-        self.pipeline = recording_pipeline(scene, self._backend, editor_node, app_logic, undo, self._autosave)
+        self.pipeline = recording_pipeline(scene, self._backend, editor_node, app_logic, undo, self._autosave,
+                                           selection)
 
     @property
     def autosave(self) -> HistoryAutosave:

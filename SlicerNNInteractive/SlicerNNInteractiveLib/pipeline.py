@@ -52,6 +52,7 @@ from .segments import (
     segment_stamp,
     segmentation_stamp,
 )
+from .selection import EditorNodeSelection, SegmentSelection
 
 __all__ = ["REDO", "SYNC", "UNDO", "Action", "AfterStep", "CatchUp", "Handed", "Outcome", "Progress",
            "PromptPipeline", "Request", "SendImageAndMask", "UndoHooks"]
@@ -197,9 +198,11 @@ class PromptPipeline:
     """Drives one backend for one scene and one Segment Editor node (its volume, segmentation, selected segment)."""
 
     def __init__(self, scene, backend: Backend | None, editor_node, app_logic=None, undo: UndoHooks | None = None,
-                 catch_up: CatchUp | None = None, after_step: Sequence[AfterStep] = ()) -> None:
+                 catch_up: CatchUp | None = None, after_step: Sequence[AfterStep] = (),
+                 selection: SegmentSelection | None = None) -> None:
         self.scene = scene
         self.editor_node = editor_node
+        self.selection = selection or EditorNodeSelection(editor_node)  # the host keeps the selected segment
         self.writer = SegmentWriter(scene, editor_node, app_logic, undo)
         self.catch_up = catch_up or SendImageAndMask()
         self.after_step = tuple(after_step)
@@ -260,9 +263,9 @@ class PromptPipeline:
         return node
 
     def current_segment_id(self, create: bool = True) -> str | None:
-        """The Segment Editor's selected segment; a new one is added (and selected) when none is."""
+        """The host's selected segment; a new one is added (and selected) when none is."""
         segmentation = self.segmentation_node().GetSegmentation()
-        selected = self.editor_node.GetSelectedSegmentID()
+        selected = self.selection.get()
         if selected and segmentation.GetSegment(selected) is not None:
             return selected
         return self.new_segment() if create else None
@@ -273,6 +276,7 @@ class PromptPipeline:
         segment_id = self.writer.add_segment()
         if not segment_id:
             raise PromptError("A new segment could not be added: select a source volume in the Segment Editor.")
+        self.selection.set(segment_id)
         return segment_id
 
     def reset_segment(self) -> None:

@@ -38,6 +38,7 @@ from .errors import PromptError
 from .history_store import HistoryAutosave, parse_history, saved_history_text, store_history_text
 from .pipeline import REDO, UNDO, PromptPipeline, Request, SendImageAndMask, UndoHooks
 from .segments import ImageStamp
+from .selection import SegmentSelection
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,7 +256,9 @@ def _continues(saved: History, identity: ImageIdentity | None, model: ModelIdent
 
 
 def recording_pipeline(scene, backend: Backend | None, editor_node, app_logic=None, undo: UndoHooks | None = None,
-                       autosave: HistoryAutosave | None = None) -> PromptPipeline:
+                       autosave: HistoryAutosave | None = None, selection: SegmentSelection | None = None
+                       ) -> PromptPipeline:
     """A pipeline whose segments keep their histories in the scene (what the Logic runs)."""
     histories = SegmentHistories(scene, autosave)
-    return PromptPipeline(scene, backend, editor_node, app_logic, undo, catch_up=histories, after_step=[histories])
+    return PromptPipeline(scene, backend, editor_node, app_logic, undo, catch_up=histories, after_step=[histories],
+                          selection=selection)

@@ -20,11 +20,16 @@ def check_spec(spec: str) -> str:
     return _parsed(spec)[0]
 
 
+def backend_config(spec: str, model: str | None = None, device: str = "auto", timeout: float = 120.0
+                   ) -> BackendConfig:
+    """What ``spec`` chooses, with the API key from the environment."""
+    kind, url = _parsed(spec)
+    return BackendConfig(kind, url, os.environ.get(API_KEY_VARIABLE, ""), device, model or "", timeout)
+
+
 def make_backend(spec: str, model: str | None = None, device: str = "auto", timeout: float = 120.0) -> Backend:
     """Build the backend through the registry (a local one loads its model)."""
-    kind, url = _parsed(spec)
-    api_key = os.environ.get(API_KEY_VARIABLE, "")
-    return build_backend(BackendConfig(kind, url, api_key, device, model or "", timeout))
+    return build_backend(backend_config(spec, model, device, timeout))
 
 
 def _parsed(spec: str) -> tuple[str, str]:

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("image", help="NIfTI, NRRD or MHA file, or a folder with one DICOM series")
     seg.add_argument("--prompts", required=True, help="prompt file (JSON, see the README)")
     seg.add_argument("--history-dir", help="write one history file per object here (for `replay`)")
+    commands.add_parser("web", help="nnInteractive in a web browser (the [web] extra; see `web --help`)")
     rep = commands.add_parser("replay", help="run a saved history again and compare")
     rep.add_argument("history", help="a history file (docs/history.md)")
     rep.add_argument("image", help="the image the history was made on")
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["web"]:  # its own arguments, and trame-slicer, which only the [web] extra installs
+        from ..web.cli import main as web_main
+
+        return web_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     progress = Progress()

@@ -7,9 +7,10 @@ import logging
 import sys
 
 from ..errors import BackendUnavailableError
+from ..listening import is_loopback
 from . import logs
 from .auth import short_keys
-from .options import is_loopback, parse
+from .options import parse
 from .serving import uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")

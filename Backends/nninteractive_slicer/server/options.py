@@ -5,11 +5,11 @@ read them here."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.undo_history import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_STEPS
+from ..listening import is_loopback
 from .auth import ENV_VAR, load_keys
 from .config import GIB, MIB, Limits, ServerConfig
 from .image_crypto import KEY_ENV, load_cache_key
@@ -121,14 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--replica-cpus", type=float, default=1.0, help="Ray CPUs reserved per replica (fractions allowed)")
     return p
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
