@@ -21,7 +21,7 @@ from SlicerNNInteractiveLib import (
     roi_frame_world,
     settings,
 )
-from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, SERVER_KINDS, BackendChoice
+from SlicerNNInteractiveLib.automatic import AUTOMATIC, CHOICES, DEVICES, LOCAL, SERVER_KINDS, BackendChoice
 from SlicerNNInteractiveLib.backends import BackendConfig, missing_requirements, recommended_requirements
 from SlicerNNInteractiveLib.boxes import BoxPlacement
 from SlicerNNInteractiveLib.history_store import HistoryAutosave, export_history, load_history
@@ -116,7 +116,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             edit.editingFinished.connect(self.onConfigEdited)  # also on every focus-out: configure() compares
         self.ui.deviceCombo.currentIndexChanged.connect(self.onConfigEdited)
         self.ui.pbTestConnection.clicked.connect(self.testConnection)
-        self.ui.pbInstallLocal.clicked.connect(lambda: self.installRequirements("local"))
+        self.ui.pbInstallLocal.clicked.connect(lambda: self.installRequirements(LOCAL))
         self.ui.pbExportHistory.clicked.connect(self.exportHistory)
         self.ui.pbReplayHistory.clicked.connect(self.replayHistory)
         self.ui.autosaveFolderEdit.currentPathChanged.connect(self.onAutosaveChanged)
@@ -189,7 +189,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     def choice(self) -> BackendChoice:
         kind = self.ui.backendCombo.currentData or AUTOMATIC
-        local = BackendConfig("local", device=self.ui.deviceCombo.currentText, model=self.ui.modelEdit.text.strip())
+        local = BackendConfig(LOCAL, device=self.ui.deviceCombo.currentText, model=self.ui.modelEdit.text.strip())
         server = BackendConfig(settings.server_kind(qt.QSettings(), kind), self.ui.serverUrlEdit.text.strip(),
                                self.ui.apiKeyEdit.text.strip())
         return BackendChoice(kind, local, server)
@@ -211,7 +211,7 @@ class SlicerNNInteractiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         """Automatic shows both the local and the server settings."""
         self.ui.serverUrlEdit.text, self.ui.apiKeyEdit.text = settings.server_fields(qt.QSettings(), kind)
         for widget in (self.ui.serverUrlEdit, self.ui.serverUrlLabel, self.ui.apiKeyEdit, self.ui.apiKeyLabel):
-            widget.setVisible(kind != "local")
+            widget.setVisible(kind != LOCAL)
         for widget in (self.ui.deviceCombo, self.ui.deviceLabel, self.ui.modelEdit, self.ui.modelLabel,
                        self.ui.pbInstallLocal):
             widget.setVisible(kind not in SERVER_KINDS)

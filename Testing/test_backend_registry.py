@@ -11,7 +11,7 @@ from SlicerNNInteractiveLib.backends import KINDS, build_backend, describe, miss
 
 
 def test_the_lib_offers_the_registered_backends_in_order():
-    assert list(KINDS) == ["local", "remote", "official"]  # the values stored in the module's settings
+    assert list(KINDS) == ["local", "slicer_server", "official"]  # the values stored in the module's settings
     assert KINDS == {kind: cls.label for kind, cls in backend_classes().items()}
     assert all(cls.kind == kind and cls.label for kind, cls in backend_classes().items())
 

@@ -146,3 +146,11 @@ def test_schema_rejects_what_the_reader_rejects(recorded):
     for change in (_set("version", 2), _set("steps.0.kind", "circle"), _set("steps.0.extra", 1)):
         with pytest.raises(AssertionError):
             history_schema.check(json.loads(_broken(recorded, change)))
+
+
+def test_a_history_of_the_servers_former_kind_reads_as_its_current_one(recorded):
+    """Histories written when this project's server was the kind "remote" name it as today."""
+    data = json.loads(h.dumps(recorded))
+    data["backend"] = "remote"
+    assert h.loads(json.dumps(data)).backend == "slicer_server"
+    assert h.loads(h.dumps(recorded)).backend == recorded.backend

@@ -29,12 +29,12 @@ def test_zstandard_is_recommended_for_the_remote_backend_only_while_missing(monk
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "zstandard" else real_find_spec(name, *a))
-    assert lib_backends.recommended_requirements("remote") == ["zstandard>=0.22"]
+    assert lib_backends.recommended_requirements("slicer_server") == ["zstandard>=0.22"]
     assert lib_backends.recommended_requirements("official") == []
     assert lib_backends.recommended_requirements("local") == []
-    assert lib_backends.missing_requirements("remote") == []  # offered, never required
+    assert lib_backends.missing_requirements("slicer_server") == []  # offered, never required
     monkeypatch.undo()
-    assert lib_backends.recommended_requirements("remote") == []  # installed in this environment
+    assert lib_backends.recommended_requirements("slicer_server") == []  # installed in this environment
 
 
 def test_zstandard_installed_after_start_is_used_by_the_next_remote_backend(remote_server):
@@ -46,7 +46,7 @@ def test_zstandard_installed_after_start_is_used_by_the_next_remote_backend(remo
         assert "zstd" not in wire.AVAILABLE_CODECS, wire.AVAILABLE_CODECS
         del sys.modules["zstandard"]  # pip installed it
         from SlicerNNInteractiveLib.backends import BackendConfig, build_backend
-        backend = build_backend(BackendConfig("remote", {remote_server.url!r}, {ALICE_KEY!r}))
+        backend = build_backend(BackendConfig("slicer_server", {remote_server.url!r}, {ALICE_KEY!r}))
         print(backend._server._pool.headers["X-Accept-Codecs"])  # what every call of this backend offers
         backend.close()
     """)

@@ -53,8 +53,8 @@ def test_automatic_without_a_server_address_says_what_to_do():
 
 def test_explicit_choices_are_taken_as_given():
     assert resolve(replace(CHOICE, kind="local"), "darwin", lambda: [], installed)[0] == LOCAL
-    config, _reason = resolve(replace(CHOICE, kind="remote"), "linux", lambda: ["cuda:0"], installed)
-    assert config.kind == "remote" and config.url == SERVER.url
+    config, _reason = resolve(replace(CHOICE, kind="slicer_server"), "linux", lambda: ["cuda:0"], installed)
+    assert config.kind == "slicer_server" and config.url == SERVER.url
 
 
 def test_only_failures_a_server_would_not_have_offer_it():

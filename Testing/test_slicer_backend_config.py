@@ -13,7 +13,7 @@ SECRET = "s3cr3t-key-value"
 
 
 def test_the_api_key_never_appears_in_descriptions_or_logs(caplog):
-    config = BackendConfig("remote", "http://127.0.0.1:9", SECRET)
+    config = BackendConfig("slicer_server", "http://127.0.0.1:9", SECRET)
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("test").info("starting %s / %r", describe(config), config)
     assert SECRET not in caplog.text
@@ -21,7 +21,7 @@ def test_the_api_key_never_appears_in_descriptions_or_logs(caplog):
 
 
 def test_backends_are_built_by_name(tiny_model_dir):
-    remote = build_backend(BackendConfig("remote", "http://127.0.0.1:9", SECRET, timeout=1.0))
+    remote = build_backend(BackendConfig("slicer_server", "http://127.0.0.1:9", SECRET, timeout=1.0))
     assert type(remote).__name__ == "SlicerServerBackend"
     remote.close()
     local = build_backend(BackendConfig("local", device="cpu", model=str(tiny_model_dir)))
@@ -35,5 +35,5 @@ def test_backends_are_built_by_name(tiny_model_dir):
 
 def test_requirements_are_complete_in_the_test_environment():
     assert missing_requirements("local") == []
-    assert missing_requirements("remote") == []
+    assert missing_requirements("slicer_server") == []
     assert missing_requirements("official") == []

@@ -76,13 +76,13 @@ def wait_closed(backend, seconds: float = 60.0) -> None:
 @pytest.fixture
 def local_choice(tiny_model_dir) -> BackendChoice:
     return BackendChoice("local", BackendConfig("local", device="cpu", model=str(tiny_model_dir)),
-                         BackendConfig("remote"))
+                         BackendConfig("slicer_server"))
 
 
 @pytest.fixture
 def remote_choice(remote_server) -> BackendChoice:
-    return BackendChoice("remote", BackendConfig("local", device="cpu"),
-                         BackendConfig("remote", remote_server.url, ALICE_KEY, timeout=120.0))
+    return BackendChoice("slicer_server", BackendConfig("local", device="cpu"),
+                         BackendConfig("slicer_server", remote_server.url, ALICE_KEY, timeout=120.0))
 
 
 CENTRE = blob_centre(SHAPE)
@@ -218,7 +218,7 @@ def test_a_local_backend_without_a_gpu_offers_the_server_and_continues_there(loc
     assert scene.segmentation.GetSegmentation().GetNumberOfSegments() == 0 and scene.cleared == []
     scene.logic.accept_fallback()
     scene.drive()
-    assert scene.logic.choice.kind == "remote"
+    assert scene.logic.choice.kind == "slicer_server"
     assert type(scene.logic.backend).__name__ == "SlicerServerBackend"
     assert scene.cleared == ["kept"] and scene.mask().any()
     # The fallback is for this run: the widget's configuration (still Local) neither drops the server backend
@@ -253,7 +253,7 @@ class AutomaticRunsHere(Scene):
 
 
 def zstandard_missing(kind: str) -> list[str]:
-    return ["zstandard>=0.22"] if kind == "remote" else []
+    return ["zstandard>=0.22"] if kind == "slicer_server" else []
 
 
 def test_the_zstandard_offer_is_made_once_and_only_for_a_server_in_use(local_choice, remote_choice):
@@ -269,7 +269,7 @@ def test_the_zstandard_offer_is_made_once_and_only_for_a_server_in_use(local_cho
     scene.logic.enqueue(scene.point(CENTRE))
     scene.drive()
     (offer,) = [e for e in scene.events if e.kind == "recommend"]
-    assert offer.data == "remote" and "faster with zstandard" in offer.text and "needs" not in offer.text
+    assert offer.data == "slicer_server" and "faster with zstandard" in offer.text and "needs" not in offer.text
     scene.logic.test_connection()
     scene.drive()
     assert len([e for e in scene.events if e.kind == "recommend"]) == 1

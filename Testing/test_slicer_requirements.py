@@ -25,7 +25,7 @@ CLIENT_ONLY = "client only"
 REPORT = """
 import json, sys
 from SlicerNNInteractiveLib.backends import missing_requirements
-print(json.dumps({kind: missing_requirements(kind) for kind in ("local", "remote", "official")}))
+print(json.dumps({kind: missing_requirements(kind) for kind in ("local", "slicer_server", "official")}))
 assert "torch" not in sys.modules
 """
 
@@ -54,12 +54,12 @@ def missing_in(site: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(("hidden", "expected"), [
-    ({"torch", "nnInteractive"}, {"local": ["torch", NNINTERACTIVE_REQUIREMENT], "remote": [],
+    ({"torch", "nnInteractive"}, {"local": ["torch", NNINTERACTIVE_REQUIREMENT], "slicer_server": [],
                                   "official": [CLIENT_REQUIREMENT]}),
-    ({"torch", "nnInteractive", CLIENT_ONLY}, {"local": ["torch", NNINTERACTIVE_REQUIREMENT], "remote": [],
+    ({"torch", "nnInteractive", CLIENT_ONLY}, {"local": ["torch", NNINTERACTIVE_REQUIREMENT], "slicer_server": [],
                                                "official": []}),
-    ({"nnInteractive"}, {"local": [NNINTERACTIVE_REQUIREMENT], "remote": [], "official": [CLIENT_REQUIREMENT]}),
-    (set(), {"local": [], "remote": [], "official": []}),
+    ({"nnInteractive"}, {"local": [NNINTERACTIVE_REQUIREMENT], "slicer_server": [], "official": [CLIENT_REQUIREMENT]}),
+    (set(), {"local": [], "slicer_server": [], "official": []}),
 ], ids=["bare", "official-client-only", "torch-only", "everything"])
 def test_missing_requirements_name_what_is_not_installed(tmp_path, hidden, expected):
     assert missing_in(site_without(tmp_path, hidden)) == expected

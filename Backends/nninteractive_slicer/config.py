@@ -23,7 +23,7 @@ class BackendConfig:
     """A user's backend choice. ``api_key`` stays out of repr(), so out of logs; the registry's ``describe``
     says it in words."""
 
-    kind: str = "local"
+    kind: str  # a registered backend kind (see backends.registry)
     url: str = ""
     api_key: str = field(default="", repr=False)
     device: str = "auto"

@@ -304,6 +304,8 @@ class Backend(ABC):
     needs_url: ClassVar[bool] = True
     # Its form in ``--backend``: the kind itself without a URL; with one, this prefix and the URL.
     url_prefix: ClassVar[str] = ""
+    # Names this kind was saved under before (settings, histories): read as this kind.
+    former_kinds: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def describe(cls, config: BackendConfig) -> str:

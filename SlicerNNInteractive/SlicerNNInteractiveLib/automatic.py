@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from nninteractive_slicer.errors import BackendUnavailableError, OutOfMemoryError
 
-from .backends import KINDS, BackendConfig, missing_requirements
+from .backends import KINDS, BackendConfig, local_kind, missing_requirements, server_kinds
 
 AUTOMATIC = "automatic"
 CHOICES = {AUTOMATIC: "Automatic (local GPU, else the server)", **KINDS}
-SERVER_KINDS = ("remote", "official")
+LOCAL = local_kind()  # the backend on this computer; the others run on a server
+SERVER_KINDS = server_kinds()
 DEVICES = ("auto", "cpu", "cuda")  # offered at first; cuda:N are added as torch finds them
 
 
@@ -26,8 +27,8 @@ class BackendChoice:
     """What the user chose: a kind (or Automatic), the local settings and the server settings."""
 
     kind: str = AUTOMATIC
-    local: BackendConfig = BackendConfig("local")
-    server: BackendConfig = BackendConfig("remote")
+    local: BackendConfig = field(default_factory=lambda: BackendConfig(LOCAL))
+    server: BackendConfig = field(default_factory=lambda: BackendConfig(SERVER_KINDS[0]))
 
     def __post_init__(self) -> None:
         if self.kind not in CHOICES:
@@ -54,13 +55,13 @@ def resolve(
     missing: Callable[[str], list[str]] = missing_requirements,
 ) -> tuple[BackendConfig, str]:
     """The backend to build for ``choice`` and, in words, why. Raises BackendUnavailableError when none can run."""
-    if choice.kind == "local":
+    if choice.kind == LOCAL:
         return choice.local, "chosen in the Configuration tab"
     if choice.kind in SERVER_KINDS:
         return replace(choice.server, kind=choice.kind), "chosen in the Configuration tab"
     if platform == "darwin":
         reason = "Automatic: on macOS the model runs on the server (it needs a CUDA GPU)"
-    elif missing("local"):
+    elif missing(LOCAL):
         reason = "Automatic: the local backend is not installed, so the model runs on the server"
     else:
         found = devices()
@@ -78,7 +79,7 @@ def resolve(
 
 def can_fall_back(choice: BackendChoice, used: BackendConfig | None, error: BaseException) -> bool:
     """Whether a failure of the local backend is one a server would not have (memory, no GPU, no model)."""
-    if used is None or used.kind != "local" or choice.kind not in (AUTOMATIC, "local") or not choice.has_server:
+    if used is None or used.kind != LOCAL or choice.kind not in (AUTOMATIC, LOCAL) or not choice.has_server:
         return False
     return isinstance(error, (OutOfMemoryError, BackendUnavailableError))
 

@@ -13,13 +13,16 @@ from nninteractive_slicer.backends.registry import (
     backend_class,
     backend_classes,
     build_backend,
+    current_kind,
     describe,
+    local_kind,
     missing_requirements,
     recommended_requirements,
+    server_kinds,
 )
 
-__all__ = ["KINDS", "BackendConfig", "backend_class", "build_backend", "describe",
-           "missing_requirements", "model_download_bytes", "recommended_requirements"]
+__all__ = ["KINDS", "BackendConfig", "backend_class", "build_backend", "current_kind", "describe", "local_kind",
+           "missing_requirements", "model_download_bytes", "recommended_requirements", "server_kinds"]
 
 # Kind (the value stored in the module's settings) -> label, in the order the Configuration tab lists them.
 KINDS = {kind: cls.label for kind, cls in backend_classes().items()}

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar
 from nninteractive_slicer.errors import BackendError
 from nninteractive_slicer.interface import Backend, Capabilities, Prompt
 
-from .automatic import CHOICES, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
+from .automatic import AUTOMATIC, CHOICES, LOCAL, BackendChoice, can_fall_back, cuda_devices, fallen_back, resolve
 from .backends import (
     BackendConfig,
     build_backend,
@@ -151,7 +151,7 @@ def open_backend(choice: BackendChoice) -> Built:
         return Built(config, error=exc, reason=reason)
     try:
         description = backend.check_connection()
-        devices = tuple(cuda_devices()) if config.kind == "local" else ()
+        devices = tuple(cuda_devices()) if config.kind == LOCAL else ()
         capabilities = backend.capabilities()
     except Exception as exc:
         backend.close()
@@ -478,7 +478,7 @@ class SlicerNNInteractiveLogic:
             self._emit("install", f"This backend needs {', '.join(missing)}.", kind)
             return
         future = in_daemon_thread(self._build, self.choice, name="nnInteractive-build")
-        self._building = _Build(future, local=self.choice.kind in ("local", "automatic"))
+        self._building = _Build(future, local=self.choice.kind in (LOCAL, AUTOMATIC))
         self._emit("status", f"Starting the backend ({CHOICES[self.choice.kind]}) ...")
 
     def _finish_build(self) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .automatic import AUTOMATIC, CHOICES, SERVER_KINDS, BackendChoice
-from .backends import BackendConfig
+from .automatic import AUTOMATIC, CHOICES, LOCAL, SERVER_KINDS, BackendChoice
+from .backends import BackendConfig, current_kind
 
 PREFIX = "SlicerNNInteractive"
 DEFAULT_URL = "http://127.0.0.1:1527"
@@ -21,7 +21,7 @@ def server_kind(store: Any, kind: str) -> str:
     if kind in SERVER_KINDS:
         return kind
     last = store.value(f"{PREFIX}/server")
-    return last if last in SERVER_KINDS else "remote"
+    return last if last in SERVER_KINDS else SERVER_KINDS[0]
 
 
 def server_fields(store: Any, kind: str) -> tuple[str, str]:
@@ -36,11 +36,27 @@ def remember_server(store: Any, kind: str) -> None:
     store.setValue(f"{PREFIX}/server", kind)
 
 
+def migrate(store: Any) -> None:
+    """Settings saved under a backend's former kind (this project's server was "remote") move to its current one."""
+    for key in (f"{PREFIX}/backend", f"{PREFIX}/server"):
+        saved = store.value(key)
+        if saved and current_kind(saved) != saved:
+            store.setValue(key, current_kind(saved))
+    for key in store.allKeys():
+        _, kind, *rest = key.split("/") if key.startswith(f"{PREFIX}/") and key.count("/") >= 2 else ("", "", "")
+        if rest and current_kind(kind) != kind:
+            renamed = "/".join([PREFIX, current_kind(kind), *rest])
+            if store.value(renamed) is None:
+                store.setValue(renamed, store.value(key))
+            store.remove(key)
+
+
 def load(store: Any) -> BackendChoice:
+    migrate(store)
     kind = store.value(f"{PREFIX}/backend")
     kind = kind if kind in CHOICES else AUTOMATIC
     url, api_key = server_fields(store, kind)
-    local = BackendConfig("local", device=store.value(f"{PREFIX}/local/device") or "auto",
+    local = BackendConfig(LOCAL, device=store.value(f"{PREFIX}/local/device") or "auto",
                           model=store.value(f"{PREFIX}/local/model") or "")
     return BackendChoice(kind, local, BackendConfig(server_kind(store, kind), url, api_key))
 

@@ -139,7 +139,7 @@ class SlicerNNInteractiveTest(ScriptedLoadableModuleTest):
         self.wait(widget)
         self.assertEqual(len(questions), 1, widget.ui.statusLabel.text)
         self.assertIn("Continue on the server", questions[0])
-        self.assertEqual(widget.logic.choice.kind, "remote")  # continued there: unreachable, and said so
+        self.assertEqual(widget.logic.choice.kind, "slicer_server")  # continued there: unreachable, and said so
         self.assertIn("not changed", widget.ui.statusLabel.text)
         after = widget.editorNode.GetSegmentationNode().GetSegmentation().GetNumberOfSegments()
         self.assertLessEqual(after - before, 1)  # at most an empty segment to write into

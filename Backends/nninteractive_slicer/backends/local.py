@@ -61,7 +61,8 @@ class LocalBackend(Backend):
         route_nninteractive_prints()  # its per-prompt prints become debug records, in every host
         self._worker = DeviceWorker()
         try:
-            self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads)
+            self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads,
+                                                         self.kind)
             self._capabilities = replace(self._model.capabilities, undo_depth=undo_steps)
             self._engine = self._worker.call(ModelEngine, self._model, undo_budget_bytes, undo_steps)
         except BaseException:

@@ -15,9 +15,9 @@ from typing import TypeVar
 from ..config import BackendConfig, Requirement
 from ..interface import Backend
 
-__all__ = ["BackendConfig", "Requirement", "backend_class", "backend_classes", "build_backend", "describe",
-           "missing_requirements", "parse_spec", "recommended_requirements",
-           "register_backend"]
+__all__ = ["BackendConfig", "Requirement", "backend_class", "backend_classes", "build_backend", "current_kind",
+           "describe", "local_kind", "missing_requirements", "parse_spec", "recommended_requirements",
+           "register_backend", "server_kinds"]
 
 B = TypeVar("B", bound="type[Backend]")
 
@@ -59,6 +59,21 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
+
+
+def local_kind() -> str:
+    """The backend that runs the model in this process (the one without a URL)."""
+    return next(kind for kind, cls in backend_classes().items() if not cls.needs_url)
+
+
+def server_kinds() -> tuple[str, ...]:
+    """The backends that run the model on a server, in the order a user interface lists them."""
+    return tuple(kind for kind, cls in backend_classes().items() if cls.needs_url)
+
+
+def current_kind(kind: str) -> str:
+    """The kind a saved ``kind`` names today (a backend renamed keeps reading its former names)."""
+    return next((cls.kind for cls in backend_classes().values() if kind in cls.former_kinds), kind)
 
 
 def recommended_requirements(kind: str) -> list[str]:

@@ -103,7 +103,8 @@ class SlicerServerBackend(ServerBackend):
     :meth:`check_connection` tests it.
     """
 
-    kind = "remote"
+    kind = "slicer_server"
+    former_kinds = ("remote",)
     label = "nnInteractive-Slicer server"
     # Slicer ships no zstandard, so images would compress several times slower with zlib and replies be
     # ~25 % larger (benchmarks/results/python312-codecs.md).
@@ -140,7 +141,7 @@ class SlicerServerBackend(ServerBackend):
         caps = dict(self._server.info().capabilities)
         for key in ("prompt_kinds", "scribble_thickness"):
             caps[key] = tuple(caps[key])
-        caps.update(backend="remote", extra={**caps.get("extra", {}), "url": self.url})
+        caps.update(backend=self.kind, extra={**caps.get("extra", {}), "url": self.url})
         return Capabilities(**caps)
 
     def check_connection(self) -> str:

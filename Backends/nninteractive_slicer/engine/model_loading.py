@@ -128,7 +128,7 @@ def load_model(
     model_dir: str | os.PathLike | None = None,
     device: str = "auto",
     torch_threads: int | None = None,
-    backend_name: str = "local",
+    backend_name: str = "",
 ) -> LoadedModel:
     """Load the network once; sessions attach to it with :meth:`Engine`'s ``model``."""
     torch_device = choose_device(device)

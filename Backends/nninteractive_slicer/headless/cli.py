@@ -11,9 +11,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from .. import history as history_io
+from ..backends.registry import local_kind
 from ..errors import BackendError
 from .api import check_replay, replay, segment
 from .backend_spec import API_KEY_VARIABLE, BackendSpecError, check_spec, make_backend
@@ -23,6 +25,13 @@ from .progress import Progress
 from .prompt_file import PromptFileError, load_prompts
 
 BAD_INPUT, BACKEND_FAILED, REPLAY_DIFFERS = 2, 1, 3
+COMMANDS = "nninteractive_slicer.commands"  # the entry-point group of extra subcommands
+
+
+def extra_commands() -> dict[str, EntryPoint]:
+    """Subcommands that other parts of the package add through its entry points (``web``), by name: this module,
+    which Slicer ships, never imports them (see the folder rule in SlicerNNInteractive/CMakeLists.txt)."""
+    return {point.name: point for point in entry_points(group=COMMANDS)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("image", help="NIfTI, NRRD or MHA file, or a folder with one DICOM series")
     seg.add_argument("--prompts", required=True, help="prompt file (JSON, see the README)")
     seg.add_argument("--history-dir", help="write one history file per object here (for `replay`)")
-    commands.add_parser("web", help="nnInteractive in a web browser (the [web] extra; see `web --help`)")
+    for name, command in extra_commands().items():
+        commands.add_parser(name, help=f"from an extra of the package ({command.value}; see `{name} --help`)")
     rep = commands.add_parser("replay", help="run a saved history again and compare")
     rep.add_argument("history", help="a history file (docs/history.md)")
     rep.add_argument("image", help="the image the history was made on")
@@ -40,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--strict", action="store_true", help="exit with status 3 when the replay differs")
     for sub in (seg, rep):
         sub.add_argument("-o", "--output", required=True, help="label image to write (.nii.gz, .nrrd, .mha)")
-        sub.add_argument("--backend", default="local",
+        sub.add_argument("--backend", default=local_kind(),
                          help=f"local, a server URL, or official+URL (API key: ${API_KEY_VARIABLE})")
         sub.add_argument("--model", help="local backend: model folder or official model id (default: recommended)")
         sub.add_argument("--device", default="auto", help="local backend: auto, cuda, cuda:N or cpu")
@@ -50,10 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["web"]:  # its own arguments, and trame-slicer, which only the [web] extra installs
-        from ..web.cli import main as web_main
-
-        return web_main(argv[1:])
+    extra = extra_commands().get(argv[0]) if argv else None
+    if extra is not None:  # its own arguments and dependencies (web: trame-slicer, in the [web] extra)
+        return extra.load()(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     progress = Progress()

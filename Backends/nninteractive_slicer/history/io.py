@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..backends.registry import current_kind
 from ..interface import IMAGE_DTYPES, BBox, Box, Lasso, Point, Prompt, Scribble, box_shape
 from .codec import DIGEST_PREFIX, decode_mask, encode_mask, mask_digest
 from .model import STEP_OPS, History, ImageIdentity, ModelIdentity, Step, StepResult
@@ -182,7 +183,7 @@ class _Reader:
             model=ModelIdentity(self.string(model["id"], "model.id"),
                                 self.optional_string(model["version"], "model.version"),
                                 self.optional_string(model["checkpoint_digest"], "model.checkpoint_digest")),
-            backend=self.string(data["backend"], "backend"),
+            backend=current_kind(self.string(data["backend"], "backend")),
             initial_mask=None if data["initial_mask"] is None else self.mask(data["initial_mask"], "initial_mask",
                                                                               image.shape),
             name=self.string(data.get("name", ""), "name"),

@@ -20,7 +20,7 @@ from ..engine.device_worker import SHARED, DeviceWorker, Lane
 from ..engine.engine import Engine, ModelEngine
 from ..engine.model_loading import load_model
 from ..engine.snapshots import SnapshotScheduler
-from ..protocol.contract import ErrorCode
+from ..protocol.contract import SERVER_NAME, ErrorCode
 from .audit import AuditLog
 from .auth import Authenticator
 from .config import ServerConfig
@@ -43,7 +43,7 @@ class ServerRuntime:
         self.worker = DeviceWorker("nninteractive-server-device")
         try:
             model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
-                                     config.torch_threads, "remote")
+                                     config.torch_threads, SERVER_NAME)
         except BaseException:
             self.worker.stop()
             raise

@@ -29,7 +29,7 @@ from .shortcuts import script as shortcuts_script
 
 ensure_lib_importable()
 
-from SlicerNNInteractiveLib.automatic import BackendChoice  # noqa: E402
+from SlicerNNInteractiveLib.automatic import LOCAL, BackendChoice  # noqa: E402
 from SlicerNNInteractiveLib.logic import Event  # noqa: E402
 
 TOOLS = {"point": "Point", "bbox": "Box", "scribble": "Scribble", "lasso": "Lasso"}  # the module's words
@@ -48,7 +48,7 @@ class NNInteractiveWebApp(TrameApp):
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())
         self.layout_manager.set_layout(LAYOUT)
-        self.host = WebHost(self.slicer_app, choice or BackendChoice("local"), self._show, self._busy_changed)
+        self.host = WebHost(self.slicer_app, choice or BackendChoice(LOCAL), self._show, self._busy_changed)
         self.rendering = VolumeRendering3D(self.slicer_app, volume_rendering)
         self.volume: Any = None
         self._downloads = Path(tempfile.mkdtemp(prefix="nninteractive-web-"))

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..backends.registry import backend_class
+from ..backends.registry import backend_class, local_kind
 from ..headless.backend_spec import API_KEY_VARIABLE, BackendSpecError, backend_config
 from ..listening import is_loopback
 from .lib import ensure_lib_importable
@@ -31,7 +31,7 @@ class ListenError(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", help="NIfTI, NRRD or MHA files, or folders with one DICOM series")
-    parser.add_argument("--backend", default="local",
+    parser.add_argument("--backend", default=local_kind(),
                         help=f"local, a server URL, or official+URL (its API key: ${API_KEY_VARIABLE})")
     parser.add_argument("--model", help="local backend: model folder or official model id (default: recommended)")
     parser.add_argument("--device", default="auto", help="local backend: auto, cuda, cuda:N or cpu")
