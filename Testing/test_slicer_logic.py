@@ -293,8 +293,8 @@ def test_no_capabilities_request_runs_on_the_main_thread(local_choice, monkeypat
             askers.append(threading.current_thread().name)
             return super().capabilities()
 
-    real = logic_module.make_backend
-    monkeypatch.setattr(logic_module, "make_backend", lambda config: Asked(real(config)))
+    real = logic_module.build_backend
+    monkeypatch.setattr(logic_module, "build_backend", lambda config: Asked(real(config)))
     scene = Scene(local_choice)
     scene.logic.enqueue(scene.point(CENTRE))
     scene.drive()
