@@ -128,7 +128,7 @@ def _cbytes(stored: Any) -> int:
 
 
 @dataclass(frozen=True, eq=False)
-class SessionSnapshot:
+class InferenceSnapshot:
     """The state of one nnInteractive session after a step, compressed."""
 
     interactions: Any  # Packed, or a copy of nnInteractive's own blosc2.NDArray
@@ -142,7 +142,7 @@ class SessionSnapshot:
         return _cbytes(self.interactions) + _cbytes(self.target)
 
 
-def take_snapshot(session: Any) -> SessionSnapshot:
+def take_snapshot(session: Any) -> InferenceSnapshot:
     """Compress the state of ``session`` (its interactions as a dense CPU tensor or nnInteractive's blosc2 array)."""
     try:
         interactions = session.interactions
@@ -150,7 +150,7 @@ def take_snapshot(session: Any) -> SessionSnapshot:
             packed = interactions.copy()
         else:
             packed = _pack(interactions)
-        return SessionSnapshot(
+        return InferenceSnapshot(
             interactions=packed,
             target=_pack(session.target_buffer),
             intensity=float(session.current_interaction_intensity),
@@ -162,7 +162,7 @@ def take_snapshot(session: Any) -> SessionSnapshot:
                            "multi-step undo cannot snapshot it. Install nnInteractive 2.6.") from exc
 
 
-def restore_snapshot(session: Any, snapshot: SessionSnapshot) -> None:
+def restore_snapshot(session: Any, snapshot: InferenceSnapshot) -> None:
     """Put ``session`` back into the state of ``snapshot``, writing into its existing buffers."""
     if hasattr(snapshot.interactions, "schunk") and hasattr(session.interactions, "schunk"):
         session.interactions = snapshot.interactions.copy()  # the snapshot stays untouched by later prompts
@@ -179,7 +179,7 @@ def restore_snapshot(session: Any, snapshot: SessionSnapshot) -> None:
 class UndoStep:
     """A snapshot after one step, what the engine adds to it, and where the step may have changed the mask."""
 
-    state: SessionSnapshot
+    state: InferenceSnapshot
     prompt_count: int
     written: Box | None  # None: the step changed no voxel of the mask
 

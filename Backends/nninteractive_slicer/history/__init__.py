@@ -5,7 +5,7 @@ voxel indices and world RAS. It is what Slicer saves with the scene to resume a 
 restart, what ``nninteractive-slicer replay`` runs again, and a record of how a label was made.
 """
 
-from .codec import image_digest, mask_digest
+from .codec import mask_digest, voxel_digest
 from .io import VERSION, HistoryFormatError, dumps, from_dict, load, loads, save, schema, to_dict
 from .model import History, ImageIdentity, ModelIdentity, Step, StepResult
 from .recorder import HistoryRecorder
@@ -26,7 +26,7 @@ __all__ = [
     "check_image",
     "dumps",
     "from_dict",
-    "image_digest",
+    "voxel_digest",
     "load",
     "loads",
     "mask_digest",

@@ -24,7 +24,7 @@ def mask_digest(mask: np.ndarray) -> str:
     return DIGEST_PREFIX + hashlib.sha256(memoryview(bits).cast("B")).hexdigest()
 
 
-def image_digest(image: np.ndarray) -> str:
+def voxel_digest(image: np.ndarray) -> str:
     """SHA-256 of the voxels as little-endian bytes in C order (shape and dtype are stored beside it)."""
     data = np.ascontiguousarray(image, dtype=image.dtype.newbyteorder("<"))
     return DIGEST_PREFIX + hashlib.sha256(memoryview(data).cast("B")).hexdigest()

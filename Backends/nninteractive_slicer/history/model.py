@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..interface import Box, Capabilities, Prompt
-from .codec import image_digest, mask_digest
+from .codec import mask_digest, voxel_digest
 
 StepOp = Literal["prompt", "undo", "redo", "reset", "set_mask"]
 STEP_OPS: tuple[StepOp, ...] = ("prompt", "undo", "redo", "reset", "set_mask")
@@ -37,7 +37,7 @@ class ImageIdentity:
         if spacing is None:
             columns = np.linalg.norm(matrix[:3, :3], axis=0)
             spacing = (float(columns[0]), float(columns[1]), float(columns[2]))
-        return cls(digest or image_digest(image), tuple(int(n) for n in image.shape),  # type: ignore[arg-type]
+        return cls(digest or voxel_digest(image), tuple(int(n) for n in image.shape),  # type: ignore[arg-type]
                    image.dtype.name, tuple(float(s) for s in spacing), matrix)  # type: ignore[arg-type]
 
     def to_ras(self, index: np.ndarray) -> tuple[float, float, float]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..interface import Backend, PromptResult
-from .codec import image_digest
+from .codec import voxel_digest
 from .model import History, Step
 
 StepCallback = Callable[[int, int, "StepReport"], None]
@@ -49,7 +49,7 @@ def check_image(history: History, image: np.ndarray) -> None:
             f"The image is {image.dtype.name} of size {image.shape[::-1]}, the history was made on {expected.dtype} "
             f"of size {expected.shape[::-1]}: open the image the history was made on."
         )
-    if image_digest(image) != expected.digest:
+    if voxel_digest(image) != expected.digest:
         raise HistoryMismatchError("The image's voxels differ from those the history was made on: open that image.")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidPromptError, ServerBusyError
 from ..interface import validate_image
+from ..protocol.bodies import UploadStatus
 from ..protocol.contract import ErrorCode
 from ..protocol.wire import chunk_count, decode_image_chunk, image_digest
 from .config import Limits
@@ -45,14 +46,6 @@ class _Pending:
         return chunk_count(self.flat.size, self.chunk_elements)
 
 
-@dataclass(frozen=True)
-class UploadProgress:
-    digest: str
-    received: int
-    chunk_count: int
-    complete: bool
-
-
 class Uploads:
     """Chunked uploads in progress, per user and digest; their buffers count against a byte budget.
 
@@ -75,7 +68,7 @@ class Uploads:
 
     def add_chunk(self, owner: str, digest: str, index: int, shape: tuple[int, int, int], dtype: str,
                   spacing: tuple[float, float, float], codec: str, chunk_elements: int,
-                  payload: bytes) -> UploadProgress:
+                  payload: bytes) -> UploadStatus:
         """Decode one chunk into its upload; the last one verifies the digest and publishes the image."""
         nbytes = check_image_geometry(shape, dtype, self.limits)
         if self.admit is not None:
@@ -98,7 +91,7 @@ class Uploads:
             image = self.cache.get(digest, owner)
             if image is not None:
                 _check_chunk(image, shape, dtype, spacing, start, values)
-                return UploadProgress(digest, total, total, True)
+                return UploadStatus(digest, total, total, True)
             pending = self._pending_for(owner, digest, shape, dtype, spacing, chunk_elements, nbytes)
             with pending.lock:
                 if pending.closed:
@@ -108,11 +101,11 @@ class Uploads:
                     pending.received.add(index)
                     pending.touched = time.monotonic()
                 if len(pending.received) < pending.chunks:
-                    return UploadProgress(digest, len(pending.received), pending.chunks, False)
+                    return UploadStatus(digest, len(pending.received), pending.chunks, False)
                 pending.closed = True
                 self._drop(owner, digest, pending)
                 self._publish(pending)
-                return UploadProgress(digest, pending.chunks, pending.chunks, True)
+                return UploadStatus(digest, pending.chunks, pending.chunks, True)
 
     def reap(self, max_age_s: float) -> int:
         """Forget uploads that saw no chunk for ``max_age_s``; returns how many."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Request
@@ -56,7 +55,7 @@ async def upload_chunk(digest: Annotated[Digest, PathParam()], index: Annotated[
             head = ChunkHeader.model_validate(raw)
             progress = runtime.uploads.add_chunk(user, digest, index, _triple(head.shape), head.dtype,
                                               _triple(head.spacing), head.codec, head.chunk_elements, payload)
-            return UploadStatus(**asdict(progress))
+            return UploadStatus(**progress.to_json())
 
         return await run_in_threadpool(work)
 
