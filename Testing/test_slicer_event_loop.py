@@ -21,7 +21,6 @@ from slicer_loop import hold_gil, run_slicer_loop
 
 from nninteractive_slicer.backends.local import LocalBackend
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
-from nninteractive_slicer.engine.snapshots import DELAY_S
 from SlicerNNInteractiveLib.logic import SlicerNNInteractiveLogic
 
 SHAPE = (64, 128, 128)
@@ -97,6 +96,9 @@ def test_a_remote_prompt_runs_at_full_speed_in_slicers_loop(tiny_model_dir):
             backend.close()
 
 
+IDLE_S = 2.0
+
+
 def test_an_undo_snapshot_starved_by_an_idle_slicer_is_taken_before_the_next_prompt(tiny_model_dir):
     """In Slicer the module's timer stops when idle and Qt keeps the GIL, so the background snapshot cannot run
     until Python runs again; the next prompt takes it first (as before snapshots moved to the background), and
@@ -106,8 +108,9 @@ def test_an_undo_snapshot_starved_by_an_idle_slicer_is_taken_before_the_next_pro
         timer = PairedPrompts(backend, SHAPE, SPACING)
         logic = SlicerNNInteractiveLogic(timer.pipeline)
         logic.use_backend(backend)
+        backend._snapshots.delay_s = IDLE_S / 2  # the step's snapshot falls due well inside the idle
         timer.looped(1, logic)
-        hold_gil(2 * DELAY_S)  # idle: the timer is stopped, Qt holds the GIL
+        hold_gil(IDLE_S)  # idle: the timer is stopped, Qt holds the GIL
         assert backend._engine._unsaved is not None, "the snapshot ran although Python never let it"
         before = backend.get_mask()
         timer.pipeline.submit(timer.point(2))

@@ -8,10 +8,9 @@ happens on the device thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -60,15 +59,17 @@ class LocalBackend(Backend):
         super().__init__()
         route_nninteractive_prints()  # its per-prompt prints become debug records, in every host
         self._worker = DeviceWorker()
+        self._snapshots = SnapshotScheduler()  # each step's undo snapshot, once its result is shown
         try:
             self._model: LoadedModel = self._worker.call(load_model, model_id, model_dir, device, torch_threads,
                                                          self.kind)
             self._capabilities = replace(self._model.capabilities, undo_depth=undo_steps)
-            self._engine = self._worker.call(ModelEngine, self._model, undo_budget_bytes, undo_steps)
+            self._engine = self._worker.call(ModelEngine, self._model, undo_budget_bytes, undo_steps, None,
+                                             self._snapshots)
         except BaseException:
+            self._snapshots.stop()
             self._worker.stop()
             raise
-        self._snapshots = SnapshotScheduler()
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> LocalBackend:
@@ -90,10 +91,10 @@ class LocalBackend(Backend):
         self._worker.call(self._engine.set_image, image, spacing)
 
     def _set_initial_mask(self, mask: np.ndarray) -> None:
-        self._step(self._engine.set_initial_mask, mask)
+        self._worker.call(self._engine.set_initial_mask, mask)
 
     def _prompt(self, prompt: Prompt) -> PromptResult:
-        return self._step(self._engine.prompt, prompt)
+        return self._worker.call(self._engine.prompt, prompt)
 
     def _undo(self, steps: int) -> PromptResult:
         return self._worker.call(self._engine.undo, steps)
@@ -109,13 +110,7 @@ class LocalBackend(Backend):
         return self._worker.call(settled)
 
     def _reset(self) -> None:
-        self._step(self._engine.reset)
-
-    def _step(self, call: Callable[..., T], *args: Any) -> T:
-        """A step on the device thread; its undo snapshot follows in the background, once the result is shown."""
-        result = self._worker.call(call, *args)
-        self._snapshots.schedule(self._engine)
-        return result
+        self._worker.call(self._engine.reset)
 
     def _get_mask(self) -> np.ndarray:
         return self._worker.call(self._engine.mask_copy)

@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import BackendError, InvalidPromptError, OutOfMemoryError, UndoError
 from ..interface import BBox, Box, Point, Prompt, PromptResult, UndoState, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
+from .snapshots import SnapshotScheduler
 from .undo_history import (
     DEFAULT_BUDGET_BYTES,
     DEFAULT_MAX_STEPS,
@@ -281,7 +282,8 @@ class ModelEngine(Engine):
     reports_model_time = True
 
     def __init__(self, model: LoadedModel, undo_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 undo_steps: int = DEFAULT_MAX_STEPS, prompt_budget_s: float | None = None) -> None:
+                 undo_steps: int = DEFAULT_MAX_STEPS, prompt_budget_s: float | None = None,
+                 snapshots: SnapshotScheduler | None = None) -> None:
         inner = new_inference_session(model.device, model.torch_threads)
         inner.initialize_from_loaded_artifacts(model.artifacts)
         super().__init__(inner)
@@ -290,6 +292,7 @@ class ModelEngine(Engine):
         self._history = UndoHistory(undo_budget_bytes, undo_steps)
         self._unsaved: tuple[Box | None] | None = None  # the last step, when it awaits its snapshot
         self._settling = threading.Lock()  # a snapshot in progress on another thread
+        self._snapshots = snapshots  # takes each step's snapshot in the background (None: the next call does)
 
     @property
     def history(self) -> UndoHistory:
@@ -364,6 +367,8 @@ class ModelEngine(Engine):
 
     def _stepped(self, written: Box | None) -> None:
         self._unsaved = (written,)
+        if self._snapshots is not None:
+            self._snapshots.schedule(self)
 
     def _step(self, written: Box | None) -> UndoStep:
         return UndoStep(take_snapshot(self._inner), self._prompt_count, written)

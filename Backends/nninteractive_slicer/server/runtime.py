@@ -110,7 +110,8 @@ class ServerRuntime:
     async def create_session(self, owner: str) -> ServerSession:
         with self.sessions.slot(owner) as session_id:
             engine = await self.on_device(ModelEngine, self.model, self.config.undo_budget_bytes,
-                                          self.config.undo_steps, self.config.prompt_budget_s, lane=(owner, ""))
+                                          self.config.undo_steps, self.config.prompt_budget_s, self.snapshots,
+                                          lane=(owner, ""))
             session = ServerSession(session_id, owner, engine)
             self.sessions.add(session)
         log.info("session created", extra={"event": "session_created", "user": owner, "session": session_id[:8],

@@ -97,7 +97,6 @@ async def set_initial_mask(session_id: SessionId, request: Request, runtime: Run
         mask = await run_in_threadpool(decode)
         _, state = await runtime.in_session(
             session, revision, lambda engine: engine.set_initial_mask(validate_full_mask(mask, engine.image_shape)))
-        runtime.snapshots.schedule(session.engine)
         return SessionState(**state)
 
 
@@ -106,7 +105,6 @@ async def reset(session_id: SessionId, runtime: Runtime, user: User, revision: R
     with runtime.sessions.use(session_id, user) as session:
         _require_image(session)
         _, state = await runtime.in_session(session, revision, lambda engine: engine.reset())
-        runtime.snapshots.schedule(session.engine)
         return SessionState(**state)
 
 
@@ -180,7 +178,6 @@ async def _run_prompt(runtime: ServerRuntime, session_id: str, user: str, revisi
             return engine.prompt(valid)
 
         result, state = await runtime.in_session(session, revision, run)
-        runtime.snapshots.schedule(session.engine)
         return await _frame_reply(runtime, result, state, accept, prompt.kind)
 
 
