@@ -19,12 +19,12 @@ import json
 import logging
 import os
 import re
-from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.contract import REPLICA_HEADER, ErrorCode
+from .auth import AUTHENTICATED
 from .serving import MAX_CONNECTIONS, REQUEST_TIMEOUT_S, uvicorn_options
 
 log = logging.getLogger("nninteractive_slicer.server")
@@ -46,16 +46,17 @@ def install_limits() -> list[Middleware]:
     that died with a request (:class:`ReplicaLost`)."""
     import uvicorn.protocols.http.auto as auto
 
-    options = uvicorn_options(float(os.environ.get(TIMEOUT_ENV, REQUEST_TIMEOUT_S)),
-                              int(os.environ.get(CONNECTIONS_ENV, MAX_CONNECTIONS)))
-    bounded, cap = options["http"], options["limit_concurrency"]
+    bounded = uvicorn_options(float(os.environ.get(TIMEOUT_ENV, REQUEST_TIMEOUT_S)),
+                              int(os.environ.get(CONNECTIONS_ENV, MAX_CONNECTIONS)))["http"]
 
     class ProxyProtocol(bounded):  # type: ignore[misc, valid-type]
-        """The bounded protocol with the connection cap, which Serve's uvicorn config does not carry."""
+        """The bounded protocol, its connection cap included (Serve's uvicorn config carries no cap)."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.limit_concurrency = cap
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            # The key is checked in the replica, another process: this connection's handle cannot travel there
+            # (Serve pickles the scope), so through the proxy every connection counts as one without a key.
+            self.scope.get("extensions", {}).pop(AUTHENTICATED, None)
 
     auto.AutoHTTPProtocol = ProxyProtocol
     return [Middleware(ReplicaLost)]
