@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from ..protocol.contract import ErrorCode
 from ..protocol.wire import image_digest
@@ -278,6 +279,6 @@ async def expire_forever(cache: ImageCache, in_use: Callable[[], Iterable[tuple[
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(cache.expire, list(in_use()))
+            await run_in_threadpool(cache.expire, list(in_use()))  # its idle threads end; to_thread's stay
         except Exception:  # noqa: BLE001 - a disk fault must not end the retention for good
             log.exception("applying the image retention failed; trying again in %.0f s", interval)
