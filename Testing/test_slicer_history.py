@@ -83,7 +83,7 @@ def test_every_step_is_recorded_in_the_scene(real_backend, tiny_model_dir):
     g = VolumeGeometry.from_volume_node(scene.volume)
     assert np.allclose(saved.image.index_to_ras, g.index_to_world)
     assert np.allclose(saved.image.to_ras(c), (g.index_to_world @ np.r_[c, 1.0])[:3])
-    assert saved.image.digest == h.image_digest(scene.image)
+    assert saved.image.digest == h.voxel_digest(scene.image)
     assert segments_with_history(scene.segmentation) == [scene.segment_id]
 
 
