@@ -309,14 +309,17 @@ class SlicerNNInteractiveLogic:
         old = self._backend
         if old is not None and old is not backend:
             in_daemon_thread(old.close, name="nnInteractive-close")
-        self._backend = backend
-        if self.pipeline is not None:
-            self.pipeline.backend = backend
-        self.used = config
+        self._hold(backend, config)
         if capabilities is None and backend is not None:
             capabilities = backend.capabilities()
         self.capabilities = capabilities
         self._emit("backend", "", capabilities)
+
+    def _hold(self, backend: Backend | None, config: BackendConfig | None) -> None:
+        """The backend in use, and what it was built from: the pipeline prompts on the same one."""
+        self._backend, self.used = backend, config
+        if self.pipeline is not None:
+            self.pipeline.backend = backend
 
     def test_connection(self) -> None:
         """Build the configured backend again, whatever is in use or being built; poll() reports what it says."""
@@ -416,9 +419,7 @@ class SlicerNNInteractiveLogic:
             backends.append(building.future.result().backend)
         elif building is not None:
             building.future.add_done_callback(_close_when_built)
-        self._backend, self.used = None, None
-        if self.pipeline is not None:
-            self.pipeline.backend = None
+        self._hold(None, None)
         closing = [in_daemon_thread(b.close, name="nnInteractive-close") for b in backends if b is not None]
         if closing:
             wait_futures(closing, max(0.0, deadline - self._clock()))
