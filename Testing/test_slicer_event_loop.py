@@ -27,9 +27,10 @@ SHAPE = (64, 128, 128)
 SPACING = np.diag([0.8, 0.9, 1.3, 1.0])
 PAIRS = 4
 # Qt keeps the GIL for at least 10 ms of every tick (a poll waits 30 ms), so the worker's GIL-bound part (the
-# tiny CPU model is mostly Python glue between small ops) can run up to a quarter slower in the loop: the old
-# poll, which only peeked, was 2-5x. Measured on a quiet machine: 1.06-1.21, with and without the snapshot change.
-MAX_RATIO = 1.3
+# tiny CPU model is mostly Python glue between small ops) runs slower in the loop, and the result shows at the
+# next tick: measured 1.06-1.32 on a quiet machine (a 0.2 s prompt, about one tick more). A poll that only
+# peeks starves the worker: 2-5x. The bar sits between the two.
+MAX_RATIO = 1.5
 # A tick keeps the GUI for at most POLL_WAIT_S plus its own work. On a shared, loaded machine the OS
 # sometimes does not run this thread when its wait ends, so 9 ticks in 10 must stay within about 50 ms,
 # and none may come near a blocking wait for the whole prompt (2 s here).
@@ -108,8 +109,11 @@ def test_an_undo_snapshot_starved_by_an_idle_slicer_is_taken_before_the_next_pro
         timer = PairedPrompts(backend, SHAPE, SPACING)
         logic = SlicerNNInteractiveLogic(timer.pipeline)
         logic.use_backend(backend)
-        backend._snapshots.delay_s = IDLE_S / 2  # the step's snapshot falls due well inside the idle
-        timer.looped(1, logic)
+        backend._snapshots.delay_s = 3600.0  # the step's own snapshot is not due before the idle starts, however
+        timer.looped(1, logic)  # long the loop takes to show the result on a loaded machine
+        assert backend._engine._unsaved is not None
+        backend._snapshots.delay_s = IDLE_S / 2
+        backend._snapshots.schedule(backend._engine)  # due inside the idle that starts now
         hold_gil(IDLE_S)  # idle: the timer is stopped, Qt holds the GIL
         assert backend._engine._unsaved is not None, "the snapshot ran although Python never let it"
         before = backend.get_mask()
