@@ -51,13 +51,18 @@ def test_all_session_calls_run_on_one_persistent_thread(backend, image64, monkey
 
 
 def test_each_prompt_runs_with_numpy_seeded_by_its_index(backend, image64, monkeypatch):
-    """nnInteractive's refinement may fall back to numpy's global RNG: what it draws must not depend on history."""
-    session = backend._engine.inner
-    draws: list[float] = []
-    original = session.add_point_interaction
+    """nnInteractive's refinement planner may draw from numpy's global RNG: what it draws inside a prompt must
+    not depend on history or on the caller's RNG, and the caller's stream is left as it was."""
+    from nnInteractive.inference import inference_session
 
-    def drawing(*args, **kwargs):
-        draws.append(float(np.random.random()))
+    session = backend._engine.inner
+    draws: list[list] = []
+    original = session.add_point_interaction
+    sparse = torch.from_numpy(np.random.default_rng(3).random((24, 24, 24)) > 0.97)
+
+    def drawing(*args, **kwargs):  # the planner on its random fallback, as the prompt's refinement would call it
+        draws.append(inference_session.generate_bounding_boxes(sparse.clone(), (6, 6, 6), margin=(1, 1, 1),
+                                                               max_depth=-1))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(session, "add_point_interaction", drawing)

@@ -16,8 +16,8 @@ import pytest
 import torch
 from synthetic import blob_centre, disk_crop, prompt_script
 
-from nninteractive_slicer.engine.engine import seeded_numpy_rng
 from nninteractive_slicer.engine.model_loading import load_model, new_inference_session
+from nninteractive_slicer.engine.prompt_rng import seeded_prompt_rng
 from nninteractive_slicer.engine.undo_history import (
     SNAPSHOT_ATTRIBUTES,
     UNCHANGED_BY_STEPS,
@@ -52,7 +52,7 @@ def new_session(model, image: np.ndarray, storage: str = "tensor") -> Any:
 
 
 def apply(session: Any, prompt: Prompt, seed: int) -> None:
-    with seeded_numpy_rng(seed), contextlib.redirect_stdout(io.StringIO()):
+    with seeded_prompt_rng(seed), contextlib.redirect_stdout(io.StringIO()):
         if prompt.kind == "point":
             session.add_point_interaction(prompt.coord, include_interaction=prompt.positive)
         elif prompt.kind == "bbox":

@@ -8,9 +8,9 @@ Inputs arrive already validated by :mod:`..interface`. What this adds to the inn
 * changed-region results. nnInteractive reports the whole box it wrote (up to a patch, or four times
   one after zooming out); the result is the tight box of the voxels that actually differ from what the
   caller was last given, so less travels and less is written into the segment;
-* reproducibility: nnInteractive's refinement planning can fall back to numpy's global RNG, so each
-  prompt runs with that RNG seeded from the prompt's index in the current object (and the caller's RNG
-  state restored afterwards). The same prompt sequence gives the same mask in any process, and a replay
+* reproducibility: nnInteractive's refinement planning draws random numbers, so each prompt draws from a
+  stream seeded from the prompt's index in the current object (:mod:`.prompt_rng`, also with prompts of
+  two sessions running at once). The same prompt sequence gives the same mask in any process, and a replay
   after a lost session lands on the same state;
 * nothing changed on failure: calls that rewrite the whole mask (reset, a starting mask) write a new
   buffer that replaces the mask only when they succeed; nnInteractive rolls a failed prompt back itself;
@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import BackendError, InvalidPromptError, OutOfMemoryError, UndoError
 from ..interface import BBox, Box, Point, Prompt, PromptResult, UndoState, box_slices, changed_box
 from .model_loading import LoadedModel, new_inference_session
+from .prompt_rng import seeded_prompt_rng
 from .snapshots import SnapshotScheduler
 from .undo_history import (
     DEFAULT_BUDGET_BYTES,
@@ -64,14 +65,15 @@ def device_budget(network: Any, seconds: float | None) -> Iterator[None]:
     """Stop a prompt that runs past ``seconds``: checked before each forward pass of ``network``, so a prompt holds
     the device at most its budget plus one pass. nnInteractive plans one pass per refinement patch, and their
     number grows with the region where the new prediction and the previous segmentation disagree: a starting mask
-    of all ones followed by one point refines the whole image (190 patches, minutes, at 64^3 with a 64^3 patch)."""
+    of all ones followed by one point refines the whole image (190 patches, minutes, at 64^3 with a 64^3 patch).
+    Sessions share ``network``, so the check counts only passes of this thread's prompt."""
     if seconds is None:
         yield
         return
-    deadline = time.monotonic() + seconds
+    deadline, owner = time.monotonic() + seconds, threading.get_ident()
 
     def check(_module: Any, _inputs: Any) -> None:
-        if time.monotonic() > deadline:
+        if threading.get_ident() == owner and time.monotonic() > deadline:
             raise PromptBudgetError(
                 f"This prompt needed more than {seconds:g} s of device time, the most this server gives one prompt, "
                 "and was stopped; nothing was changed. It asked the model to refine a very large region (a starting "
@@ -82,17 +84,6 @@ def device_budget(network: Any, seconds: float | None) -> Iterator[None]:
         yield
     finally:
         handle.remove()
-
-
-@contextmanager
-def seeded_numpy_rng(seed: int) -> Iterator[None]:
-    """Seed numpy's global RNG for one call and put the caller's state back afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 class Engine:
@@ -174,7 +165,7 @@ class Engine:
 
     def prompt(self, prompt: Prompt) -> PromptResult:
         started = time.perf_counter()
-        with seeded_numpy_rng(self._prompt_count):
+        with seeded_prompt_rng(self._prompt_count):
             written = _as_box(self._run(lambda: _add_interaction(self._inner, prompt)))
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._prompt_count += 1
