@@ -27,6 +27,15 @@ API_KEYS = {ALICE_KEY: "alice", BOB_KEY: "bob"}
 CLIENT_TIMEOUT_S = 120.0
 
 
+def hold_device(server: ThreadedServer, release: threading.Event) -> int:
+    """Keep every device thread busy (another user's long predictions) until ``release``; returns how many calls
+    that queued, so that a test can count the device queue beyond them."""
+    worker = server.runtime.worker
+    for thread in range(worker.threads):
+        worker.submit(release.wait, 60, lane=("another user", thread))
+    return worker.threads
+
+
 def server_config(model_dir: Path, **overrides: Any) -> ServerConfig:
     """The tiny model on 2 CPU threads (as the local backend's fixture), two users."""
     settings: dict[str, Any] = {"model_dir": model_dir, "device": "cpu", "torch_threads": 2, "api_keys": API_KEYS,

@@ -4,6 +4,7 @@ bound per session (issue 24.1). No model: the calls only record themselves."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -62,3 +63,45 @@ def test_a_session_queues_at_most_its_limit_and_stop_finishes_what_was_queued():
     assert first.result(timeout=10) and second.result(timeout=10) == "second"
     assert other.result(timeout=10) == "other session"
     assert worker.queue_length == 0 and worker.lane_length(("alice", "s1")) == 0
+
+
+def test_two_threads_run_two_sessions_at_once_never_one_session_twice():
+    """A CPU server's second device thread: calls of two lanes overlap (both meet at a barrier, which one thread
+    never reaches), calls of one lane never do, and each call learns how many run with it."""
+    running_counts: list[int] = []
+    started: list[str] = []
+    worker = DeviceWorker("test-device", threads=2, before_call=running_counts.append,
+                          on_start=lambda: started.append(threading.current_thread().name))
+    meet = threading.Barrier(2, timeout=10)
+    both = [worker.submit(meet.wait, lane=("alice", session)) for session in ("s1", "s2")]
+    for future in both:
+        future.result(timeout=10)
+    assert sorted(running_counts) == [1, 2] and sorted(started) == ["test-device", "test-device-1"]
+
+    inside, overlaps, lock = [0], [], threading.Lock()
+
+    def one_call() -> None:
+        with lock:
+            inside[0] += 1
+            overlaps.append(inside[0])
+        time.sleep(0.02)
+        with lock:
+            inside[0] -= 1
+
+    calls = [worker.submit(one_call, lane=("alice", "s1")) for _ in range(6)]
+    for future in calls:
+        future.result(timeout=10)
+    worker.stop()
+    assert overlaps == [1] * 6
+
+
+def test_one_thread_runs_one_call_at_a_time():
+    worker = DeviceWorker("test-device")
+    meet = threading.Barrier(2, timeout=0.5)
+    first = worker.submit(meet.wait, lane=("alice", "s1"))
+    second = worker.submit(meet.wait, lane=("bob", "s2"))
+    with pytest.raises(threading.BrokenBarrierError):
+        first.result(timeout=10)
+    with pytest.raises(threading.BrokenBarrierError):
+        second.result(timeout=10)
+    worker.stop()

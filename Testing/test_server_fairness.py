@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from fixtures_remote import ALICE_KEY, BOB_KEY, CLIENT_TIMEOUT_S, ThreadedServer, hold_device, server_config
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
 from nninteractive_slicer.interface import Point
@@ -77,12 +77,12 @@ def test_one_session_cannot_queue_without_end(tiny_model_dir, image64):
         session_id = alice._server_session_id
         assert session_id
         release = threading.Event()
-        server.runtime.worker.submit(release.wait)  # the device is busy: Alice's calls queue
+        held = hold_device(server, release)  # the device is busy: Alice's calls queue
         url = server.url + Routes.PROMPT.url(session_id=session_id)
         body = {"kind": "point", "coord": [32, 32, 32], "positive": True}
         with ThreadPoolExecutor(2) as pool:
             queued = [pool.submit(requests.post, url, headers=ALICE, json=body, timeout=120) for _ in range(2)]
-            wait_for_queue(server, 3)
+            wait_for_queue(server, held + 2)
             refused = requests.post(url, headers=ALICE, json=body, timeout=30)
             release.set()
             assert [f.result().status_code for f in queued] == [200, 200]

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, hold_device, server_config
 from synthetic import prompt_script, scripted_mask
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
@@ -30,13 +30,12 @@ def test_recovery_never_holds_more_than_one_server_session(tiny_model_dir, image
         for i, prompt in enumerate(prompt_script(image64.shape, seed=7, count=SCRIPT)):
             if i % 2:  # the device is held (another user's long prediction) until the client gives up
                 release = threading.Event()
-                held = server.runtime.worker.submit(release.wait, 60)
+                hold_device(server, release)
                 backend._server.timeout = (5.0, 1.0)
                 with pytest.raises(BackendUnavailableError, match="did not answer"):
                     backend.prompt(prompt)
                 backend._server.timeout = (5.0, CLIENT_TIMEOUT_S)
                 release.set()
-                held.result()
             backend.prompt(prompt).apply_to(mirror)  # applied once, after a rebuild when the last one timed out
             assert len(server.runtime.sessions) == 1, f"prompt {i}: {len(server.runtime.sessions)} sessions"
         assert backend.stats.recoveries == SCRIPT // 2

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, server_config
+from fixtures_remote import ALICE_KEY, CLIENT_TIMEOUT_S, ThreadedServer, hold_device, server_config
 from synthetic import mr_like_image
 from test_server_fairness import wait_for_queue
 
@@ -32,15 +32,15 @@ def test_binding_an_image_while_prompts_are_queued_never_breaks_the_session(tiny
         assert session_id
         url = server.url
         release = threading.Event()
-        server.runtime.worker.submit(release.wait)
+        held = hold_device(server, release)
         with ThreadPoolExecutor(4) as pool:
             bind = pool.submit(requests.post, url + Routes.SET_IMAGE.url(session_id=session_id), headers=ALICE,
                                json={"digest": image_digest(other, (1.0, 1.0, 1.0))}, timeout=120)
-            wait_for_queue(server, 2)
+            wait_for_queue(server, held + 1)
             prompts = [pool.submit(requests.post, url + Routes.PROMPT.url(session_id=session_id), headers=ALICE,
                                    json={"kind": "point", "coord": [20 + i, 30, 30], "positive": True}, timeout=120)
                        for i in range(3)]
-            wait_for_queue(server, 5)
+            wait_for_queue(server, held + 4)
             time.sleep(0.1)
             release.set()
             assert bind.result().status_code == 200, bind.result().text

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 
 import numpy as np
 import requests
-from fixtures_remote import BOB_KEY, CLIENT_TIMEOUT_S
+from fixtures_remote import BOB_KEY, CLIENT_TIMEOUT_S, hold_device
 from synthetic import blob_centre, mr_like_image
 
 from nninteractive_slicer.backends.slicer_server import SlicerServerBackend
@@ -88,15 +89,16 @@ def test_uploads_and_light_calls_do_not_wait_for_the_device(remote_server):
     header = {"shape": list(image.shape), "dtype": "float32", "spacing": [1, 1, 1], "codec": "zstd",
               "chunk_elements": image.size}
     body = encode_frame(header, encode_image_chunk(image.reshape(-1), "zstd"))
-    busy = remote_server.runtime.worker.submit(time.sleep, 3.0)
+    release = threading.Event()
+    held = hold_device(remote_server, release)
     try:
         started = time.perf_counter()
         upload = requests.put(f"{remote_server.url}/v1/images/{digest}/chunks/0", data=body, timeout=10,
                               headers={**BOB, "Content-Type": "application/octet-stream"}).json()
         metrics = requests.get(f"{remote_server.url}/metrics", headers=BOB, timeout=10).text
         elapsed = time.perf_counter() - started
-        assert upload["complete"] and not busy.done()
-        assert "nninteractive_device_queue_length 1.0" in metrics
+        assert upload["complete"] and remote_server.runtime.worker.queue_length == held  # the device still held
+        assert f"nninteractive_device_queue_length {held:.1f}" in metrics
         assert elapsed < 2.5
     finally:
-        busy.result()
+        release.set()

@@ -1,9 +1,13 @@
-"""One persistent thread that owns the device, shared fairly between users.
+"""Persistent threads that own the device, shared fairly between users.
 
 cuDNN's autotune cache is per thread: upstream measured about 0.11 s against 1.2 s per
 interaction on an RTX 4090 when every call came from a new thread. So every call that touches
-torch (model loading included) runs on this one thread, for the local backend and for all
-sessions of the server alike. It also serialises predictions on the device.
+torch (model loading included) runs on these threads, for the local backend and for all
+sessions of the server alike: one thread on a GPU, which serialises predictions on the device.
+
+On a CPU, one prompt of a small network keeps several torch threads only partly busy (its serial parts
+leave them waiting), so a CPU server may run a second thread: prompts of two sessions then run at once,
+each with its share of the torch threads (``before_call``). A session's calls never run at once.
 
 Serving calls in arrival order would let one user's queue of prompts hold everyone else back (24
 queued lassos made another user's point wait 24 of them). So each call goes into a lane, a
@@ -14,6 +18,7 @@ bounded, so that one session cannot queue without end.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -23,6 +28,7 @@ from typing import Any, TypeVar
 from ..errors import BackendUnavailableError, ServerBusyError
 
 T = TypeVar("T")
+log = logging.getLogger("nninteractive_slicer.device")
 
 Lane = tuple[Hashable, Hashable]  # (user, session)
 SHARED: Lane = ("", "")  # calls of no user: model loading, the local backend
@@ -40,18 +46,27 @@ def _join(turns: OrderedDict[Hashable, Any], key: Hashable, last: Hashable, new:
 
 
 class DeviceWorker:
-    """Runs submitted calls one at a time on a single daemon thread, round-robin over users, then sessions."""
+    """Runs submitted calls on ``threads`` daemon threads, round-robin over users, then sessions; one call of a
+    lane at a time. ``before_call(running)`` runs on the thread before each call, with the number of calls
+    running then (this one included); ``on_start()`` once on each thread before its first call."""
 
-    def __init__(self, name: str = "nninteractive-device") -> None:
+    def __init__(self, name: str = "nninteractive-device", threads: int = 1,
+                 before_call: Callable[[int], None] | None = None, on_start: Callable[[], None] | None = None) -> None:
+        if threads < 1:
+            raise ValueError(f"A device worker needs at least one thread, not {threads}.")
         # user -> session -> calls; both levels in turn order (the next to serve first)
         self._lanes: OrderedDict[Hashable, OrderedDict[Hashable, deque[Any]]] = OrderedDict()
         self._lengths: dict[Lane, int] = {}  # calls queued or running, per lane
+        self._running: set[Lane] = set()
         self._pending = 0
         self._last: Lane = SHARED  # the lane served last
         self._wake = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._before_call, self._on_start = before_call, on_start
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}" if i else name, daemon=True)
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, fn: Callable[..., T], *args: Any, lane: Lane = SHARED, limit: int | None = None) -> Future[T]:
         """Queue ``fn(*args)`` in ``lane``; ServerBusyError when that lane already holds ``limit`` calls."""
@@ -73,9 +88,13 @@ class DeviceWorker:
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the worker and wait for it; runs inline when already on the worker."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() in self._threads:
             return fn(*args)
         return self.submit(fn, *args).result()
+
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
 
     @property
     def queue_length(self) -> int:
@@ -87,40 +106,57 @@ class DeviceWorker:
         return self._lengths.get(lane, 0)
 
     def stop(self) -> None:
-        """Finish what was submitted, then end the thread; later calls raise instead of waiting forever."""
+        """Finish what was submitted, then end the threads; later calls raise instead of waiting forever."""
         with self._wake:
             self._stopped = True
-            self._wake.notify()
+            self._wake.notify_all()
 
-    def _next(self) -> tuple[Lane, Any] | None:
-        """The next call in turn, or None once stopped with nothing left; waits while there is nothing."""
+    def _next(self) -> tuple[Lane, Any, int] | None:
+        """The next call in turn whose lane is not running, with the number of calls running once it starts; None
+        once stopped with nothing left. Waits while there is nothing to take."""
         with self._wake:
-            while not self._lanes:
-                if self._stopped:
+            while (taken := self._take()) is None:
+                if self._stopped and not self._lanes:
                     return None
                 self._wake.wait()
-            user, sessions = next(iter(self._lanes.items()))
-            session, calls = next(iter(sessions.items()))
-            item = calls.popleft()
-            sessions.move_to_end(session)  # this user's next call comes from their next session
-            if not calls:
-                del sessions[session]
-            self._lanes.move_to_end(user)  # the next call comes from the next user
-            if not sessions:
-                del self._lanes[user]
-            self._last = (user, session)
-            return self._last, item
+            return taken
+
+    def _take(self) -> tuple[Lane, Any, int] | None:
+        for user, sessions in self._lanes.items():
+            for session, calls in sessions.items():
+                if (user, session) in self._running:
+                    continue
+                item = calls.popleft()
+                sessions.move_to_end(session)  # this user's next call comes from their next session
+                if not calls:
+                    del sessions[session]
+                self._lanes.move_to_end(user)  # the next call comes from the next user
+                if not sessions:
+                    del self._lanes[user]
+                self._last = (user, session)
+                self._running.add(self._last)
+                return self._last, item, len(self._running)
+        return None
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:  # the thread serves its calls all the same
+                log.exception("device thread set-up failed")
         while (taken := self._next()) is not None:
-            lane, (future, fn, args) = taken
+            lane, (future, fn, args), running = taken
             if future.set_running_or_notify_cancel():
                 try:
+                    if self._before_call is not None:
+                        self._before_call(running)
                     future.set_result(fn(*args))
                 except BaseException as exc:  # handed to the caller, never lost
                     future.set_exception(exc)
             with self._wake:
+                self._running.discard(lane)
                 self._pending -= 1
                 self._lengths[lane] -= 1
                 if not self._lengths[lane]:
                     del self._lengths[lane]
+                self._wake.notify_all()  # the lane's next call, or a stop, may wait for this one

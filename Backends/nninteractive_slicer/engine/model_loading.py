@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,45 @@ def choose_device(requested: str = "auto") -> Any:
     return device
 
 
+def device_threads(device: Any, requested: int | None, torch_threads: int) -> int:
+    """Threads of a server's device worker (:mod:`.device_worker`). One on a GPU, which runs one prediction at a
+    time anyway and keeps cuDNN's caches per thread. On a CPU ``requested``; by default two where there are at
+    least two torch threads to share (a lone prompt still gets them all: :func:`torch_thread_share`)."""
+    if getattr(device, "type", str(device)) == "cuda":
+        if requested not in (None, 1):
+            raise BackendUnavailableError(f"{requested} device threads need the CPU: a GPU runs one prediction at "
+                                          "a time, so use 1 (the default) there.")
+        return 1
+    if requested is None:
+        return 2 if torch_threads >= 2 else 1
+    if requested < 1:
+        raise BackendUnavailableError(f"The device needs at least one thread, not {requested}.")
+    return requested
+
+
+def start_torch_threads(total: int) -> None:
+    """``on_start`` of a CPU device thread: torch's thread team of this thread (OpenMP keeps one per thread that
+    runs parallel work) starts now, at its full size, not at the first prompt that runs alone on it, so the
+    server's threads stay as many as at start."""
+    import torch
+
+    torch.set_num_threads(total)
+    torch.ones(1 << 20).sum()  # large enough to run in parallel
+
+
+def torch_thread_share(total: int) -> Callable[[int], None]:
+    """``before_call`` of a CPU device worker: each call gets an equal share of ``total`` torch threads among the
+    calls running at once, so a lone prompt uses them all and two at once do not oversubscribe the cores. torch
+    keeps the count per thread (OpenMP's), so setting it on the device thread that runs the call is enough."""
+
+    def share(running: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, total // max(1, running)))
+
+    return share
+
+
 def cuda_devices() -> list[str]:
     """``cuda:N`` for every CUDA device torch sees; empty without torch or a GPU (the UI offers these)."""
     try:
@@ -100,6 +140,9 @@ def new_inference_session(device: Any, torch_threads: int) -> Any:
     """A bare nnInteractive session (no model yet) configured the same way everywhere."""
     from nnInteractive.inference.inference_session import nnInteractiveInferenceSession
 
+    from .prompt_rng import route_planner_draws
+
+    route_planner_draws()
     return nnInteractiveInferenceSession(
         device=device,
         use_torch_compile=False,

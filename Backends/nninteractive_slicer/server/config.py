@@ -20,6 +20,7 @@ class ServerConfig:
     model_dir: Path | None = None
     device: str = "auto"
     torch_threads: int | None = None
+    device_threads: int | None = None  # prompts of different sessions run at once; None: 2 on a CPU, 1 on a GPU
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> user name; empty: no auth (loopback only)
     max_sessions: int = 4
     max_sessions_per_user: int | None = None  # None: all but one, so one user never holds every slot

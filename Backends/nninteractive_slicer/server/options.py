@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model-dir", type=Path, default=None, help="a model folder on disk (wins over --model)")
     m.add_argument("--device", default="auto", help="auto (CUDA, else CPU with a warning), cuda, cuda:N or cpu")
     m.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    m.add_argument("--device-threads", type=int, default=None,
+                   help="prompts of different sessions that run at once, sharing the torch threads (default: 2 on "
+                        "a CPU with 2 or more torch threads, else 1; a GPU runs one at a time)")
     n = p.add_argument_group("network and security")
     n.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     n.add_argument("--port", type=int, default=1527)
@@ -145,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit(f"error: cache key: {exc}") from exc
     if cache_key is not None and args.cache_dir is None:
         raise SystemExit("error: a cache key encrypts --cache-dir: give --cache-dir too (memory is never written).")
+    if args.device_threads is not None and args.device_threads < 1:
+        raise SystemExit("error: --device-threads must be at least 1.")
     if args.image_retention <= 0:
         raise SystemExit("error: --image-retention must be positive (hours).")
     cache_bytes = int(args.cache_gib * GIB)
@@ -152,7 +157,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                     max_image_bytes=min(Limits.max_image_bytes, cache_bytes // 2))  # one user's upload share
     return ServerConfig(
         model_id=args.model, model_dir=args.model_dir, device=args.device, torch_threads=args.torch_threads,
-        api_keys=keys, max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
+        device_threads=args.device_threads, api_keys=keys, max_sessions=args.max_sessions,
+        max_sessions_per_user=args.max_sessions_per_user,
         idle_timeout_s=args.idle_timeout,
         liveness_timeout_s=args.liveness_timeout, cache_bytes=cache_bytes, cache_dir=args.cache_dir,
         cache_dir_bytes=int(args.cache_dir_gib * GIB), share_images=args.share_images, limits=limits,

@@ -1,16 +1,19 @@
-"""One server's working parts: the model (loaded once), the device thread, sessions, images, metrics.
+"""One server's working parts: the model (loaded once), the device threads, sessions, images, metrics.
 
-Request handlers decode and validate in FastAPI's thread pool and await only the engine call here, on
-the one device thread: predictions of all sessions run one at a time while uploads and decoding of
-other requests go on. The device thread takes users in turn, then each user's sessions in turn
-(:mod:`..engine.device_worker`); a session may queue at most ``max_queued_per_session`` calls, and one
-prompt may use at most ``prompt_budget_s`` of device time (:class:`..engine.engine.ModelEngine`).
+Request handlers decode and validate in FastAPI's thread pool and await only the engine call here, on a
+device thread, while uploads and decoding of other requests go on. On a GPU predictions of all sessions run
+one at a time; on a CPU, prompts of two sessions may run at once (``device_threads``). The device threads take
+users in turn, then each user's sessions in turn (:mod:`..engine.device_worker`); a session may queue at most
+``max_queued_per_session`` calls, and one prompt may use at most ``prompt_budget_s`` of device time
+(:class:`..engine.engine.ModelEngine`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -18,7 +21,13 @@ from typing import Any, TypeVar
 
 from ..engine.device_worker import SHARED, DeviceWorker, Lane
 from ..engine.engine import Engine, ModelEngine
-from ..engine.model_loading import load_model
+from ..engine.model_loading import (
+    choose_device,
+    device_threads,
+    load_model,
+    start_torch_threads,
+    torch_thread_share,
+)
 from ..engine.snapshots import SnapshotScheduler
 from ..protocol.contract import SERVER_NAME, ErrorCode
 from .audit import AuditLog
@@ -26,7 +35,7 @@ from .auth import Authenticator
 from .config import ServerConfig
 from .errors import ApiError
 from .images import ImageCache
-from .memory import BodyGate, default_budget
+from .memory import BodyGate, default_budget, release_freed_memory
 from .metrics import Metrics
 from .sessions import ServerSession, SessionRegistry, session_unknown
 from .uploads import Uploads
@@ -40,10 +49,16 @@ BODIES_PER_USER = 4  # chunk bodies of one user held in memory at once
 class ServerRuntime:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.worker = DeviceWorker("nninteractive-server-device")
+        device = choose_device(config.device)  # before the worker: a CPU may get more than one device thread
+        torch_threads = config.torch_threads or os.cpu_count() or 1
+        threads = device_threads(device, config.device_threads, torch_threads)
+        shared = threads > 1  # the torch threads are shared out only between several device threads
+        self.worker = DeviceWorker("nninteractive-server-device", threads,
+                                   torch_thread_share(torch_threads) if shared else None,
+                                   functools.partial(start_torch_threads, torch_threads) if shared else None)
         try:
-            model = self.worker.call(load_model, config.model_id, config.model_dir, config.device,
-                                     config.torch_threads, SERVER_NAME)
+            model = self.worker.call(load_model, config.model_id, config.model_dir, str(device), torch_threads,
+                                     SERVER_NAME)
         except BaseException:
             self.worker.stop()
             raise
@@ -125,6 +140,7 @@ class ServerRuntime:
             if not session.closed:
                 session.closed = True
                 session.engine.close()
+                release_freed_memory()  # the session's buffers, and what its prompts left in the allocator
 
         self.worker.submit(close, lane=(session.owner, session.id))
         log.info("session closed", extra={"event": "session_closed", "user": session.owner,
