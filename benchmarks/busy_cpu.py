@@ -2,7 +2,7 @@
 against the official one, the rows ``run.py`` adds to the full benchmark, on their own.
 
     .venv/bin/python benchmarks/busy_cpu.py                          # 4 and 8 sessions, 3 alternating repeats
-    .venv/bin/python benchmarks/busy_cpu.py --loads busy --prompts 3 --out busy-cpu-small
+    .venv/bin/python benchmarks/busy_cpu.py --one-device-thread      # and ours as before (one device thread)
 
 The load is ``--load`` busy-loop processes (default: one per core) that the benchmark starts and stops
 itself, so both servers meet the same load; the servers alternate within each repeat. Results:
@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent / "Testing"))
 
 import report  # noqa: E402
 from cpu_load import cpu_load  # noqa: E402
-from harness import progress, targets  # noqa: E402
+from harness import ONE_DEVICE_THREAD, progress, targets  # noqa: E402
 from run import concurrency_rows, machine  # noqa: E402
 
 from nninteractive_slicer.devtools.synthetic_model import write_model  # noqa: E402
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loads", nargs="+", default=["quiet", "busy"], choices=["quiet", "busy"])
     parser.add_argument("--load", type=int, default=os.cpu_count() or 2, help="busy-loop processes of the CPU load")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of both servers")
+    parser.add_argument("--one-device-thread", action="store_true",
+                        help="also our server with --device-threads 1 (the CPU default before it was 2)")
     parser.add_argument("--note", default="", help="what else ran on the machine, for the report")
     parser.add_argument("--out", default="busy-cpu", help="file stem under benchmarks/results/")
     args = parser.parse_args(argv)
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         model_dir = write_model(Path(tmp) / "tiny", "tiny")
-        with targets(["server", "official"], model_dir, "cpu", args.threads) as servers:
+        kinds = ["server", "official"] + ([ONE_DEVICE_THREAD] if args.one_device_thread else [])
+        with targets(kinds, model_dir, "cpu", args.threads) as servers:
             for load in args.loads:
                 with cpu_load(args.load) if load == "busy" else contextlib.nullcontext():
                     results["concurrency"] += concurrency_rows(servers, args.sessions, args.repeats, args.prompts,
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{args.out}.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [f"# Concurrent sessions, quiet and busy CPU ({results['machine']})", "", args.note,
              f"{args.prompts} point prompts per session on S, tiny synthetic model, {args.threads} torch threads "
-             f"per server; {results['seconds']:.0f} s."]
+             f"per server (ours with its CPU default of 2 device threads: prompts of two sessions run at once, "
+             f"sharing them); {results['seconds']:.0f} s."]
     (out / f"{args.out}.md").write_text("\n".join(lines + report.concurrency_lines(results)) + "\n")
     progress(f"wrote {out / args.out}.json and .md")
     return 0

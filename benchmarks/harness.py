@@ -80,6 +80,9 @@ def official_timed(model_dir: Path, *extra: str, device: str, threads: int) -> S
     return server
 
 
+ONE_DEVICE_THREAD = "server, 1 device thread"
+
+
 @contextlib.contextmanager
 def targets(kinds: list[str], model_dir: Path, device: str, threads: int) -> Iterator[list[Target]]:
     with contextlib.ExitStack() as stack:
@@ -90,11 +93,14 @@ def targets(kinds: list[str], model_dir: Path, device: str, threads: int) -> Ite
                                   None, None))
                 continue
             extra = ("--max-sessions", "12", "--log-level", "warning")
-            server = (our_server(model_dir, "bench", API_KEY, *extra, device=device, threads=threads)
-                      if kind == "server" else official_timed(model_dir, *extra, device=device, threads=threads))
+            if kind == "official":
+                server = official_timed(model_dir, *extra, device=device, threads=threads)
+            else:  # ours, or ours with one device thread (ONE_DEVICE_THREAD: as before the CPU default of two)
+                extra += ("--device-threads", "1") if kind == ONE_DEVICE_THREAD else ()
+                server = our_server(model_dir, "bench", API_KEY, *extra, device=device, threads=threads)
             stack.enter_context(server)
             proxy = stack.enter_context(CountingProxy(server.port))
-            backend_class = SlicerServerBackend if kind == "server" else OfficialBackend
+            backend_class = OfficialBackend if kind == "official" else SlicerServerBackend
             out.append(Target(kind, lambda url=proxy.url, cls=backend_class: cls(url, API_KEY, timeout=600), proxy,
                               server))
         yield out
