@@ -62,6 +62,7 @@ def page(served: ServedApp, browser):
     page = context.new_page()
     page.goto(served.url)
     page.wait_for_function(f"{STATE} && {STATE}.dataset.volume === 'lesion'", timeout=60_000)
+    page.locator("img").first.wait_for(state="visible", timeout=60_000)  # a view shows once its first frame came
     yield page
     context.close()
 
