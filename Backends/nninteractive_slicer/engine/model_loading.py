@@ -64,6 +64,11 @@ def choose_device(requested: str = "auto") -> Any:
     return device
 
 
+def torch_thread_count(requested: int | None) -> int:
+    """torch's CPU threads: all cores unless told otherwise."""
+    return requested or os.cpu_count() or 1
+
+
 def device_threads(device: Any, requested: int | None, torch_threads: int) -> int:
     """Threads of a server's device worker (:mod:`.device_worker`). One on a GPU, which runs one prediction at a
     time anyway and keeps cuDNN's caches per thread. On a CPU ``requested``; by default two where there are at
@@ -176,7 +181,7 @@ def load_model(
     """Load the network once; sessions attach to it with :meth:`Engine`'s ``model``."""
     torch_device = choose_device(device)
     folder, model_id = resolve_model_folder(model_id, model_dir)
-    threads = torch_threads or os.cpu_count() or 1
+    threads = torch_thread_count(torch_threads)
     session = new_inference_session(torch_device, threads)
     try:
         artifacts = session._load_model_artifacts_from_disk(str(folder), None)  # the loader the official server uses

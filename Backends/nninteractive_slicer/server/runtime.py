@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -26,6 +25,7 @@ from ..engine.model_loading import (
     device_threads,
     load_model,
     start_torch_threads,
+    torch_thread_count,
     torch_thread_share,
 )
 from ..engine.snapshots import SnapshotScheduler
@@ -50,7 +50,7 @@ class ServerRuntime:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         device = choose_device(config.device)  # before the worker: a CPU may get more than one device thread
-        torch_threads = config.torch_threads or os.cpu_count() or 1
+        torch_threads = torch_thread_count(config.torch_threads)
         threads = device_threads(device, config.device_threads, torch_threads)
         shared = threads > 1  # the torch threads are shared out only between several device threads
         self.worker = DeviceWorker("nninteractive-server-device", threads,
