@@ -18,6 +18,7 @@ from nninteractive_slicer.engine.model_loading import device_threads
 from nninteractive_slicer.engine.prompt_rng import route_planner_draws, seeded_prompt_rng
 from nninteractive_slicer.errors import BackendUnavailableError
 from nninteractive_slicer.interface import BBox, Point
+from nninteractive_slicer.server.options import build_parser, config_from_args
 
 
 def sparse_mask() -> torch.Tensor:
@@ -124,3 +125,5 @@ def test_device_threads_two_on_a_cpu_one_on_a_gpu():
     assert device_threads(gpu, None, 8) == 1
     with pytest.raises(BackendUnavailableError, match="GPU runs one prediction at a time"):
         device_threads(gpu, 2, 8)
+    with pytest.raises(SystemExit, match="--device-threads must be at least 1"):
+        config_from_args(build_parser().parse_args(["--device-threads", "0"]))

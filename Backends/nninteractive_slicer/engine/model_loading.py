@@ -80,9 +80,7 @@ def device_threads(device: Any, requested: int | None, torch_threads: int) -> in
         return 1
     if requested is None:
         return 2 if torch_threads >= 2 else 1
-    if requested < 1:
-        raise BackendUnavailableError(f"The device needs at least one thread, not {requested}.")
-    return requested
+    return requested  # fewer than one: DeviceWorker refuses it
 
 
 def start_torch_threads(total: int) -> None:
