@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Concurrent sessions, quiet and busy CPU ({results['machine']})", "", args.note,
              f"{args.prompts} point prompts per session on S, tiny synthetic model, {args.threads} torch threads "
              f"per server (ours with its CPU default of 2 device threads: prompts of two sessions run at once, "
-             f"sharing them); {results['seconds']:.0f} s."]
+             f"each with all of them); {results['seconds']:.0f} s."]
     (out / f"{args.out}.md").write_text("\n".join(lines + report.concurrency_lines(results)) + "\n")
     progress(f"wrote {out / args.out}.json and .md")
     return 0

@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or write_model(Path(tmp) / "tiny", "tiny")
         result = soak(model_dir, args.minutes, args.annotators, args.interval, args.warmup_minutes * 60, checks)
-    note = (f"Tiny synthetic model on the CPU (2 torch threads shared by the 2 device threads, the CPU default), "
+    note = (f"Tiny synthetic model on the CPU (2 torch threads, 2 device threads: the CPU default), "
             f"{os.cpu_count()} cores. {args.note}").strip()
     return finish(result, args.out, note)
 

@@ -6,8 +6,8 @@ torch (model loading included) runs on these threads, for the local backend and 
 sessions of the server alike: one thread on a GPU, which serialises predictions on the device.
 
 On a CPU, one prompt of a small network keeps several torch threads only partly busy (its serial parts
-leave them waiting), so a CPU server may run a second thread: prompts of two sessions then run at once,
-each with its share of the torch threads (``before_call``). A session's calls never run at once.
+leave them waiting), so a CPU server may run a second thread: prompts of two sessions then run at once.
+A session's calls never run at once.
 
 Serving calls in arrival order would let one user's queue of prompts hold everyone else back (24
 queued lassos made another user's point wait 24 of them). So each call goes into a lane, a
@@ -47,11 +47,10 @@ def _join(turns: OrderedDict[Hashable, Any], key: Hashable, last: Hashable, new:
 
 class DeviceWorker:
     """Runs submitted calls on ``threads`` daemon threads, round-robin over users, then sessions; one call of a
-    lane at a time. ``before_call(running)`` runs on the thread before each call, with the number of calls
-    running then (this one included); ``on_start()`` once on each thread before its first call."""
+    lane at a time. ``on_start()`` runs once on each thread before its first call."""
 
     def __init__(self, name: str = "nninteractive-device", threads: int = 1,
-                 before_call: Callable[[int], None] | None = None, on_start: Callable[[], None] | None = None) -> None:
+                 on_start: Callable[[], None] | None = None) -> None:
         if threads < 1:
             raise ValueError(f"A device worker needs at least one thread, not {threads}.")
         # user -> session -> calls; both levels in turn order (the next to serve first)
@@ -62,7 +61,7 @@ class DeviceWorker:
         self._last: Lane = SHARED  # the lane served last
         self._wake = threading.Condition()
         self._stopped = False
-        self._before_call, self._on_start = before_call, on_start
+        self._on_start = on_start
         self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}" if i else name, daemon=True)
                          for i in range(threads)]
         for thread in self._threads:
@@ -111,9 +110,9 @@ class DeviceWorker:
             self._stopped = True
             self._wake.notify_all()
 
-    def _next(self) -> tuple[Lane, Any, int] | None:
-        """The next call in turn whose lane is not running, with the number of calls running once it starts; None
-        once stopped with nothing left. Waits while there is nothing to take."""
+    def _next(self) -> tuple[Lane, Any] | None:
+        """The next call in turn whose lane is not running; None once stopped with nothing left. Waits while there
+        is nothing to take."""
         with self._wake:
             while (taken := self._take()) is None:
                 if self._stopped and not self._lanes:
@@ -121,7 +120,7 @@ class DeviceWorker:
                 self._wake.wait()
             return taken
 
-    def _take(self) -> tuple[Lane, Any, int] | None:
+    def _take(self) -> tuple[Lane, Any] | None:
         for user, sessions in self._lanes.items():
             for session, calls in sessions.items():
                 if (user, session) in self._running:
@@ -135,7 +134,7 @@ class DeviceWorker:
                     del self._lanes[user]
                 self._last = (user, session)
                 self._running.add(self._last)
-                return self._last, item, len(self._running)
+                return self._last, item
         return None
 
     def _run(self) -> None:
@@ -145,11 +144,9 @@ class DeviceWorker:
             except Exception:  # the thread serves its calls all the same
                 log.exception("device thread set-up failed")
         while (taken := self._next()) is not None:
-            lane, (future, fn, args), running = taken
+            lane, (future, fn, args) = taken
             if future.set_running_or_notify_cancel():
                 try:
-                    if self._before_call is not None:
-                        self._before_call(running)
                     future.set_result(fn(*args))
                 except BaseException as exc:  # handed to the caller, never lost
                     future.set_exception(exc)

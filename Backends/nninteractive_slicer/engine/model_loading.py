@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,7 @@ def torch_thread_count(requested: int | None) -> int:
 def device_threads(device: Any, requested: int | None, torch_threads: int) -> int:
     """Threads of a server's device worker (:mod:`.device_worker`). One on a GPU, which runs one prediction at a
     time anyway and keeps cuDNN's caches per thread. On a CPU ``requested``; by default two where there are at
-    least two torch threads to share (a lone prompt still gets them all: :func:`torch_thread_share`)."""
+    least two torch threads (each device thread runs torch with all of them: :func:`start_torch_threads`)."""
     if getattr(device, "type", str(device)) == "cuda":
         if requested not in (None, 1):
             raise BackendUnavailableError(f"{requested} device threads need the CPU: a GPU runs one prediction at "
@@ -83,27 +82,16 @@ def device_threads(device: Any, requested: int | None, torch_threads: int) -> in
     return requested  # fewer than one: DeviceWorker refuses it
 
 
-def start_torch_threads(total: int) -> None:
-    """``on_start`` of a CPU device thread: torch's thread team of this thread (OpenMP keeps one per thread that
-    runs parallel work) starts now, at its full size, not at the first prompt that runs alone on it, so the
-    server's threads stay as many as at start."""
+def start_torch_threads(count: int) -> None:
+    """``on_start`` of a device thread: torch runs with ``count`` threads on it, always. torch splits reductions by
+    its thread count, so a prompt's mask depends, in borderline voxels, on that count (835 voxels of one scripted
+    session at 1 thread against 2): a count that changed with what else runs would make results depend on timing,
+    and a replayed session would no longer be bit-identical. OpenMP keeps a thread team per thread: it starts now,
+    at its full size, so the server's threads stay as many as at start."""
     import torch
 
-    torch.set_num_threads(total)
+    torch.set_num_threads(count)
     torch.ones(1 << 20).sum()  # large enough to run in parallel
-
-
-def torch_thread_share(total: int) -> Callable[[int], None]:
-    """``before_call`` of a CPU device worker: each call gets an equal share of ``total`` torch threads among the
-    calls running at once, so a lone prompt uses them all and two at once do not oversubscribe the cores. torch
-    keeps the count per thread (OpenMP's), so setting it on the device thread that runs the call is enough."""
-
-    def share(running: int) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, total // max(1, running)))
-
-    return share
 
 
 def cuda_devices() -> list[str]:

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto", help="auto (CUDA, else CPU with a warning), cuda, cuda:N or cpu")
     m.add_argument("--torch-threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     m.add_argument("--device-threads", type=int, default=None,
-                   help="prompts of different sessions that run at once, sharing the torch threads (default: 2 on "
-                        "a CPU with 2 or more torch threads, else 1; a GPU runs one at a time)")
+                   help="prompts of different sessions that run at once, each with all --torch-threads (default: 2 "
+                        "on a CPU with 2 or more torch threads, else 1; a GPU runs one at a time)")
     n = p.add_argument_group("network and security")
     n.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     n.add_argument("--port", type=int, default=1527)

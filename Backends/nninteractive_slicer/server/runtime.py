@@ -26,7 +26,6 @@ from ..engine.model_loading import (
     load_model,
     start_torch_threads,
     torch_thread_count,
-    torch_thread_share,
 )
 from ..engine.snapshots import SnapshotScheduler
 from ..protocol.contract import SERVER_NAME, ErrorCode
@@ -52,10 +51,8 @@ class ServerRuntime:
         device = choose_device(config.device)  # before the worker: a CPU may get more than one device thread
         torch_threads = torch_thread_count(config.torch_threads)
         threads = device_threads(device, config.device_threads, torch_threads)
-        shared = threads > 1  # the torch threads are shared out only between several device threads
         self.worker = DeviceWorker("nninteractive-server-device", threads,
-                                   torch_thread_share(torch_threads) if shared else None,
-                                   functools.partial(start_torch_threads, torch_threads) if shared else None)
+                                   functools.partial(start_torch_threads, torch_threads))
         try:
             model = self.worker.call(load_model, config.model_id, config.model_dir, str(device), torch_threads,
                                      SERVER_NAME)
